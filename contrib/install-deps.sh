@@ -1,0 +1,76 @@
+#!/bin/bash
+# Install everything slurm-vm needs to build, test and run a local cluster, from Debian 12's
+# packages only. Idempotent: a second run costs a few seconds.
+set -euo pipefail
+SVM_REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$SVM_REPO/contrib/lib/common.sh"
+need_root
+
+# Without systemd, package postinst scripts would try to start daemons (munge, mariadb,
+# libvirtd, slurm*) in the wrong way; our cluster scripts start them. policy-rc.d says no.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\n# installed by slurm-vm: daemons are started by contrib/cluster.sh\nexit 101\n' \
+    >/usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+fi
+
+# Slurm's internal plugin headers come from its Debian source package: that needs deb-src.
+src_list=/etc/apt/sources.list.d/slurm-vm-deb-src.sources
+if ! grep -rqs '^\(Types:.*deb-src\|deb-src \)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  cat >"$src_list" <<'SRC'
+# added by slurm-vm: Slurm's internal plugin headers are configured from its source package
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  rm -f "$SVM_CACHE/.apt-updated"
+fi
+
+PACKAGES=(
+  # build
+  g++ make cmake pkg-config clang-format libjson-c-dev libgtest-dev googletest libvirt-dev
+  libslurm-dev dpkg-dev
+  # slurm and accounting
+  slurmctld slurmd slurm-client slurmdbd munge mariadb-server
+  # virtualisation
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils tini
+  # guest image build
+  cpio xz-utils e2fsprogs
+  # test harness
+  sudo procps psmisc
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+mkdir -p "$SVM_CACHE"
+# apt-get update once per day at most, and always after we changed the sources: the index is
+# what `apt-get source` and `apt-get download` use too.
+if [ ${#missing[@]} -gt 0 ] || [ ! -e "$SVM_CACHE/.apt-updated" ] ||
+  [ -n "$(find "$SVM_CACHE/.apt-updated" -mmin +1440 2>/dev/null)" ]; then
+  # Third-party lists on some machines are unreachable; apt then exits non-zero although
+  # Debian's own indexes were fetched. What matters is checked right below.
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >"$SVM_CACHE/apt-update.log" 2>&1 || true
+  apt-cache show slurmctld >/dev/null 2>&1 ||
+    die "apt-get update could not reach Debian's package mirror (see $SVM_CACHE/apt-update.log)"
+  touch "$SVM_CACHE/.apt-updated"
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" \
+    >"$SVM_CACHE/apt-install.log" 2>&1 || {
+    tail -30 "$SVM_CACHE/apt-install.log"
+    die "apt-get install failed (full log: $SVM_CACHE/apt-install.log)"
+  }
+else
+  echo "all ${#PACKAGES[@]} packages already installed"
+fi

@@ -1,0 +1,49 @@
+# The set-up that quickstart.sh and test.sh share: install, build, make the guest, write the
+# catalog, start the cluster. Each step prints its time. Sourced after common.sh.
+
+: "${SVM_PREFIX:=/usr/local}"
+: "${SVM_PLUGIN_DIR:=$SVM_PREFIX/lib/slurm-vm}"
+: "${SVM_CATALOG:=/etc/slurm/vm-images.json}"
+: "${SVM_IMAGES:=/var/lib/slurm-vm/images}"
+export SVM_PREFIX SVM_PLUGIN_DIR SVM_CATALOG SVM_IMAGES
+
+svm_setup() {
+  need_root
+  phase "install Debian packages"
+  "$SVM_REPO/contrib/install-deps.sh"
+
+  phase "Slurm internal headers (cached by version)"
+  SLURM_SRC=$("$SVM_REPO/contrib/slurm-headers.sh")
+  echo "$SLURM_SRC"
+
+  phase "build and install slurm-vm"
+  cmake -S "$SVM_REPO" -B "$SVM_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_INSTALL_PREFIX="$SVM_PREFIX" -DSLURM_SRC_DIR="$SLURM_SRC" \
+    -DSLURM_PLUGIN_DIR="$SVM_PLUGIN_DIR" >"$SVM_CACHE/cmake.log" 2>&1 ||
+    { tail -30 "$SVM_CACHE/cmake.log"; die "cmake configure failed"; }
+  cmake --build "$SVM_BUILD" -j"$(nproc)" 2>&1 | tail -3
+  [ "${PIPESTATUS[0]}" = 0 ] || die "build failed"
+  cmake --install "$SVM_BUILD" >/dev/null || die "install failed"
+
+  phase "guest image 'tiny' (cached by package versions)"
+  local guest
+  guest=$("$SVM_REPO/contrib/build-guest.sh" "$SVM_BUILD/guest/slurm-vm-agent")
+  install_images "$guest"
+
+  phase "start the cluster (munge, MariaDB, slurmdbd, slurmctld, 3 slurmd, libvirtd)"
+  "$SVM_REPO/contrib/cluster.sh" start
+}
+
+# install_images GUEST_DIR: put the guest where the catalog says and write the catalog.
+# Hard links: the images folder is the admin's layout, the cache is ours, the bytes are shared.
+install_images() {
+  local guest=$1 d
+  install -d -m 0755 "$SVM_IMAGES" "$SVM_IMAGES/tiny"
+  for f in vmlinux initrd.img; do
+    ln -f "$guest/$f" "$SVM_IMAGES/tiny/$f" 2>/dev/null || cp -f "$guest/$f" "$SVM_IMAGES/tiny/$f"
+  done
+  sed -e "s|@IMAGES@|$SVM_IMAGES|g" "$SVM_REPO/contrib/etc/vm-images.json.in" >"$SVM_CATALOG.new"
+  chmod 0644 "$SVM_CATALOG.new"
+  mv "$SVM_CATALOG.new" "$SVM_CATALOG"
+  echo "catalog $SVM_CATALOG: $(grep -c '"name"' "$SVM_CATALOG") images"
+}

@@ -1,0 +1,28 @@
+#!/bin/bash
+# Set up everything on this machine (as quickstart.sh does), then run every test:
+# unit tests, the same unit tests under ASan+UBSan, and the integration tests against the
+# real daemons. As root, on Debian 12. Exit status: 0 when everything passed.
+#   contrib/test.sh [INTEGRATION_TEST_PATTERN]
+set -euo pipefail
+SVM_REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$SVM_REPO/contrib/lib/common.sh"
+. "$SVM_REPO/contrib/lib/setup.sh"
+
+svm_setup
+status=0
+
+phase "unit tests"
+ctest --test-dir "$SVM_BUILD" --output-on-failure -j2 2>&1 | tail -n 25 || status=1
+
+phase "unit tests under ASan + UBSan"
+cmake -S "$SVM_REPO" -B "$SVM_BUILD-asan" -DSVM_SANITIZE=ON -DSVM_BUILD_PLUGINS=OFF \
+  -DCMAKE_BUILD_TYPE=Debug >"$SVM_CACHE/cmake-asan.log" 2>&1 || { tail -20 "$SVM_CACHE/cmake-asan.log"; exit 1; }
+cmake --build "$SVM_BUILD-asan" -j"$(nproc)" 2>&1 | tail -n 3
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir "$SVM_BUILD-asan" --output-on-failure -j2 2>&1 | tail -n 25 || status=1
+
+phase "integration tests (real daemons, as user $SVM_TEST_USER)"
+"$SVM_REPO/tests/integration/run.sh" "${1:-.}" || status=1
+
+phase_summary
+echo "logs: $SVM_LOG    stop the cluster: contrib/cluster.sh stop"
+exit $status

@@ -1,0 +1,256 @@
+// slurm-vm-agent: the in-guest end of the exec channel. Started by the guest's init, as root.
+//
+//   slurm-vm-agent [--ports GLOB]   serve every virtio-serial port matching GLOB
+//                                   (default /dev/virtio-ports/org.slurmvm.exec.*)
+//   slurm-vm-agent --listen PATH... serve unix sockets instead (host-side tests); repeatable
+//   slurm-vm-agent --fd N           serve one connected fd until it closes (host-side tests)
+//
+// One server process per port, respawned if it dies, so a crash in one session leaves the
+// others and the agent itself running.
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <glob.h>
+#include <map>
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+#include "agent.h"
+
+namespace {
+
+using svm::agent::Channel;
+using svm::agent::log_line;
+using svm::protocol::system_error_text;
+using svm::protocol::UniqueFd;
+
+constexpr const char *kDefaultPorts = "/dev/virtio-ports/org.slurmvm.exec.*";
+constexpr int kRespawnDelayMs = 1000;
+
+const char *const kUsage =
+    "usage: slurm-vm-agent [--ports GLOB] | --listen PATH [--listen PATH]... | --fd N";
+
+struct Options {
+    std::string ports_glob = kDefaultPorts;
+    std::vector<std::string> listen_paths;
+    int fd = -1;
+};
+
+bool parse_options(int argc, char **argv, Options &options) {
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        auto value = [&]() -> const char * { return i + 1 < argc ? argv[++i] : nullptr; };
+        const char *v = nullptr;
+        if (arg == "--ports" && (v = value())) {
+            options.ports_glob = v;
+        } else if (arg == "--listen" && (v = value())) {
+            options.listen_paths.emplace_back(v);
+        } else if (arg == "--fd" && (v = value())) {
+            char *end = nullptr;
+            long fd = std::strtol(v, &end, 10);
+            if (*v == '\0' || *end != '\0' || fd < 0 || fd > 65535) {
+                log_line("--fd: expected a file descriptor number, got '" + std::string(v) + "'");
+                return false;
+            }
+            options.fd = static_cast<int>(fd);
+        } else {
+            log_line("unknown or incomplete argument '" + arg + "'; " + kUsage);
+            return false;
+        }
+    }
+    return true;
+}
+
+// A console-less start (or a careless test) may leave 0-2 closed; pipes and sockets must not
+// land there.
+void ensure_standard_fds() {
+    for (int fd = 0; fd < 3; ++fd) {
+        if (::fcntl(fd, F_GETFD) < 0) {
+            ::open("/dev/null", O_RDWR);
+        }
+    }
+}
+
+UniqueFd listen_on(const std::string &path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) {
+        throw svm::Error("socket " + path + ": path too long");
+    }
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        throw svm::Error("socket " + path + ": " + system_error_text(errno));
+    }
+    ::unlink(path.c_str());
+    if (::bind(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 ||
+        ::listen(fd.get(), 8) != 0) {
+        throw svm::Error("socket " + path + ": " + system_error_text(errno));
+    }
+    return fd;
+}
+
+std::vector<std::string> find_ports(const std::string &pattern) {
+    std::vector<std::string> ports;
+    glob_t g{};
+    if (::glob(pattern.c_str(), 0, nullptr, &g) == 0) {
+        for (std::size_t i = 0; i < g.gl_pathc; ++i) {
+            ports.emplace_back(g.gl_pathv[i]);
+        }
+    }
+    ::globfree(&g);
+    return ports;
+}
+
+// Supervises one server process per channel.
+class Supervisor {
+  public:
+    explicit Supervisor(std::vector<Channel> channels) : channels_(std::move(channels)) {}
+    int run();
+
+  private:
+    void start(std::size_t index);
+
+    std::vector<Channel> channels_;
+    std::map<pid_t, std::size_t> servers_;
+    std::map<std::size_t, std::int64_t> respawn_at_;
+    UniqueFd signal_fd_;
+};
+
+void Supervisor::start(std::size_t index) {
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        log_line("fork: " + system_error_text(errno) + "; retrying");
+        respawn_at_[index] = svm::protocol::monotonic_ms() + kRespawnDelayMs;
+        return;
+    }
+    if (pid == 0) {
+        signal_fd_.reset();
+        int code = 1;
+        try {
+            code = svm::agent::serve_channel(channels_[index]);
+        } catch (const std::exception &e) {
+            log_line(channels_[index].name() + ": " + e.what());
+        }
+        ::_exit(code);
+    }
+    servers_[pid] = index;
+}
+
+int Supervisor::run() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    ::sigprocmask(SIG_BLOCK, &set, nullptr);
+    signal_fd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!signal_fd_) {
+        log_line("signalfd: " + system_error_text(errno));
+        return 1;
+    }
+    for (std::size_t i = 0; i < channels_.size(); ++i) {
+        log_line("serving " + channels_[i].name());
+        start(i);
+    }
+    bool stopping = false;
+    while (!stopping || !servers_.empty()) {
+        int timeout = -1;
+        if (!respawn_at_.empty() && !stopping) {
+            std::int64_t next = respawn_at_.begin()->second;
+            for (auto &[index, at] : respawn_at_) {
+                next = std::min(next, at);
+            }
+            timeout =
+                static_cast<int>(std::max<std::int64_t>(0, next - svm::protocol::monotonic_ms()));
+        }
+        pollfd pfd{signal_fd_.get(), POLLIN, 0};
+        ::poll(&pfd, 1, timeout);
+        signalfd_siginfo info;
+        while (::read(signal_fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+            if (info.ssi_signo != SIGCHLD && !stopping) {
+                stopping = true;
+                log_line("stopping");
+                for (auto &[pid, index] : servers_) {
+                    ::kill(pid, SIGTERM);
+                }
+            }
+        }
+        int status;
+        pid_t pid;
+        while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+            auto it = servers_.find(pid);
+            if (it == servers_.end()) {
+                continue;
+            }
+            std::size_t index = it->second;
+            servers_.erase(it);
+            if (!stopping) {
+                log_line("server for " + channels_[index].name() + " ended (status " +
+                         std::to_string(status) + "); restarting it in 1 s");
+                respawn_at_[index] = svm::protocol::monotonic_ms() + kRespawnDelayMs;
+            }
+        }
+        if (stopping) {
+            continue;
+        }
+        const std::int64_t now = svm::protocol::monotonic_ms();
+        for (auto it = respawn_at_.begin(); it != respawn_at_.end();) {
+            if (it->second <= now) {
+                start(it->first);
+                it = respawn_at_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    ensure_standard_fds();
+    // A host that left must show up as EPIPE, not kill a server.
+    ::signal(SIGPIPE, SIG_IGN);
+    Options options;
+    if (!parse_options(argc, argv, options)) {
+        return 2;
+    }
+    try {
+        if (options.fd >= 0) {
+            Channel channel = Channel::connected_fd(options.fd);
+            return svm::agent::serve_channel(channel);
+        }
+        std::vector<Channel> channels;
+        for (const auto &path : options.listen_paths) {
+            channels.push_back(Channel::listener(listen_on(path), path));
+        }
+        if (channels.empty()) {
+            std::vector<std::string> ports = find_ports(options.ports_glob);
+            // init creates the /dev/virtio-ports links; wait for them rather than give up.
+            for (int waited = 0; ports.empty(); ++waited) {
+                if (waited % 30 == 0) {
+                    log_line("no port matches " + options.ports_glob + " yet; waiting");
+                }
+                ::sleep(1);
+                ports = find_ports(options.ports_glob);
+            }
+            for (const auto &port : ports) {
+                channels.push_back(Channel::virtio_port(port));
+            }
+        }
+        return Supervisor(std::move(channels)).run();
+    } catch (const std::exception &e) {
+        log_line(e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,483 @@
+// One EXEC session: start the command as the requested user, stream its stdin/stdout/stderr as
+// frames, forward signals to its process group, report how it ended.
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+extern char **environ;
+
+namespace svm::agent {
+
+using protocol::encode_frame;
+using protocol::Frame;
+using protocol::FrameReader;
+using protocol::FrameType;
+using protocol::system_error_text;
+using protocol::UniqueFd;
+
+namespace {
+
+constexpr std::size_t kChunk = 65536;
+// Output waiting for the host: above this, stop reading the command's pipes (backpressure).
+constexpr std::size_t kMaxPendingOutput = 256 * 1024;
+// Stdin waiting for the command: above this, stop reading the port until it drains.
+constexpr std::size_t kMaxPendingStdin = 1024 * 1024;
+// After the command exits, background children holding its pipes get this long.
+constexpr int kDrainAfterExitMs = 1000;
+
+struct StartFailure {
+    AgentError error;
+};
+
+struct Child {
+    pid_t pid = -1;
+    UniqueFd stdin_w, stdout_r, stderr_r;
+};
+
+void make_pipe(UniqueFd &read_end, UniqueFd &write_end) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+        throw StartFailure{{"pipe(): " + system_error_text(errno), "pipe", errno}};
+    }
+    read_end.reset(fds[0]);
+    write_end.reset(fds[1]);
+}
+
+// In the child, before exec: report why it could not start, then die.
+[[noreturn]] void child_fail(int error_fd, const char *stage, const std::string &subject, int err) {
+    std::string report(reinterpret_cast<const char *>(&err), sizeof err);
+    report += stage;
+    report.push_back('\0');
+    report += std::string(stage) + "(): " + subject + ": " + system_error_text(err);
+    ssize_t ignored = ::write(error_fd, report.data(), report.size());
+    (void)ignored;
+    ::_exit(127);
+}
+
+[[noreturn]] void run_child(const ExecRequest &req, int stdin_r, int stdout_w, int stderr_w,
+                            int error_fd, char **argv, char **envp) {
+    for (int sig = 1; sig < NSIG; ++sig) {
+        ::signal(sig, SIG_DFL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Its own session and process group: signals from the host go to the whole job.
+    ::setsid();
+    if (::dup2(stdin_r, 0) < 0 || ::dup2(stdout_w, 1) < 0 || ::dup2(stderr_w, 2) < 0) {
+        child_fail(error_fd, "dup2", "stdio", errno);
+    }
+    // Nothing of the agent's may leak into the command.
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+
+    if (::geteuid() == 0) {
+        std::vector<gid_t> groups(req.groups.begin(), req.groups.end());
+        if (::setgroups(groups.size(), groups.data()) != 0) {
+            child_fail(error_fd, "setgroups", std::to_string(groups.size()) + " groups", errno);
+        }
+        if (::setgid(req.gid) != 0) {
+            child_fail(error_fd, "setgid", std::to_string(req.gid), errno);
+        }
+        if (::setuid(req.uid) != 0) {
+            child_fail(error_fd, "setuid", std::to_string(req.uid), errno);
+        }
+        if (req.uid != 0 && (::geteuid() == 0 || ::getuid() == 0)) {
+            child_fail(error_fd, "setuid", std::to_string(req.uid), EPERM);
+        }
+    } else if (req.uid != ::geteuid()) {
+        // An unprivileged agent (tests) can only run commands as itself.
+        child_fail(error_fd, "setuid", std::to_string(req.uid), EPERM);
+    }
+    // After dropping privileges, so the directory is checked with the user's rights.
+    if (::chdir(req.cwd.c_str()) != 0) {
+        child_fail(error_fd, "chdir", req.cwd, errno);
+    }
+    // execvp searches the PATH of `environ`, which must be the command's, not the agent's.
+    environ = envp;
+    ::execvp(argv[0], argv);
+    child_fail(error_fd, "execve", req.argv[0], errno);
+}
+
+std::vector<char *> c_strings(const std::vector<std::string> &items) {
+    std::vector<char *> out;
+    out.reserve(items.size() + 1);
+    for (const auto &s : items) {
+        out.push_back(const_cast<char *>(s.c_str()));
+    }
+    out.push_back(nullptr);
+    return out;
+}
+
+Child start_child(const ExecRequest &req) {
+    UniqueFd stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, error_r, error_w;
+    make_pipe(stdin_r, stdin_w);
+    make_pipe(stdout_r, stdout_w);
+    make_pipe(stderr_r, stderr_w);
+    make_pipe(error_r, error_w);
+    std::vector<char *> argv = c_strings(req.argv);
+    std::vector<char *> envp = c_strings(req.env);
+
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        throw StartFailure{{"fork(): " + system_error_text(errno), "fork", errno}};
+    }
+    if (pid == 0) {
+        run_child(req, stdin_r.get(), stdout_w.get(), stderr_w.get(), error_w.get(), argv.data(),
+                  envp.data());
+    }
+    stdin_r.reset();
+    stdout_w.reset();
+    stderr_w.reset();
+    error_w.reset();
+
+    // The error pipe is close-on-exec: end of file without data means exec succeeded.
+    std::string report;
+    char buf[512];
+    for (;;) {
+        ssize_t n = ::read(error_r.get(), buf, sizeof buf);
+        if (n > 0) {
+            report.append(buf, static_cast<std::size_t>(n));
+        } else if (n == 0 || errno != EINTR) {
+            break;
+        }
+    }
+    if (!report.empty()) {
+        int status;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        AgentError error;
+        if (report.size() > sizeof(int)) {
+            std::memcpy(&error.error_number, report.data(), sizeof(int));
+            std::string rest = report.substr(sizeof(int));
+            auto nul = rest.find('\0');
+            error.stage = rest.substr(0, nul);
+            error.message = nul == std::string::npos ? rest : rest.substr(nul + 1);
+        } else {
+            error.message = "the command failed before exec";
+        }
+        throw StartFailure{error};
+    }
+    Child child;
+    child.pid = pid;
+    child.stdin_w = std::move(stdin_w);
+    child.stdout_r = std::move(stdout_r);
+    child.stderr_r = std::move(stderr_r);
+    protocol::set_nonblocking(child.stdin_w.get());
+    protocol::set_nonblocking(child.stdout_r.get());
+    protocol::set_nonblocking(child.stderr_r.get());
+    return child;
+}
+
+class ExecSession {
+  public:
+    ExecSession(Channel &channel, FrameReader &reader, ServerSignals &signals,
+                std::uint32_t session)
+        : channel_(channel), reader_(reader), signals_(signals), session_(session) {
+        char id[16];
+        std::snprintf(id, sizeof id, "%08x", session);
+        label_ = "port " + channel.name() + ": session " + id;
+    }
+
+    SessionResult run(const Frame &request);
+
+  private:
+    enum class Step { Continue, HostLeft, Superseded, Terminate };
+
+    Step read_port();
+    Step process_buffered_frames();
+    Step handle_frame(Frame &frame);
+    void read_output(UniqueFd &pipe, FrameType type);
+    void write_stdin();
+    bool flush();  // false: the host is gone
+    void kill_group(int signo);
+    void abandon();  // the host is gone: kill everything, reap the command
+    void send_now(FrameType type, const std::string &payload);
+
+    Channel &channel_;
+    FrameReader &reader_;
+    ServerSignals &signals_;
+    std::uint32_t session_;
+    std::string label_;
+
+    Child child_;
+    bool exited_ = false;
+    int status_ = 0;
+    std::string out_;    // frames waiting to go to the host
+    std::string stdin_;  // bytes waiting to go to the command
+    bool stdin_eof_ = false;
+    std::optional<Frame> next_request_;
+};
+
+void ExecSession::send_now(FrameType type, const std::string &payload) {
+    protocol::write_all(channel_.fd(), encode_frame(type, session_, payload), 30000,
+                        "port " + channel_.name());
+}
+
+void ExecSession::kill_group(int signo) {
+    // The command leads its own process group; its id lives on while any member does.
+    if (::kill(-child_.pid, signo) != 0 && errno != ESRCH) {
+        log_line(label_ + ": kill " + protocol::signal_name(signo) + ": " +
+                 system_error_text(errno));
+    }
+}
+
+void ExecSession::abandon() {
+    kill_group(SIGKILL);
+    child_.stdin_w.reset();
+    child_.stdout_r.reset();
+    child_.stderr_r.reset();
+    if (!exited_) {
+        int status;
+        while (::waitpid(child_.pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        exited_ = true;
+    }
+    reap_children(-1);
+}
+
+bool ExecSession::flush() {
+    while (!out_.empty()) {
+        ssize_t n = ::write(channel_.fd(), out_.data(), out_.size());
+        if (n > 0) {
+            out_.erase(0, static_cast<std::size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return true;
+        }
+        return false;
+    }
+    return true;
+}
+
+ExecSession::Step ExecSession::handle_frame(Frame &frame) {
+    if (frame.session != session_) {
+        if (protocol::is_request(frame.type)) {
+            next_request_ = std::move(frame);
+            return Step::Superseded;
+        }
+        return Step::Continue;  // stale bytes of an earlier session
+    }
+    switch (frame.type) {
+        case FrameType::Stdin:
+            if (child_.stdin_w) {
+                stdin_ += frame.payload;
+            }
+            break;
+        case FrameType::StdinEof:
+            stdin_eof_ = true;
+            if (stdin_.empty()) {
+                child_.stdin_w.reset();
+            }
+            break;
+        case FrameType::Signal:
+            try {
+                int signo = protocol::decode_signal(frame.payload);
+                log_line(label_ + ": forwarding " + protocol::signal_name(signo));
+                kill_group(signo);
+            } catch (const protocol::ProtocolError &e) {
+                log_line(label_ + ": " + e.what());
+            }
+            break;
+        default:
+            log_line(label_ + ": ignoring a " + protocol::frame_type_name(frame.type) +
+                     " frame during the session");
+    }
+    return Step::Continue;
+}
+
+ExecSession::Step ExecSession::read_port() {
+    if (reader_.fill_from(channel_.fd()) == FrameReader::Fill::Closed) {
+        return Step::HostLeft;
+    }
+    return process_buffered_frames();
+}
+
+ExecSession::Step ExecSession::process_buffered_frames() {
+    for (;;) {
+        std::optional<Frame> frame;
+        try {
+            frame = reader_.next();
+        } catch (const protocol::ProtocolError &e) {
+            log_line(label_ + ": " + e.what());
+            continue;
+        }
+        if (!frame) {
+            return Step::Continue;
+        }
+        Step step = handle_frame(*frame);
+        if (step != Step::Continue) {
+            return step;
+        }
+    }
+}
+
+void ExecSession::read_output(UniqueFd &pipe, FrameType type) {
+    char buf[kChunk];
+    ssize_t n = ::read(pipe.get(), buf, sizeof buf);
+    if (n > 0) {
+        protocol::append_frame(out_, type, session_, std::string_view(buf, n));
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        pipe.reset();
+    }
+}
+
+void ExecSession::write_stdin() {
+    ssize_t n = ::write(child_.stdin_w.get(), stdin_.data(), stdin_.size());
+    if (n > 0) {
+        stdin_.erase(0, static_cast<std::size_t>(n));
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        // The command closed its stdin (EPIPE): what it did not read is dropped, as with a pipe.
+        stdin_.clear();
+        child_.stdin_w.reset();
+        return;
+    }
+    if (stdin_.empty() && stdin_eof_) {
+        child_.stdin_w.reset();
+    }
+}
+
+SessionResult ExecSession::run(const Frame &request) {
+    ExecRequest req;
+    try {
+        req = protocol::decode_exec(request.payload);
+        child_ = start_child(req);
+    } catch (const protocol::ProtocolError &e) {
+        log_line(label_ + ": " + e.what());
+        send_now(FrameType::Error, protocol::encode_error({e.what(), "request", 0}));
+        return {};
+    } catch (const StartFailure &failure) {
+        log_line(label_ + ": " + failure.error.message);
+        send_now(FrameType::Error, protocol::encode_error(failure.error));
+        return {};
+    }
+    log_line(label_ + ": started " + req.argv[0] + " as uid " + std::to_string(req.uid) + ", pid " +
+             std::to_string(child_.pid));
+    protocol::append_frame(out_, FrameType::Started, session_,
+                           protocol::encode_started(child_.pid));
+
+    // The host sends STDIN_EOF or SIGNAL right behind EXEC: they may already be buffered.
+    if (process_buffered_frames() == Step::Superseded) {
+        log_line(label_ + ": a new host connected; killing the previous command");
+        abandon();
+        return {SessionEnd::Superseded, std::move(next_request_)};
+    }
+    std::int64_t drain_deadline = 0;
+    bool stragglers_killed = false;
+    for (;;) {
+        const bool outputs_open = child_.stdout_r || child_.stderr_r;
+        if (exited_ && !outputs_open) {
+            break;
+        }
+        if (exited_ && protocol::monotonic_ms() >= drain_deadline) {
+            if (stragglers_killed) {
+                break;
+            }
+            // Background children of the command still hold its stdout/stderr.
+            kill_group(SIGKILL);
+            stragglers_killed = true;
+            drain_deadline = protocol::monotonic_ms() + 100;
+        }
+        pollfd pfds[5] = {};
+        const bool room = out_.size() < kMaxPendingOutput;
+        pfds[0] = {channel_.fd(),
+                   static_cast<short>((stdin_.size() < kMaxPendingStdin ? POLLIN : 0) |
+                                      (out_.empty() ? 0 : POLLOUT)),
+                   0};
+        pfds[1] = {room ? child_.stdout_r.get() : -1, POLLIN, 0};
+        pfds[2] = {room ? child_.stderr_r.get() : -1, POLLIN, 0};
+        pfds[3] = {stdin_.empty() ? -1 : child_.stdin_w.get(), POLLOUT, 0};
+        pfds[4] = {signals_.fd(), POLLIN, 0};
+        int timeout = -1;
+        if (exited_) {
+            timeout = static_cast<int>(
+                std::max<std::int64_t>(0, drain_deadline - protocol::monotonic_ms()));
+        }
+        if (::poll(pfds, 5, timeout) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw Error("poll: " + system_error_text(errno));
+        }
+        if (pfds[4].revents) {
+            const bool terminate = signals_.drain();
+            if (auto status = reap_children(child_.pid)) {
+                exited_ = true;
+                status_ = *status;
+                drain_deadline = protocol::monotonic_ms() + kDrainAfterExitMs;
+            }
+            if (terminate) {
+                log_line(label_ + ": agent told to stop; killing the command");
+                abandon();
+                return {SessionEnd::Terminate, {}};
+            }
+        }
+        if (pfds[0].revents & POLLOUT) {
+            if (!flush()) {
+                log_line(label_ + ": the host left; killing the command");
+                abandon();
+                return {SessionEnd::HostLeft, {}};
+            }
+        }
+        if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            Step step = read_port();
+            if (step == Step::HostLeft) {
+                log_line(label_ + ": the host left; killing the command");
+                abandon();
+                return {SessionEnd::HostLeft, {}};
+            }
+            if (step == Step::Superseded) {
+                log_line(label_ + ": a new host connected; killing the previous command");
+                abandon();
+                return {SessionEnd::Superseded, std::move(next_request_)};
+            }
+        }
+        if (pfds[1].revents) {
+            read_output(child_.stdout_r, FrameType::Stdout);
+        }
+        if (pfds[2].revents) {
+            read_output(child_.stderr_r, FrameType::Stderr);
+        }
+        if (pfds[3].revents) {
+            write_stdin();
+        }
+    }
+    child_.stdout_r.reset();
+    child_.stderr_r.reset();
+    child_.stdin_w.reset();
+    reap_children(-1);
+
+    RemoteExit exit = RemoteExit::from_wait_status(status_);
+    protocol::append_frame(out_, FrameType::Exit, session_, protocol::encode_exit(exit));
+    log_line(label_ + ": " +
+             (exit.signaled ? "killed by " + protocol::signal_name(exit.signal)
+                            : "exited with " + std::to_string(exit.exit_code)));
+    auto result = protocol::write_all(channel_.fd(), out_, 30000, "port " + channel_.name());
+    out_.clear();
+    if (result != protocol::WriteResult::Done) {
+        return {SessionEnd::HostLeft, {}};
+    }
+    return {};
+}
+
+}  // namespace
+
+SessionResult run_exec_session(Channel &channel, FrameReader &reader, ServerSignals &signals,
+                               const Frame &request) {
+    ExecSession session(channel, reader, signals, request.session);
+    return session.run(request);
+}
+
+}  // namespace svm::agent

@@ -1,0 +1,317 @@
+// One server per exec port: waits for a host, reads requests, runs sessions one at a time.
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <poll.h>
+#include <sstream>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "protocol/json.h"
+
+namespace svm::agent {
+
+using protocol::Frame;
+using protocol::FrameReader;
+using protocol::FrameType;
+using protocol::system_error_text;
+using protocol::UniqueFd;
+
+namespace {
+
+// How long a reply may wait for a host that stopped reading.
+constexpr int kReplyTimeoutMs = 30000;
+// Idle poll interval on a virtio port with no host: read() returns 0 and poll() reports POLLHUP
+// at once then, so the server sleeps instead of spinning.
+constexpr int kNoHostSleepMs = 50;
+
+}  // namespace
+
+void log_line(const std::string &text) {
+    std::string line = "slurm-vm-agent: " + text + "\n";
+    // One write per line so lines of the port servers do not interleave on the console.
+    ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+    (void)ignored;
+}
+
+Channel Channel::virtio_port(const std::string &path) {
+    return Channel(Kind::Virtio, path);
+}
+
+Channel Channel::listener(UniqueFd listen_fd, const std::string &path) {
+    Channel channel(Kind::Listener, path);
+    channel.listen_ = std::move(listen_fd);
+    return channel;
+}
+
+Channel Channel::connected_fd(int fd) {
+    Channel channel(Kind::GivenFd, "fd " + std::to_string(fd));
+    channel.conn_.reset(fd);
+    return channel;
+}
+
+bool Channel::next_host() {
+    const bool first = std::exchange(first_, false);
+    switch (kind_) {
+        case Kind::GivenFd:
+            if (first) {
+                protocol::set_nonblocking(conn_.get());
+            }
+            return first;
+        case Kind::Virtio:
+            // The port stays open across hosts; a new host simply starts writing to it.
+            if (!first) {
+                ::usleep(kNoHostSleepMs * 1000);
+            }
+            while (!conn_) {
+                int fd = ::open(name_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+                if (fd >= 0) {
+                    conn_.reset(fd);
+                    break;
+                }
+                log_line("port " + name_ + ": open: " + system_error_text(errno) +
+                         "; retrying in 1 s");
+                ::sleep(1);
+            }
+            return true;
+        case Kind::Listener:
+            conn_.reset();
+            for (;;) {
+                int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (fd >= 0) {
+                    conn_.reset(fd);
+                    return true;
+                }
+                if (errno == EINTR || errno == ECONNABORTED) {
+                    continue;
+                }
+                throw Error("socket " + name_ + ": accept: " + system_error_text(errno));
+            }
+    }
+    return false;
+}
+
+ServerSignals::ServerSignals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0) {
+        throw Error("sigprocmask: " + system_error_text(errno));
+    }
+    fd_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!fd_) {
+        throw Error("signalfd: " + system_error_text(errno));
+    }
+}
+
+bool ServerSignals::drain() {
+    bool terminate = false;
+    signalfd_siginfo info;
+    while (::read(fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+        if (info.ssi_signo != SIGCHLD) {
+            terminate = true;
+        }
+    }
+    return terminate;
+}
+
+std::optional<int> reap_children(pid_t watch) {
+    std::optional<int> watched;
+    for (;;) {
+        int status = 0;
+        pid_t pid = ::waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) {
+            return watched;
+        }
+        if (pid == watch) {
+            watched = status;
+        }
+    }
+}
+
+namespace {
+
+void make_directories(const std::string &path) {
+    std::string partial;
+    std::stringstream parts(path);
+    std::string part;
+    while (std::getline(parts, part, '/')) {
+        if (part.empty()) {
+            continue;
+        }
+        partial += "/" + part;
+        if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+            throw Error("mkdir " + partial + ": " + system_error_text(errno));
+        }
+    }
+}
+
+// A repeated SETUP (a retried prolog) finds its mounts in place: that is success.
+bool is_mounted(const GuestMount &mount) {
+    std::ifstream mounts("/proc/self/mounts");
+    std::string source, target, type, rest;
+    while (mounts >> source >> target >> type && std::getline(mounts, rest)) {
+        if (source == mount.tag && target == mount.path && type == "9p") {
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+void apply_setup(const SetupRequest &request) {
+    if (::sethostname(request.hostname.data(), request.hostname.size()) != 0) {
+        throw Error("sethostname " + request.hostname + ": " + system_error_text(errno));
+    }
+    for (const GuestMount &mount : request.mounts) {
+        if (is_mounted(mount)) {
+            continue;
+        }
+        make_directories(mount.path);
+        unsigned long flags = mount.readonly ? MS_RDONLY : 0;
+        const char *options = "trans=virtio,version=9p2000.L,msize=262144";
+        if (::mount(mount.tag.c_str(), mount.path.c_str(), "9p", flags, options) != 0) {
+            throw Error("mount 9p tag '" + mount.tag + "' on " + mount.path + ": " +
+                        system_error_text(errno));
+        }
+    }
+}
+
+namespace {
+
+enum class Wait { Request, HostLeft, Terminate };
+
+// Sends one reply frame; false when the host is gone.
+bool reply(Channel &channel, FrameType type, std::uint32_t session, const std::string &payload) {
+    auto result = protocol::write_all(channel.fd(), protocol::encode_frame(type, session, payload),
+                                      kReplyTimeoutMs, "port " + channel.name());
+    return result == protocol::WriteResult::Done;
+}
+
+// Waits for the next request frame while no session runs. Other frames are the tail of an
+// earlier session (STDIN, SIGNAL sent before the host saw EXIT) and are dropped.
+Wait wait_for_request(Channel &channel, FrameReader &reader, ServerSignals &signals,
+                      std::optional<Frame> &request) {
+    for (;;) {
+        try {
+            while (auto frame = reader.next()) {
+                if (std::size_t skipped = reader.take_skipped()) {
+                    log_line("port " + channel.name() + ": skipped " + std::to_string(skipped) +
+                             " bytes that were not a frame");
+                }
+                if (protocol::is_request(frame->type)) {
+                    request = std::move(frame);
+                    return Wait::Request;
+                }
+            }
+        } catch (const protocol::ProtocolError &e) {
+            log_line("port " + channel.name() + ": " + e.what());
+            continue;
+        }
+        pollfd pfds[2] = {{channel.fd(), POLLIN, 0}, {signals.fd(), POLLIN, 0}};
+        if (::poll(pfds, 2, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw Error("poll: " + system_error_text(errno));
+        }
+        if (pfds[1].revents) {
+            if (signals.drain()) {
+                return Wait::Terminate;
+            }
+            reap_children(-1);
+        }
+        if (pfds[0].revents) {
+            if (reader.fill_from(channel.fd()) == FrameReader::Fill::Closed) {
+                return Wait::HostLeft;
+            }
+        }
+    }
+}
+
+std::string describe(const Frame &frame) {
+    char id[16];
+    std::snprintf(id, sizeof id, "%08x", frame.session);
+    return std::string("session ") + id;
+}
+
+}  // namespace
+
+int serve_channel(Channel &channel) {
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        log_line("prctl(PR_SET_CHILD_SUBREAPER): " + system_error_text(errno));
+    }
+    ServerSignals signals;
+    FrameReader reader;
+    std::optional<Frame> request;
+    while (channel.next_host()) {
+        // Bytes of a host that left must not be read as the start of the next one's stream.
+        reader.reset();
+        request.reset();
+        for (;;) {
+            if (!request) {
+                Wait wait = wait_for_request(channel, reader, signals, request);
+                if (wait == Wait::Terminate) {
+                    return 0;
+                }
+                if (wait == Wait::HostLeft) {
+                    break;
+                }
+            }
+            Frame frame = std::move(*request);
+            request.reset();
+            bool host_there = true;
+            if (frame.type == FrameType::Ping) {
+                host_there =
+                    reply(channel, FrameType::Pong, frame.session, protocol::encode_pong());
+            } else if (frame.type == FrameType::Setup) {
+                AgentError error;
+                try {
+                    SetupRequest setup = protocol::decode_setup(frame.payload);
+                    apply_setup(setup);
+                    log_line(describe(frame) + ": hostname " + setup.hostname + ", " +
+                             std::to_string(setup.mounts.size()) + " mount(s)");
+                } catch (const Error &e) {
+                    error.message = e.what();
+                    error.stage = "setup";
+                }
+                if (error.message.empty()) {
+                    host_there = reply(channel, FrameType::Ok, frame.session, "{}");
+                } else {
+                    log_line(describe(frame) + ": setup failed: " + error.message);
+                    host_there = reply(channel, FrameType::Error, frame.session,
+                                       protocol::encode_error(error));
+                }
+            } else if (frame.type == FrameType::Exec) {
+                SessionResult result = run_exec_session(channel, reader, signals, frame);
+                if (result.end == SessionEnd::Terminate) {
+                    return 0;
+                }
+                if (result.end == SessionEnd::HostLeft) {
+                    host_there = false;
+                } else if (result.end == SessionEnd::Superseded) {
+                    request = std::move(result.next_request);
+                }
+            }
+            if (!host_there) {
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+}  // namespace svm::agent

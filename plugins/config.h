@@ -1,0 +1,50 @@
+// The SPANK plugin's settings: the `key=value` words after the plugin's path in plugstack.conf.
+// Every value is checked when the plugin loads, so a typo fails there with a message naming the
+// option, instead of failing some job later.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace svm {
+
+struct Config {
+    std::string catalog = "/etc/slurm/vm-images.json";
+    // Wait for a graceful guest shutdown before destroying the domain. Keep it below Slurm's
+    // KillWait/UnkillableStepTimeout, or Slurm drains the node while we wait.
+    unsigned grace_seconds = 30;
+    // Wait for the in-guest agent when an image sets no ready_timeout of its own.
+    unsigned ready_timeout_seconds = 120;
+    // Host directories shared into the guest at the same path, so the job's working directory
+    // and home resolve the same inside.
+    std::vector<std::string> shared_paths = {"/home"};
+    std::string hostname_template = "%n-vm%j";
+    std::string libvirt_uri = "qemu:///system";
+    std::string run_dir = "/run/slurm-vm";        // exec channel sockets
+    std::string state_dir = "/var/lib/slurm-vm";  // per-job disk overlays
+    // Concurrent exec channels (tasks) per VM; 30 keeps them within one virtio-serial
+    // controller's 31 ports next to the console.
+    unsigned exec_ports = 8;
+    std::string domain_type = "auto";           // auto | kvm | qemu; see capabilities.h
+    std::string log_dir = "/var/log/slurm-vm";  // guest console logs
+};
+
+// Parses plugstack.conf arguments. Throws Error for an unknown key (listing the valid ones), a
+// word without '=', a key given twice, or a bad value (naming the key and the reason).
+Config parse_config(const std::vector<std::string> &args);
+
+// The VM's hostname: %n is the node name (lower-cased), %j the job id, %% a '%'. Throws Error,
+// naming the template, for an unknown %-sequence or a result that is not an RFC 1123 hostname.
+std::string expand_hostname(const std::string &tmpl, std::string_view node, uint32_t jobid);
+
+// "" for a valid RFC 1123 hostname made of lower-case labels, else the reason.
+std::string hostname_problem(std::string_view hostname);
+
+// "" for an absolute path without a ".." component or control characters, else the reason. Paths
+// from configuration end up in libvirt XML, qemu-img arguments and mount tables: they must mean
+// exactly what they say.
+std::string absolute_path_problem(std::string_view path);
+
+}  // namespace svm

@@ -1,0 +1,371 @@
+#include "domain_xml.h"
+
+#include "error.h"
+#include "image_name.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace svm {
+
+namespace {
+
+bool is_metadata_key(std::string_view key) {
+    if (key.empty()) {
+        return false;
+    }
+    for (char c : key) {
+        if (!((c >= 'a' && c <= 'z') || c == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Accumulates the XML; every value goes through value(), which names the field on failure.
+class DomainWriter {
+  public:
+    explicit DomainWriter(std::string domain) : domain_(std::move(domain)) {}
+
+    [[noreturn]] void fail(std::string_view field, const std::string &reason) const {
+        throw Error("domain XML for '" + printable(domain_) + "': field '" + std::string(field) +
+                    "': " + reason);
+    }
+
+    std::string value(std::string_view field, std::string_view text) const {
+        try {
+            return xml_escape(text);
+        } catch (const Error &e) {
+            fail(field, e.what());
+        }
+    }
+
+    std::string nonempty(std::string_view field, std::string_view text) const {
+        if (text.empty()) {
+            fail(field, "is empty");
+        }
+        return value(field, text);
+    }
+
+    void line(const std::string &text) { xml_ += text + "\n"; }
+    const std::string &xml() const { return xml_; }
+
+  private:
+    std::string domain_;
+    std::string xml_;
+};
+
+void write_metadata(DomainWriter &w, const VmSpec &spec) {
+    std::string element = "    <svm:job xmlns:svm='" + xml_escape(metadata_namespace) + "'";
+    for (const auto &[key, val] : spec.metadata) {
+        if (!is_metadata_key(key)) {
+            w.fail("metadata", "key '" + printable(key) + "' does not match [a-z_]+");
+        }
+        element += " " + key + "='" + w.value("metadata " + key, val) + "'";
+    }
+    w.line("  <metadata>");
+    w.line(element + "/>");
+    w.line("  </metadata>");
+}
+
+void write_os(DomainWriter &w, const VmSpec &spec) {
+    w.line("  <os>");
+    // x86_64 only for now: the guest kernels we build and the measured boot path are x86.
+    w.line("    <type arch='x86_64' machine='pc'>hvm</type>");
+    if (!spec.kernel.empty()) {
+        w.line("    <kernel>" + w.value("kernel", spec.kernel) + "</kernel>");
+        if (!spec.initrd.empty()) {
+            w.line("    <initrd>" + w.value("initrd", spec.initrd) + "</initrd>");
+        }
+        if (!spec.cmdline.empty()) {
+            w.line("    <cmdline>" + w.value("cmdline", spec.cmdline) + "</cmdline>");
+        }
+    } else {
+        w.line("    <boot dev='hd'/>");
+    }
+    w.line("  </os>");
+}
+
+void write_disk(DomainWriter &w, const VmSpec &spec) {
+    const std::string format = spec.disk_format.empty() ? "qcow2" : spec.disk_format;
+    if (format != "qcow2" && format != "raw") {
+        w.fail("disk_format", "expected qcow2 or raw, got '" + printable(format) + "'");
+    }
+    w.line("    <disk type='file' device='disk'>");
+    // writeback, not none: cache='none' needs O_DIRECT, which tmpfs and some overlay
+    // directories refuse; the overlay is thrown away with the job anyway.
+    w.line("      <driver name='qemu' type='" + format + "' cache='writeback'/>");
+    w.line("      <source file='" + w.value("disk", spec.disk) + "'/>");
+    w.line("      <target dev='vda' bus='virtio'/>");
+    w.line("    </disk>");
+}
+
+void write_shares(DomainWriter &w, const VmSpec &spec) {
+    for (const Share &share : spec.shares) {
+        w.line("    <filesystem type='mount' accessmode='passthrough'>");
+        w.line("      <source dir='" + w.nonempty("share host_path", share.host_path) + "'/>");
+        w.line("      <target dir='" + w.nonempty("share tag", share.tag) + "'/>");
+        if (share.readonly) {
+            w.line("      <readonly/>");
+        }
+        w.line("    </filesystem>");
+    }
+}
+
+void write_channels(DomainWriter &w, const VmSpec &spec) {
+    if (spec.exec_ports > 0 && spec.channel_dir.empty()) {
+        w.fail("channel_dir", "is empty but exec_ports is " + std::to_string(spec.exec_ports));
+    }
+    for (unsigned i = 0; i < spec.exec_ports; ++i) {
+        const std::string port = std::to_string(i);
+        w.line("    <channel type='unix'>");
+        w.line("      <source mode='bind' path='" + w.value("channel_dir", spec.channel_dir) +
+               "/exec." + port + ".sock'/>");
+        w.line("      <target type='virtio' name='org.slurmvm.exec." + port + "'/>");
+        w.line("    </channel>");
+    }
+}
+
+void write_devices(DomainWriter &w, const VmSpec &spec) {
+    w.line("  <devices>");
+    if (!spec.disk.empty()) {
+        write_disk(w, spec);
+    }
+    write_shares(w, spec);
+    if (!spec.console_log.empty()) {
+        w.line("    <serial type='file'>");
+        w.line("      <source path='" + w.value("console_log", spec.console_log) + "'/>");
+        w.line("    </serial>");
+    }
+    write_channels(w, spec);
+    // No USB controller and no balloon: fewer devices to emulate makes TCG boots faster, and
+    // the VM's memory is the job's allocation, not something to reclaim.
+    w.line("    <controller type='usb' model='none'/>");
+    w.line("    <memballoon model='none'/>");
+    w.line("  </devices>");
+}
+
+void check_spec(const DomainWriter &w, const VmSpec &spec) {
+    if (spec.domain_type != "kvm" && spec.domain_type != "qemu") {
+        w.fail("domain_type", "expected kvm or qemu, got '" + printable(spec.domain_type) + "'");
+    }
+    if (spec.vcpus == 0) {
+        w.fail("vcpus", "must be at least 1");
+    }
+    if (spec.memory_mib == 0) {
+        w.fail("memory_mib", "must be at least 1");
+    }
+    if (spec.kernel.empty() && spec.disk.empty()) {
+        w.fail("kernel", "neither a kernel nor a disk to boot from");
+    }
+}
+
+// Decodes the five named entities and numeric character references.
+std::string xml_unescape(std::string_view text) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const std::size_t semi = text[i] == '&' ? text.find(';', i) : std::string_view::npos;
+        if (semi == std::string_view::npos) {
+            out += text[i];
+            continue;
+        }
+        const std::string_view entity = text.substr(i + 1, semi - i - 1);
+        unsigned long code = 0;
+        if (entity == "amp") {
+            code = '&';
+        } else if (entity == "lt") {
+            code = '<';
+        } else if (entity == "gt") {
+            code = '>';
+        } else if (entity == "apos") {
+            code = '\'';
+        } else if (entity == "quot") {
+            code = '"';
+        } else if (entity.starts_with("#x") || entity.starts_with("#X")) {
+            code = std::strtoul(std::string(entity.substr(2)).c_str(), nullptr, 16);
+        } else if (entity.starts_with("#")) {
+            code = std::strtoul(std::string(entity.substr(1)).c_str(), nullptr, 10);
+        } else {
+            out += text[i];
+            continue;
+        }
+        if (code < 0x80) {
+            out += static_cast<char>(code);
+        } else if (code < 0x800) {
+            out += static_cast<char>(0xc0 | (code >> 6));
+            out += static_cast<char>(0x80 | (code & 0x3f));
+        } else if (code < 0x10000) {
+            out += static_cast<char>(0xe0 | (code >> 12));
+            out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
+            out += static_cast<char>(0x80 | (code & 0x3f));
+        } else {
+            out += static_cast<char>(0xf0 | ((code >> 18) & 0x07));
+            out += static_cast<char>(0x80 | ((code >> 12) & 0x3f));
+            out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
+            out += static_cast<char>(0x80 | (code & 0x3f));
+        }
+        i = semi;
+    }
+    return out;
+}
+
+bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+struct StartTag {
+    std::string name;
+    std::map<std::string, std::string> attributes;
+};
+
+// Parses the start tag whose '<' is at `pos`; nothing for end tags, comments and broken input.
+std::optional<StartTag> parse_start_tag(std::string_view xml, std::size_t pos) {
+    std::size_t i = pos + 1;
+    if (i >= xml.size() || xml[i] == '/' || xml[i] == '!' || xml[i] == '?') {
+        return std::nullopt;
+    }
+    StartTag tag;
+    while (i < xml.size() && !is_space(xml[i]) && xml[i] != '/' && xml[i] != '>') {
+        tag.name += xml[i++];
+    }
+    while (true) {
+        while (i < xml.size() && is_space(xml[i])) {
+            ++i;
+        }
+        if (i >= xml.size()) {
+            return std::nullopt;
+        }
+        if (xml[i] == '/' || xml[i] == '>') {
+            return tag;
+        }
+        const std::size_t eq = xml.find('=', i);
+        if (eq == std::string_view::npos) {
+            return std::nullopt;
+        }
+        std::string name(xml.substr(i, eq - i));
+        while (!name.empty() && is_space(name.back())) {
+            name.pop_back();
+        }
+        std::size_t q = eq + 1;
+        while (q < xml.size() && is_space(xml[q])) {
+            ++q;
+        }
+        if (q >= xml.size() || (xml[q] != '\'' && xml[q] != '"')) {
+            return std::nullopt;
+        }
+        const std::size_t close = xml.find(xml[q], q + 1);
+        if (close == std::string_view::npos) {
+            return std::nullopt;
+        }
+        tag.attributes[name] = xml_unescape(xml.substr(q + 1, close - q - 1));
+        i = close + 1;
+    }
+}
+
+}  // namespace
+
+std::string xml_escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        switch (c) {
+            case '&':
+                out += "&amp;";
+                break;
+            case '<':
+                out += "&lt;";
+                break;
+            case '>':
+                out += "&gt;";
+                break;
+            case '\'':
+                out += "&apos;";
+                break;
+            case '"':
+                out += "&quot;";
+                break;
+            case '\n':
+                out += "&#10;";
+                break;
+            case '\t':
+                out += "&#9;";
+                break;
+            case '\0':
+                throw Error("cannot put a NUL byte into XML");
+            default:
+                if (static_cast<unsigned char>(c) < 0x20) {
+                    char code[8];
+                    std::snprintf(code, sizeof code, "0x%02x", static_cast<unsigned char>(c));
+                    throw Error("cannot put control character " + std::string(code) + " into XML");
+                }
+                out += c;
+        }
+    }
+    return out;
+}
+
+std::string render_domain_xml(const VmSpec &spec) {
+    DomainWriter w(spec.name);
+    check_spec(w, spec);
+    w.line("<domain type='" + spec.domain_type + "'>");
+    w.line("  <name>" + w.nonempty("name", spec.name) + "</name>");
+    write_metadata(w, spec);
+    w.line("  <memory unit='MiB'>" + std::to_string(spec.memory_mib) + "</memory>");
+    w.line("  <vcpu>" + std::to_string(spec.vcpus) + "</vcpu>");
+    write_os(w, spec);
+    w.line("  <features>");
+    w.line("    <acpi/>");  // ACPI power button: the graceful shutdown path
+    w.line("  </features>");
+    if (spec.domain_type == "kvm") {
+        // TCG cannot pass the host CPU through; under KVM it is the fastest model.
+        w.line("  <cpu mode='host-passthrough'/>");
+    }
+    // A job VM never comes back by itself: any stop is the end of it, and the epilog cleans up.
+    w.line("  <on_poweroff>destroy</on_poweroff>");
+    w.line("  <on_reboot>destroy</on_reboot>");
+    w.line("  <on_crash>destroy</on_crash>");
+    write_devices(w, spec);
+    if (spec.run_as) {
+        w.line("  <seclabel type='static' model='dac' relabel='no'>");
+        w.line("    <label>+" + std::to_string(spec.run_as->first) + ":+" +
+               std::to_string(spec.run_as->second) + "</label>");
+        w.line("  </seclabel>");
+    }
+    w.line("</domain>");
+    return w.xml();
+}
+
+std::optional<std::map<std::string, std::string>> metadata_from_domain_xml(const std::string &xml) {
+    const std::size_t begin = xml.find("<metadata>");
+    if (begin == std::string::npos) {
+        return std::nullopt;
+    }
+    const std::size_t end = xml.find("</metadata>", begin);
+    const std::string_view section =
+        std::string_view(xml).substr(begin, end == std::string::npos ? end : end - begin);
+    for (std::size_t pos = section.find('<', 1); pos != std::string_view::npos;
+         pos = section.find('<', pos + 1)) {
+        auto tag = parse_start_tag(section, pos);
+        if (!tag) {
+            continue;
+        }
+        // libvirt keeps our prefix but may rewrite quoting; match on the namespace, not text.
+        for (const auto &[attribute, val] : tag->attributes) {
+            if (val != metadata_namespace) {
+                continue;
+            }
+            const bool prefixed =
+                attribute.starts_with("xmlns:") && tag->name == attribute.substr(6) + ":job";
+            const bool by_default = attribute == "xmlns" && tag->name == "job";
+            if (prefixed || by_default) {
+                const std::string namespace_attribute = attribute;
+                auto attributes = std::move(tag->attributes);
+                attributes.erase(namespace_attribute);
+                return attributes;
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace svm

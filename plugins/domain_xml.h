@@ -1,0 +1,61 @@
+// The libvirt domain XML for one job VM on one node. The shape is the one measured to boot a
+// Debian kernel + busybox initramfs guest here (see docs); every value passes xml_escape, because
+// names, paths and the kernel command line reach us from the catalog and from the job.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace svm {
+
+// The namespace of our <metadata> element. Cleanup and accounting find their domains by it, so it
+// never changes for the life of a deployment.
+inline constexpr std::string_view metadata_namespace = "https://github.com/slurm-vm/slurm-vm/1";
+
+// A host directory exported to the guest over 9p; the guest mounts `tag` at `guest_path`.
+struct Share {
+    std::string tag;
+    std::string host_path;
+    std::string guest_path;
+    bool readonly = false;
+};
+
+struct VmSpec {
+    std::string name;         // libvirt domain name, e.g. "svm-42-node1"
+    std::string domain_type;  // "kvm" or "qemu"; see capabilities.h
+    unsigned vcpus = 1;
+    uint64_t memory_mib = 512;
+    std::string kernel, initrd, cmdline;  // direct kernel boot when kernel is set
+    std::string disk, disk_format;        // the job's overlay; optional; format defaults to qcow2
+    std::vector<Share> shares;            // 9p, accessmode passthrough
+    std::string console_log;              // serial console to this file; none when empty
+    // Exec channels: <channel_dir>/exec.<i>.sock on the host, virtio port org.slurmvm.exec.<i>
+    // in the guest, for i in [0, exec_ports): one per concurrent task.
+    std::string channel_dir;
+    unsigned exec_ports = 0;
+    // QEMU runs as this uid:gid (static DAC label, no relabelling), so a shared base image is
+    // never chowned and 9p passthrough gives the guest exactly the job user's rights.
+    std::optional<std::pair<uint32_t, uint32_t>> run_as;
+    // Written as attributes of <svm:job> (job id, node, image, user) and read back by cleanup
+    // and accounting. Keys must match [a-z_]+.
+    std::map<std::string, std::string> metadata;
+};
+
+// `text` escaped for XML content and attribute values ('&', '<', '>', '\'', '"', and tab and
+// newline as character references so attributes keep them). Throws Error for NUL and other
+// control characters, which XML 1.0 cannot carry.
+std::string xml_escape(std::string_view text);
+
+// Throws Error naming the domain and the field for an invalid spec or an unencodable value.
+std::string render_domain_xml(const VmSpec &spec);
+
+// The attributes of our <metadata> element, from XML made by render_domain_xml or returned by
+// libvirt (which rewrites quoting); nothing when the domain is not one of ours.
+std::optional<std::map<std::string, std::string>> metadata_from_domain_xml(const std::string &xml);
+
+}  // namespace svm

@@ -1,0 +1,74 @@
+// Host side of the exec channel: ask a VM's agent to run a command and behave like that command
+// (its output, its signals, its exit status).
+//
+// A VM has N exec ports, each a unix socket <channel_dir>/exec.<i>.sock served by QEMU, one
+// connection at a time. A client takes a port by flock()ing <channel_dir>/exec.<i>.lock for the
+// whole session, so concurrent tasks never share a port.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "error.h"
+#include "protocol/messages.h"  // ExecRequest, SetupRequest, GuestMount, RemoteExit
+
+namespace svm {
+
+// The agent could not start the command (ERROR before STARTED): the message is the agent's
+// ("execve(): nosuchcmd: No such file or directory"); stage and error_number say which step
+// failed and why, for exit codes like a shell's (127, 126).
+class RemoteStartError : public Error {
+  public:
+    explicit RemoteStartError(const AgentError &error)
+        : Error(error.message), stage_(error.stage), error_number_(error.error_number) {}
+    const std::string &stage() const { return stage_; }
+    int error_number() const { return error_number_; }
+
+  private:
+    std::string stage_;
+    int error_number_;
+};
+
+// Catches TERM INT HUP USR1 USR2 TSTP CONT QUIT for as long as it lives, so that run_in_guest
+// forwards them to the remote command instead of the caller dying (or stopping) of them. The
+// handlers only write to a self-pipe: nothing else in the process is affected, and the previous
+// dispositions come back on destruction. One instance per process at a time.
+class SignalForwarder {
+  public:
+    SignalForwarder();
+    ~SignalForwarder();
+    SignalForwarder(const SignalForwarder &) = delete;
+    SignalForwarder &operator=(const SignalForwarder &) = delete;
+
+    // Readable while a caught signal waits to be taken.
+    int fd() const { return read_fd_; }
+    // The next caught signal, or 0 if none is pending.
+    int take();
+
+    static const std::vector<int> &caught_signals();
+
+  private:
+    int read_fd_ = -1;
+    int write_fd_ = -1;
+};
+
+// Connects to one exec port socket, sends PING and waits for PONG. Throws Error when the agent
+// does not answer within timeout_ms, or the socket cannot be reached.
+void ping_agent(const std::string &socket_path, int timeout_ms);
+
+// Sends SETUP (hostname, 9p mounts) and waits for the agent's OK. Throws Error with the agent's
+// reason when it refuses.
+void setup_guest(const std::string &socket_path, const SetupRequest &request, int timeout_ms);
+
+// Runs request in the VM whose exec ports live in channel_dir (ports of them), waiting up to
+// 60 s for a free port. Streams stdin_fd (if >= 0; otherwise the command's stdin is at end of
+// file) and the command's stdout/stderr to stdout_fd/stderr_fd (discarded if < 0). With
+// signals, caught signals go to the remote command's process group.
+// Returns a wait(2)-style status (WIFEXITED/WIFSIGNALED work). If a signal that would end the
+// caller arrives while no port is free, returns that signal as the status without running.
+// Throws RemoteStartError if the command could not start, Error for transport failures
+// ("lost the connection to the VM's agent (...)").
+int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecRequest &request,
+                 int stdin_fd, int stdout_fd, int stderr_fd, SignalForwarder *signals = nullptr);
+
+}  // namespace svm

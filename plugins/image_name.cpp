@@ -1,0 +1,84 @@
+#include "image_name.h"
+
+#include <cstdio>
+
+namespace svm {
+
+namespace {
+
+constexpr std::string_view feature_prefix = "vm_";
+
+bool is_alnum(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool is_name_char(char c) {
+    return is_alnum(c) || c == '.' || c == '_' || c == '-';
+}
+
+bool is_printable_ascii(char c) {
+    return c >= 0x20 && c < 0x7f;
+}
+
+std::string hex_byte(char c) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
+    return buf;
+}
+
+}  // namespace
+
+std::string printable(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        if (is_printable_ascii(c)) {
+            out += c;
+        } else {
+            out += hex_byte(c);
+        }
+    }
+    return out;
+}
+
+std::string image_name_problem(std::string_view name) {
+    if (name.empty()) {
+        return "is empty";
+    }
+    if (name.size() > max_image_name_length) {
+        return "is longer than " + std::to_string(max_image_name_length) + " characters";
+    }
+    if (name.find('/') != std::string_view::npos) {
+        return "contains '/'";
+    }
+    if (!is_alnum(name.front())) {
+        return "must start with a letter or digit";
+    }
+    if (name.find("..") != std::string_view::npos) {
+        return "contains '..'";
+    }
+    for (char c : name) {
+        if (!is_name_char(c)) {
+            const std::string shown = is_printable_ascii(c) ? std::string(1, c) : hex_byte(c);
+            return "contains character '" + shown + "'";
+        }
+    }
+    return "";
+}
+
+std::string image_feature(std::string_view name) {
+    return std::string(feature_prefix) + std::string(name);
+}
+
+std::optional<std::string> image_from_feature(std::string_view feature) {
+    if (!feature.starts_with(feature_prefix)) {
+        return std::nullopt;
+    }
+    const std::string_view name = feature.substr(feature_prefix.size());
+    if (!image_name_problem(name).empty()) {
+        return std::nullopt;
+    }
+    return std::string(name);
+}
+
+}  // namespace svm

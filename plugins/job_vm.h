@@ -1,0 +1,68 @@
+// The whole life of one job's VM on one node, free of Slurm: what the prolog starts, what
+// task_init reaches, what the epilog stops. The SPANK plugin gathers the facts from Slurm
+// and calls these; the admin tool (slurm-vm try) calls them too.
+#pragma once
+
+#include "catalog.h"
+#include "config.h"
+#include "vm_lifecycle.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace svm {
+
+// What Slurm allocated to the job on this node.
+struct JobVmRequest {
+    uint32_t jobid = 0;
+    std::string node;   // Slurm node name (several slurmd may share one host)
+    std::string image;  // catalog name, already validated at submit
+    uint32_t uid = 0, gid = 0;
+    unsigned cpus = 0;        // 0: the image's default
+    uint64_t memory_mib = 0;  // 0: the image's default
+    std::string work_dir;     // shared into the guest at the same path
+};
+
+// Where a job VM's files live. The state folder is root's (the user cannot plant links where
+// root writes); the channel folder is the user's alone (0700): only the job's user and root
+// can reach the VM's exec channels.
+struct JobVmPaths {
+    std::string domain;       // libvirt domain name, svm-<jobid>-<node>
+    std::string state_dir;    // <state_dir>/jobs/<domain>: overlay, state, error
+    std::string channel_dir;  // <run_dir>/<domain>: exec.<i>.sock and exec.<i>.lock
+    std::string console_log;  // <log_dir>/<domain>.console.log, kept after the job
+    std::string error_file;   // why the VM could not start, for task_init to tell the user
+    std::string state_file;   // facts about the running VM (JSON), for the epilog and accounting
+};
+JobVmPaths job_vm_paths(const Config &config, uint32_t jobid, std::string_view node);
+
+struct StartReport {
+    std::string domain, hostname, domain_type;
+    unsigned vcpus = 0;
+    uint64_t memory_mib = 0;
+    double create_seconds = 0, ready_seconds = 0, setup_seconds = 0;
+};
+
+// Boots the job's VM and waits until its agent answers; sets the guest's hostname and mounts
+// the shared paths. Throws Error with a message that names the image, the node and the
+// reason; whatever was made is removed again before it throws.
+StartReport start_job_vm(const Config &config, const Catalog &catalog, const JobVmRequest &request);
+
+// Graceful shutdown, destroy after the grace period, then removal of the domain's files.
+// Safe to call when nothing is there.
+StopReport stop_job_vm(const Config &config, uint32_t jobid, std::string_view node);
+
+// Records why the VM could not start, where task_init finds it. Never throws.
+void record_job_vm_error(const Config &config, uint32_t jobid, std::string_view node,
+                         const std::string &message);
+
+// The message recorded by record_job_vm_error, if any.
+std::optional<std::string> job_vm_error(const Config &config, uint32_t jobid,
+                                        std::string_view node);
+
+// Whether the prolog set up (or tried to set up) a VM for this job on this node.
+bool job_has_vm(const Config &config, uint32_t jobid, std::string_view node);
+
+}  // namespace svm

@@ -1,0 +1,185 @@
+#include "orphans.h"
+
+#include "error.h"
+#include "libvirt_handles.h"
+#include "vm_lifecycle.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+#include <system_error>
+
+namespace svm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kPrefix = "svm-";
+constexpr std::string_view kOverlaySuffix = ".qcow2";
+
+bool is_valid_node_name(std::string_view node) {
+    if (node.empty()) {
+        return false;
+    }
+    return std::all_of(node.begin(), node.end(), [](char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+    });
+}
+
+// The job id of an entry named for `node` whose job is not live, if the name is one of ours.
+std::optional<uint32_t> dead_job_of(std::string_view name, std::string_view node,
+                                    const std::function<bool(uint32_t)> &job_is_live) {
+    auto parsed = parse_domain_name(name);
+    if (!parsed || parsed->second != node || job_is_live(parsed->first)) {
+        return std::nullopt;
+    }
+    return parsed->first;
+}
+
+// Calls remove_one(path) for every entry of dir whose name, less `suffix`, is one of node's
+// dead jobs' names. A missing directory holds nothing.
+void for_each_dead_entry(const fs::path &dir, std::string_view suffix, std::string_view node,
+                         const std::function<bool(uint32_t)> &job_is_live,
+                         const std::function<void(const fs::path &)> &remove_one,
+                         OrphanReport &report) {
+    std::error_code ec;
+    fs::directory_iterator it(dir, ec);
+    if (ec) {
+        if (ec != std::errc::no_such_file_or_directory) {
+            report.errors.push_back("cannot list " + dir.string() + ": " + ec.message());
+        }
+        return;
+    }
+    for (; it != fs::directory_iterator(); it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        if (name.size() <= suffix.size() || !name.ends_with(suffix)) {
+            continue;
+        }
+        name.resize(name.size() - suffix.size());
+        if (dead_job_of(name, node, job_is_live)) {
+            remove_one(it->path());
+        }
+    }
+    if (ec) {
+        report.errors.push_back("cannot list " + dir.string() + ": " + ec.message());
+    }
+}
+
+}  // namespace
+
+std::string domain_name_for(uint32_t jobid, std::string_view node) {
+    if (!is_valid_node_name(node)) {
+        throw Error("node name '" + std::string(node) +
+                    "': expected letters, digits, '.', '_' or '-'");
+    }
+    return std::string(kPrefix) + std::to_string(jobid) + "-" + std::string(node);
+}
+
+std::optional<std::pair<uint32_t, std::string>> parse_domain_name(std::string_view name) {
+    if (!name.starts_with(kPrefix)) {
+        return std::nullopt;
+    }
+    name.remove_prefix(kPrefix.size());
+    // The job id is the first field; the node name, which may hold '-', is all the rest.
+    std::size_t dash = name.find('-');
+    if (dash == std::string_view::npos || dash == 0) {
+        return std::nullopt;
+    }
+    std::string_view digits = name.substr(0, dash);
+    std::string_view node = name.substr(dash + 1);
+    if (digits.size() > 1 && digits[0] == '0') {
+        return std::nullopt;
+    }
+    uint32_t jobid = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), jobid);
+    if (ec != std::errc() || end != digits.data() + digits.size()) {
+        return std::nullopt;
+    }
+    if (!is_valid_node_name(node)) {
+        return std::nullopt;
+    }
+    return std::make_pair(jobid, std::string(node));
+}
+
+std::vector<std::string> find_orphan_domains(virConnectPtr conn, std::string_view node,
+                                             const std::function<bool(uint32_t)> &job_is_live) {
+    silence_libvirt_stderr();
+    virDomainPtr *domains = nullptr;
+    int count = virConnectListAllDomains(conn, &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+    if (count < 0) {
+        throw Error("cannot list the libvirt domains of node " + std::string(node) + ": " +
+                    libvirt_last_error());
+    }
+    // Owned right away, so no handle leaks if job_is_live throws.
+    std::vector<DomainPtr> owned;
+    owned.reserve(static_cast<std::size_t>(count));
+    for (int i = 0; i < count; ++i) {
+        owned.emplace_back(domains[i]);
+    }
+    free(domains);
+
+    std::vector<std::string> orphans;
+    for (const DomainPtr &dom : owned) {
+        const char *name = virDomainGetName(dom.get());
+        if (name != nullptr && dead_job_of(name, node, job_is_live)) {
+            orphans.emplace_back(name);
+        }
+    }
+    std::sort(orphans.begin(), orphans.end());
+    return orphans;
+}
+
+OrphanReport remove_orphans(virConnectPtr conn, std::string_view node,
+                            const std::function<bool(uint32_t)> &job_is_live,
+                            const std::string &state_dir, const std::string &run_dir) {
+    OrphanReport report;
+    for (const std::string &name : find_orphan_domains(conn, node, job_is_live)) {
+        try {
+            VmLifecycle(conn, name).destroy();
+            report.destroyed_domains.push_back(name);
+        } catch (const Error &e) {
+            report.errors.push_back(e.what());
+        }
+    }
+
+    for_each_dead_entry(
+        fs::path(state_dir) / "overlays", kOverlaySuffix, node, job_is_live,
+        [&](const fs::path &path) {
+            std::error_code ec;
+            // remove() unlinks a symbolic link itself, never its target.
+            if (fs::remove(path, ec)) {
+                report.removed_overlays.push_back(path.string());
+            } else if (ec) {
+                report.errors.push_back("cannot remove overlay " + path.string() + ": " +
+                                        ec.message());
+            }
+        },
+        report);
+
+    for_each_dead_entry(
+        fs::path(run_dir), "", node, job_is_live,
+        [&](const fs::path &path) {
+            std::error_code ec;
+            fs::file_status st = fs::symlink_status(path, ec);
+            if (ec) {
+                return;
+            }
+            // remove_all() does not follow symbolic links, inside the directory or at its top.
+            if (fs::is_directory(st) || fs::is_symlink(st)) {
+                fs::remove_all(path, ec);
+                if (ec) {
+                    report.errors.push_back("cannot remove channel directory " + path.string() +
+                                            ": " + ec.message());
+                } else {
+                    report.removed_channel_dirs.push_back(path.string());
+                }
+            }
+        },
+        report);
+    return report;
+}
+
+}  // namespace svm

@@ -1,0 +1,22 @@
+// Copy-on-write overlays: each job VM writes to its own qcow2 file on top of a shared base image,
+// which stays untouched.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace svm {
+
+// Creates overlay_path as a qcow2 overlay on `base` (whose format, e.g. "qcow2" or "raw", is
+// base_format), owned by owner_uid:owner_gid with mode 0600. Both paths must be absolute.
+// Refuses an overlay that already exists: it may be the disk of a running VM. Throws Error naming
+// the overlay, the base and qemu-img's reason; a full disk reads "no space left on device".
+void create_overlay(const std::string &base, const std::string &base_format,
+                    const std::string &overlay_path, uint32_t owner_uid, uint32_t owner_gid,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// Removes an overlay; one that is already gone is fine.
+void remove_overlay(const std::string &overlay_path);
+
+}  // namespace svm

@@ -1,0 +1,99 @@
+// Framing of the host <-> guest exec channel (a virtio-serial port; a unix socket on the host).
+//
+// A frame is a 12-byte header and a payload:
+//   'S' 'V' | u8 type | u8 reserved (0) | u32 BE session id | u32 BE payload length | payload
+// The channel is a byte stream that a new host client may join while the guest still holds bytes
+// of the previous session, so readers resynchronise on the magic and every frame names the
+// session it belongs to (chosen at random by the host, echoed by the guest).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "error.h"
+
+namespace svm::protocol {
+
+// A peer broke the protocol: bad frame, bad JSON, a value out of range.
+class ProtocolError : public Error {
+  public:
+    explicit ProtocolError(const std::string &message) : Error(message) {}
+};
+
+inline constexpr std::size_t kHeaderSize = 12;
+inline constexpr std::uint32_t kMaxPayload = 65536;
+
+enum class FrameType : std::uint8_t {
+    Ping = 0x01,
+    Pong = 0x02,
+    Setup = 0x03,
+    Ok = 0x04,
+    Error = 0x0F,
+    Exec = 0x10,
+    Started = 0x11,
+    Stdin = 0x12,
+    StdinEof = 0x13,
+    Stdout = 0x14,
+    Stderr = 0x15,
+    Signal = 0x16,
+    Exit = 0x17,
+};
+
+bool is_known_frame_type(std::uint8_t type);
+// Requests open a session on the guest: PING, SETUP, EXEC.
+bool is_request(FrameType type);
+const char *frame_type_name(FrameType type);
+
+struct Frame {
+    FrameType type;
+    std::uint32_t session;
+    std::string payload;
+};
+
+// Appends one encoded frame to out. Throws ProtocolError if the payload is too large.
+void append_frame(std::string &out, FrameType type, std::uint32_t session,
+                  std::string_view payload = {});
+std::string encode_frame(FrameType type, std::uint32_t session, std::string_view payload = {});
+
+// Buffers bytes from the peer and cuts them into frames.
+class FrameReader {
+  public:
+    enum class Fill { Data, WouldBlock, Closed };
+
+    void feed(std::string_view bytes);
+    // One read(2) from a (non-blocking) fd into the buffer. Closed: end of file, or the peer
+    // reset the connection (errno is then in last_read_errno()). Other read errors throw.
+    Fill fill_from(int fd);
+    int last_read_errno() const { return last_read_errno_; }
+
+    // The next whole frame, or nullopt when more bytes are needed. Bytes before a valid header
+    // (bad magic, unknown type, nonzero reserved byte, or another session when one is
+    // expected) are skipped and counted. A header announcing more than kMaxPayload bytes throws
+    // ProtocolError, after skipping its first byte so that reading may go on.
+    std::optional<Frame> next();
+
+    // Host side: frames of other sessions are stale bytes of an earlier client; skipping only
+    // their first byte (not their announced length) keeps a stale half-frame from swallowing
+    // the frames of this session.
+    void expect_session(std::uint32_t session) { expected_session_ = session; }
+
+    // Bytes skipped since the last call.
+    std::size_t take_skipped();
+    std::size_t buffered() const { return buffer_.size() - start_; }
+    // Forget everything buffered: the peer went away.
+    void reset();
+
+  private:
+    void skip(std::size_t n);
+
+    std::string buffer_;
+    std::size_t start_ = 0;
+    std::size_t skipped_ = 0;
+    std::optional<std::uint32_t> expected_session_;
+    int last_read_errno_ = 0;
+};
+
+}  // namespace svm::protocol

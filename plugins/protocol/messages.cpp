@@ -1,0 +1,411 @@
+#include "protocol/messages.h"
+
+#include <csignal>
+#include <cstring>
+#include <sys/wait.h>
+
+#include "protocol/frame.h"
+#include "protocol/json.h"
+
+namespace svm {
+
+int RemoteExit::wait_status() const {
+    if (signaled) {
+        return (signal & 0x7f) | (core_dumped ? 0x80 : 0);
+    }
+    return (exit_code & 0xff) << 8;
+}
+
+RemoteExit RemoteExit::from_wait_status(int status) {
+    RemoteExit exit;
+    if (WIFSIGNALED(status)) {
+        exit.signaled = true;
+        exit.signal = WTERMSIG(status);
+        exit.core_dumped = WCOREDUMP(status);
+    } else {
+        exit.exit_code = WEXITSTATUS(status);
+    }
+    return exit;
+}
+
+}  // namespace svm
+
+namespace svm::protocol {
+
+namespace {
+
+constexpr std::int64_t kMaxId = 4294967294;  // (uint32_t)-1 means "no change" to set*id()
+constexpr std::size_t kMaxGroups = 65536;
+constexpr std::size_t kMaxHostname = 64;
+
+std::string quoted(std::string_view s) {
+    std::string out = "\"";
+    for (char c : s.substr(0, 60)) {
+        if (c == '\0') {
+            out += "\\0";
+        } else {
+            out += c;
+        }
+    }
+    if (s.size() > 60) {
+        out += "...";
+    }
+    return out + "\"";
+}
+
+std::string field(const std::string &what, const std::string &name) {
+    return what + ": field '" + name + "'";
+}
+
+bool has_nul(std::string_view s) {
+    return s.find('\0') != std::string_view::npos;
+}
+
+void check_text(std::string_view s, const std::string &where) {
+    if (has_nul(s)) {
+        throw ProtocolError(where + ": contains a NUL byte");
+    }
+}
+
+void check_absolute_path(std::string_view s, const std::string &where) {
+    check_text(s, where);
+    if (s.empty() || s[0] != '/') {
+        throw ProtocolError(where + ": expected an absolute path, got " + quoted(s));
+    }
+}
+
+void check_id(std::int64_t v, const std::string &where) {
+    if (v < 0 || v > kMaxId) {
+        throw ProtocolError(where + ": expected an integer from 0 to " + std::to_string(kMaxId) +
+                            ", got " + std::to_string(v));
+    }
+}
+
+JsonPtr string_array(const std::vector<std::string> &items) {
+    JsonPtr array(json_object_new_array());
+    for (const auto &item : items) {
+        json_object_array_add(array.get(), json_from_string(item).release());
+    }
+    return array;
+}
+
+std::vector<std::string> decode_string_array(json_object *obj, const char *key,
+                                             const std::string &what) {
+    json_object *array = json_array_value(json_field(obj, key, what), field(what, key));
+    std::vector<std::string> out;
+    const std::size_t n = json_object_array_length(array);
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        out.push_back(
+            json_string_value(json_object_array_get_idx(array, i),
+                              field(what, std::string(key) + "[" + std::to_string(i) + "]")));
+    }
+    return out;
+}
+
+const char *const kExecWhat = "EXEC request";
+const char *const kSetupWhat = "SETUP request";
+
+}  // namespace
+
+std::string encode_pong(const AgentInfo &info) {
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "agent", json_from_string(info.agent));
+    json_set(obj.get(), "version", json_from_int(info.version));
+    return json_to_text(obj.get());
+}
+
+AgentInfo decode_pong(std::string_view payload) {
+    const std::string what = "PONG reply";
+    JsonPtr obj = parse_json_object(payload, what);
+    AgentInfo info;
+    info.agent = json_string_value(json_field(obj.get(), "agent", what), field(what, "agent"));
+    info.version = static_cast<int>(
+        json_int_value(json_field(obj.get(), "version", what), 1, 1000000, field(what, "version")));
+    return info;
+}
+
+void validate_setup(const SetupRequest &request) {
+    const std::string what = kSetupWhat;
+    const std::string &h = request.hostname;
+    const std::string where = field(what, "hostname");
+    if (h.empty() || h.size() > kMaxHostname) {
+        throw ProtocolError(where + ": expected 1 to " + std::to_string(kMaxHostname) +
+                            " characters, got " + quoted(h));
+    }
+    for (char c : h) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.';
+        if (!ok) {
+            throw ProtocolError(where + ": expected letters, digits, '-' and '.', got " +
+                                quoted(h));
+        }
+    }
+    if (h[0] == '-' || h[0] == '.') {
+        throw ProtocolError(where + ": must start with a letter or a digit, got " + quoted(h));
+    }
+    for (std::size_t i = 0; i < request.mounts.size(); ++i) {
+        const GuestMount &m = request.mounts[i];
+        const std::string prefix = "mounts[" + std::to_string(i) + "]";
+        const std::string tag_where = field(what, prefix + ".tag");
+        check_text(m.tag, tag_where);
+        if (m.tag.empty() || m.tag.size() > 255 || m.tag.find(',') != std::string::npos) {
+            throw ProtocolError(tag_where + ": expected 1 to 255 characters without ',', got " +
+                                quoted(m.tag));
+        }
+        const std::string path_where = field(what, prefix + ".path");
+        check_absolute_path(m.path, path_where);
+        if (("/" + m.path + "/").find("/../") != std::string::npos) {
+            throw ProtocolError(path_where + ": must not contain '..', got " + quoted(m.path));
+        }
+    }
+}
+
+std::string encode_setup(const SetupRequest &request) {
+    validate_setup(request);
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "hostname", json_from_string(request.hostname));
+    JsonPtr mounts(json_object_new_array());
+    for (const auto &m : request.mounts) {
+        JsonPtr mount = json_new_object();
+        json_set(mount.get(), "tag", json_from_string(m.tag));
+        json_set(mount.get(), "path", json_from_string(m.path));
+        json_set(mount.get(), "readonly", json_from_bool(m.readonly));
+        json_object_array_add(mounts.get(), mount.release());
+    }
+    json_set(obj.get(), "mounts", std::move(mounts));
+    return json_to_text(obj.get());
+}
+
+SetupRequest decode_setup(std::string_view payload) {
+    const std::string what = kSetupWhat;
+    JsonPtr obj = parse_json_object(payload, what);
+    SetupRequest request;
+    request.hostname =
+        json_string_value(json_field(obj.get(), "hostname", what), field(what, "hostname"));
+    if (json_object *mounts = json_optional_field(obj.get(), "mounts")) {
+        json_array_value(mounts, field(what, "mounts"));
+        const std::size_t n = json_object_array_length(mounts);
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::string prefix = "mounts[" + std::to_string(i) + "]";
+            json_object *m = json_object_array_get_idx(mounts, i);
+            if (!json_object_is_type(m, json_type_object)) {
+                throw ProtocolError(field(what, prefix) + ": expected an object, got " +
+                                    json_excerpt(m));
+            }
+            const std::string mwhat = field(what, prefix);
+            GuestMount mount;
+            mount.tag =
+                json_string_value(json_field(m, "tag", mwhat), field(what, prefix + ".tag"));
+            mount.path =
+                json_string_value(json_field(m, "path", mwhat), field(what, prefix + ".path"));
+            if (json_object *ro = json_optional_field(m, "readonly")) {
+                mount.readonly = json_bool_value(ro, field(what, prefix + ".readonly"));
+            }
+            request.mounts.push_back(std::move(mount));
+        }
+    }
+    validate_setup(request);
+    return request;
+}
+
+void validate_exec(const ExecRequest &request) {
+    const std::string what = kExecWhat;
+    if (request.argv.empty()) {
+        throw ProtocolError(field(what, "argv") + ": must not be empty");
+    }
+    for (std::size_t i = 0; i < request.argv.size(); ++i) {
+        const std::string where = field(what, "argv[" + std::to_string(i) + "]");
+        check_text(request.argv[i], where);
+        if (i == 0 && request.argv[i].empty()) {
+            throw ProtocolError(where + ": the command name must not be empty");
+        }
+    }
+    for (std::size_t i = 0; i < request.env.size(); ++i) {
+        const std::string where = field(what, "env[" + std::to_string(i) + "]");
+        const std::string &e = request.env[i];
+        check_text(e, where);
+        const auto eq = e.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            throw ProtocolError(where + ": expected NAME=value, got " + quoted(e));
+        }
+    }
+    check_absolute_path(request.cwd, field(what, "cwd"));
+    if (request.uid > kMaxId) {
+        check_id(request.uid, field(what, "uid"));
+    }
+    if (request.gid > kMaxId) {
+        check_id(request.gid, field(what, "gid"));
+    }
+    if (request.groups.size() > kMaxGroups) {
+        throw ProtocolError(field(what, "groups") + ": more than " + std::to_string(kMaxGroups) +
+                            " groups");
+    }
+    for (std::size_t i = 0; i < request.groups.size(); ++i) {
+        check_id(request.groups[i], field(what, "groups[" + std::to_string(i) + "]"));
+    }
+}
+
+std::string encode_exec(const ExecRequest &request) {
+    validate_exec(request);
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "argv", string_array(request.argv));
+    json_set(obj.get(), "env", string_array(request.env));
+    json_set(obj.get(), "cwd", json_from_string(request.cwd));
+    json_set(obj.get(), "uid", json_from_int(request.uid));
+    json_set(obj.get(), "gid", json_from_int(request.gid));
+    JsonPtr groups(json_object_new_array());
+    for (auto g : request.groups) {
+        json_object_array_add(groups.get(), json_from_int(g).release());
+    }
+    json_set(obj.get(), "groups", std::move(groups));
+    return json_to_text(obj.get());
+}
+
+ExecRequest decode_exec(std::string_view payload) {
+    const std::string what = kExecWhat;
+    JsonPtr obj = parse_json_object(payload, what);
+    ExecRequest request;
+    request.argv = decode_string_array(obj.get(), "argv", what);
+    request.env = decode_string_array(obj.get(), "env", what);
+    request.cwd = json_string_value(json_field(obj.get(), "cwd", what), field(what, "cwd"));
+    request.uid = static_cast<std::uint32_t>(
+        json_int_value(json_field(obj.get(), "uid", what), 0, kMaxId, field(what, "uid")));
+    request.gid = static_cast<std::uint32_t>(
+        json_int_value(json_field(obj.get(), "gid", what), 0, kMaxId, field(what, "gid")));
+    json_object *groups =
+        json_array_value(json_field(obj.get(), "groups", what), field(what, "groups"));
+    const std::size_t n = json_object_array_length(groups);
+    if (n > kMaxGroups) {
+        throw ProtocolError(field(what, "groups") + ": more than " + std::to_string(kMaxGroups) +
+                            " groups");
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        request.groups.push_back(static_cast<std::uint32_t>(
+            json_int_value(json_object_array_get_idx(groups, i), 0, kMaxId,
+                           field(what, "groups[" + std::to_string(i) + "]"))));
+    }
+    validate_exec(request);
+    return request;
+}
+
+std::string encode_started(pid_t pid) {
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "pid", json_from_int(pid));
+    return json_to_text(obj.get());
+}
+
+pid_t decode_started(std::string_view payload) {
+    const std::string what = "STARTED reply";
+    JsonPtr obj = parse_json_object(payload, what);
+    return static_cast<pid_t>(
+        json_int_value(json_field(obj.get(), "pid", what), 1, 0x7fffffff, field(what, "pid")));
+}
+
+std::string encode_error(const AgentError &error) {
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "message", json_from_string(error.message));
+    if (!error.stage.empty()) {
+        json_set(obj.get(), "stage", json_from_string(error.stage));
+    }
+    if (error.error_number != 0) {
+        json_set(obj.get(), "errno", json_from_int(error.error_number));
+    }
+    return json_to_text(obj.get());
+}
+
+AgentError decode_error(std::string_view payload) {
+    const std::string what = "ERROR reply";
+    JsonPtr obj = parse_json_object(payload, what);
+    AgentError error;
+    error.message =
+        json_string_value(json_field(obj.get(), "message", what), field(what, "message"));
+    if (json_object *stage = json_optional_field(obj.get(), "stage")) {
+        error.stage = json_string_value(stage, field(what, "stage"));
+    }
+    if (json_object *err = json_optional_field(obj.get(), "errno")) {
+        error.error_number = static_cast<int>(json_int_value(err, 0, 4095, field(what, "errno")));
+    }
+    return error;
+}
+
+const std::vector<int> &forwardable_signals() {
+    static const std::vector<int> signals = {SIGHUP,  SIGINT,  SIGQUIT, SIGTERM, SIGUSR1,
+                                             SIGUSR2, SIGTSTP, SIGCONT, SIGKILL};
+    return signals;
+}
+
+bool is_forwardable_signal(int signo) {
+    for (int s : forwardable_signals()) {
+        if (s == signo) {
+            return true;
+        }
+    }
+    return false;
+}
+
+std::string signal_name(int signo) {
+    const char *abbrev = (signo > 0 && signo < NSIG) ? sigabbrev_np(signo) : nullptr;
+    if (abbrev) {
+        return std::string("SIG") + abbrev;
+    }
+    return "signal " + std::to_string(signo);
+}
+
+std::string encode_signal(int signo) {
+    if (!is_forwardable_signal(signo)) {
+        throw ProtocolError("SIGNAL frame: " + signal_name(signo) +
+                            " is not one of the forwarded signals (HUP INT QUIT TERM USR1 USR2 "
+                            "TSTP CONT KILL)");
+    }
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "signal", json_from_int(signo));
+    return json_to_text(obj.get());
+}
+
+int decode_signal(std::string_view payload) {
+    const std::string what = "SIGNAL frame";
+    JsonPtr obj = parse_json_object(payload, what);
+    int signo = static_cast<int>(
+        json_int_value(json_field(obj.get(), "signal", what), 1, NSIG - 1, field(what, "signal")));
+    if (!is_forwardable_signal(signo)) {
+        throw ProtocolError(field(what, "signal") + ": " + signal_name(signo) +
+                            " is not one of the forwarded signals (HUP INT QUIT TERM USR1 USR2 "
+                            "TSTP CONT KILL)");
+    }
+    return signo;
+}
+
+std::string encode_exit(const RemoteExit &exit) {
+    JsonPtr obj = json_new_object();
+    if (exit.signaled) {
+        json_set(obj.get(), "signal", json_from_int(exit.signal));
+        json_set(obj.get(), "core_dumped", json_from_bool(exit.core_dumped));
+    } else {
+        json_set(obj.get(), "exit_code", json_from_int(exit.exit_code));
+    }
+    return json_to_text(obj.get());
+}
+
+RemoteExit decode_exit(std::string_view payload) {
+    const std::string what = "EXIT frame";
+    JsonPtr obj = parse_json_object(payload, what);
+    json_object *code = json_optional_field(obj.get(), "exit_code");
+    json_object *signal = json_optional_field(obj.get(), "signal");
+    if ((code != nullptr) == (signal != nullptr)) {
+        throw ProtocolError(what + ": expected exactly one of the fields 'exit_code' and 'signal'");
+    }
+    RemoteExit exit;
+    if (code) {
+        exit.exit_code = static_cast<int>(json_int_value(code, 0, 255, field(what, "exit_code")));
+        return exit;
+    }
+    exit.signaled = true;
+    exit.signal = static_cast<int>(json_int_value(signal, 1, NSIG - 1, field(what, "signal")));
+    if (json_object *core = json_optional_field(obj.get(), "core_dumped")) {
+        exit.core_dumped = json_bool_value(core, field(what, "core_dumped"));
+    }
+    return exit;
+}
+
+}  // namespace svm::protocol

@@ -1,0 +1,95 @@
+// The control messages of the exec protocol (JSON payloads) and their validation.
+// Every decode_* checks types and ranges and throws ProtocolError naming the field; every
+// encode_* applies the same checks, so a bad request fails on the host with the same message.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <sys/types.h>
+#include <vector>
+
+namespace svm {
+
+struct GuestMount {
+    std::string tag;   // the 9p mount tag of the shared host directory
+    std::string path;  // absolute mount point in the guest
+    bool readonly = false;
+};
+
+struct SetupRequest {
+    std::string hostname;
+    std::vector<GuestMount> mounts;
+};
+
+struct ExecRequest {
+    std::vector<std::string> argv;
+    std::vector<std::string> env;  // "NAME=value"
+    std::string cwd;               // absolute
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::vector<std::uint32_t> groups;
+};
+
+// How the remote command ended.
+struct RemoteExit {
+    bool signaled = false;
+    int exit_code = 0;  // when !signaled
+    int signal = 0;     // when signaled
+    bool core_dumped = false;
+
+    // The same value wait(2) would have given for a local process.
+    int wait_status() const;
+    static RemoteExit from_wait_status(int status);
+};
+
+// ERROR reply. stage names the step that failed ("execve", "chdir", "setuid", "mount", ...)
+// and error_number its errno (0 if none), so a client can map them to shell-like exit codes.
+struct AgentError {
+    std::string message;
+    std::string stage;
+    int error_number = 0;
+};
+
+struct AgentInfo {
+    std::string agent;
+    int version = 0;
+};
+
+}  // namespace svm
+
+namespace svm::protocol {
+
+inline constexpr int kProtocolVersion = 1;
+inline constexpr const char *kAgentName = "slurm-vm-agent";
+
+std::string encode_pong(const AgentInfo &info = {kAgentName, kProtocolVersion});
+AgentInfo decode_pong(std::string_view payload);
+
+void validate_setup(const SetupRequest &request);
+std::string encode_setup(const SetupRequest &request);
+SetupRequest decode_setup(std::string_view payload);
+
+void validate_exec(const ExecRequest &request);
+std::string encode_exec(const ExecRequest &request);
+ExecRequest decode_exec(std::string_view payload);
+
+std::string encode_started(pid_t pid);
+pid_t decode_started(std::string_view payload);
+
+std::string encode_error(const AgentError &error);
+AgentError decode_error(std::string_view payload);
+
+// Only these signals cross the channel: HUP INT QUIT TERM USR1 USR2 TSTP CONT KILL.
+bool is_forwardable_signal(int signo);
+const std::vector<int> &forwardable_signals();
+std::string encode_signal(int signo);
+int decode_signal(std::string_view payload);
+
+std::string encode_exit(const RemoteExit &exit);
+RemoteExit decode_exit(std::string_view payload);
+
+// "SIGTERM" for 15, "signal 99" for anything unnamed.
+std::string signal_name(int signo);
+
+}  // namespace svm::protocol

@@ -1,0 +1,404 @@
+#include "vm_lifecycle.h"
+
+#include "error.h"
+
+#include <libvirt/virterror.h>
+
+#include <thread>
+
+namespace svm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// How often a booting or stopping domain is looked at. A domain takes seconds either way.
+constexpr milliseconds kPollInterval{50};
+
+milliseconds since(Clock::time_point start) {
+    return std::chrono::duration_cast<milliseconds>(Clock::now() - start);
+}
+
+milliseconds until(Clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    return left.count() > 0 ? left : milliseconds(0);
+}
+
+void sleep_until_next_poll(Clock::time_point deadline) {
+    std::this_thread::sleep_for(std::min(kPollInterval, until(deadline)));
+}
+
+bool is_no_domain(int code) {
+    return code == VIR_ERR_NO_DOMAIN;
+}
+
+// virDomainShutdownFlags rejects a mode the driver does not implement (the test driver takes no
+// flags at all); then the driver's own default mode is the best we can ask for.
+bool is_unsupported_mode(int code) {
+    return code == VIR_ERR_INVALID_ARG || code == VIR_ERR_NO_SUPPORT ||
+           code == VIR_ERR_ARGUMENT_UNSUPPORTED || code == VIR_ERR_OPERATION_UNSUPPORTED;
+}
+
+// Why a domain that should be booting is not running, for "stopped running before it was ready:".
+std::string describe_not_running(std::optional<int> state, int reason) {
+    if (!state) {
+        // A transient domain vanishes as it stops, taking the reason with it.
+        return "it no longer exists (it crashed or powered off)";
+    }
+    switch (*state) {
+        case VIR_DOMAIN_SHUTOFF:
+            switch (reason) {
+                case VIR_DOMAIN_SHUTOFF_CRASHED:
+                    return "it crashed";
+                case VIR_DOMAIN_SHUTOFF_SHUTDOWN:
+                    return "it powered off";
+                case VIR_DOMAIN_SHUTOFF_DESTROYED:
+                    return "it was destroyed";
+                case VIR_DOMAIN_SHUTOFF_FAILED:
+                    return "it failed to start";
+                default:
+                    return "it is shut off";
+            }
+        case VIR_DOMAIN_CRASHED:
+            return "it crashed";
+        case VIR_DOMAIN_SHUTDOWN:
+            return "it is shutting down";
+        case VIR_DOMAIN_PAUSED:
+            return "it paused on an I/O error (is the file system of its disks full?)";
+        case VIR_DOMAIN_PMSUSPENDED:
+            return "its guest suspended itself";
+        default:
+            return "it is in libvirt state " + std::to_string(*state);
+    }
+}
+
+bool still_booting(std::optional<int> state, int reason) {
+    if (!state) {
+        return false;
+    }
+    switch (*state) {
+        case VIR_DOMAIN_NOSTATE:
+        case VIR_DOMAIN_RUNNING:
+        case VIR_DOMAIN_BLOCKED:
+            return true;
+        case VIR_DOMAIN_PAUSED:
+            // Paused by someone (it will be resumed) or while starting; an I/O error pause is
+            // final.
+            return reason != VIR_DOMAIN_PAUSED_IOERROR;
+        default:
+            return false;
+    }
+}
+
+}  // namespace
+
+const char *to_string(VmState state) {
+    switch (state) {
+        case VmState::Absent:
+            return "absent";
+        case VmState::Starting:
+            return "starting";
+        case VmState::Ready:
+            return "ready";
+        case VmState::Suspended:
+            return "suspended";
+        case VmState::Stopping:
+            return "stopping";
+        case VmState::Gone:
+            return "gone";
+        case VmState::Failed:
+            return "failed";
+    }
+    return "unknown";
+}
+
+std::optional<DomainPtr> lookup_domain(virConnectPtr conn, const std::string &name) {
+    silence_libvirt_stderr();
+    DomainPtr dom(virDomainLookupByName(conn, name.c_str()));
+    if (dom) {
+        return dom;
+    }
+    if (is_no_domain(libvirt_last_error_code())) {
+        return std::nullopt;
+    }
+    throw Error("cannot look up domain " + name + ": " + libvirt_last_error());
+}
+
+VmLifecycle::VmLifecycle(virConnectPtr conn, std::string domain_name)
+    : conn_(conn), name_(std::move(domain_name)) {}
+
+virDomainPtr VmLifecycle::domain() {
+    if (!dom_) {
+        if (auto found = lookup_domain(conn_, name_)) {
+            dom_ = std::move(*found);
+        }
+    }
+    return dom_.get();
+}
+
+std::optional<int> VmLifecycle::libvirt_state(int *reason) {
+    virDomainPtr dom = domain();
+    if (dom == nullptr) {
+        return std::nullopt;
+    }
+    int state = VIR_DOMAIN_NOSTATE, why = 0;
+    if (virDomainGetState(dom, &state, &why, 0) < 0) {
+        if (is_no_domain(libvirt_last_error_code())) {
+            // Our handle outlived a transient domain. We do not look the name up again: a
+            // domain of the same name now would be someone else's.
+            return std::nullopt;
+        }
+        throw Error("cannot get the state of domain " + name_ + ": " + libvirt_last_error());
+    }
+    if (reason != nullptr) {
+        *reason = why;
+    }
+    return state;
+}
+
+bool VmLifecycle::is_active() {
+    virDomainPtr dom = domain();
+    if (dom == nullptr) {
+        return false;
+    }
+    int active = virDomainIsActive(dom);
+    if (active < 0) {
+        if (is_no_domain(libvirt_last_error_code())) {
+            return false;
+        }
+        throw Error("cannot get the state of domain " + name_ + ": " + libvirt_last_error());
+    }
+    return active == 1;
+}
+
+void VmLifecycle::fail(const std::string &message) {
+    state_ = VmState::Failed;
+    throw Error(message);
+}
+
+void VmLifecycle::create(const std::string &xml) {
+    if (state_ != VmState::Absent) {
+        throw Error("cannot create domain " + name_ + ": it is already " + to_string(state_));
+    }
+    silence_libvirt_stderr();
+    // Transient, and not auto-destroyed with our connection: the VM must outlive the prolog.
+    DomainPtr dom(virDomainCreateXML(conn_, xml.c_str(), 0));
+    if (!dom) {
+        fail("cannot create domain " + name_ + ": " + libvirt_last_error());
+    }
+    const char *actual = virDomainGetName(dom.get());
+    if (actual == nullptr || name_ != actual) {
+        std::string other = actual != nullptr ? actual : "?";
+        virDomainDestroy(dom.get());
+        fail("cannot create domain " + name_ + ": its XML names the domain '" + other + "'");
+    }
+    dom_ = std::move(dom);
+    state_ = VmState::Starting;
+}
+
+bool VmLifecycle::wait_ready(milliseconds timeout,
+                             const std::function<bool(milliseconds remaining)> &probe) {
+    if (state_ == VmState::Ready) {
+        return true;
+    }
+    if (state_ != VmState::Starting) {
+        throw Error("cannot wait for domain " + name_ + " to be ready: it is " + to_string(state_));
+    }
+    const auto deadline = Clock::now() + timeout;
+    for (bool first = true;; first = false) {
+        int reason = 0;
+        std::optional<int> state = libvirt_state(&reason);
+        if (!still_booting(state, reason)) {
+            fail("domain " + name_ +
+                 " stopped running before it was ready: " + describe_not_running(state, reason));
+        }
+        if (!first && Clock::now() >= deadline) {
+            state_ = VmState::Failed;
+            return false;
+        }
+        bool ready = false;
+        try {
+            ready = probe(until(deadline));
+        } catch (...) {
+            state_ = VmState::Failed;
+            throw;
+        }
+        if (ready) {
+            state_ = VmState::Ready;
+            return true;
+        }
+        sleep_until_next_poll(deadline);
+    }
+}
+
+StopReport VmLifecycle::stop(milliseconds grace) {
+    StopReport report;
+    const auto start = Clock::now();
+    if (!is_active()) {
+        report.detail = "domain " + name_ + " was not running";
+        state_ = VmState::Gone;
+        dom_.reset();
+        return report;
+    }
+    report.was_running = true;
+    state_ = VmState::Stopping;
+    virDomainPtr dom = domain();
+
+    // libvirt clears its last error on every call: take the message before looking again.
+    std::string why_forced;
+    bool asked = false;
+    if (libvirt_state() == VIR_DOMAIN_PAUSED && virDomainResume(dom) < 0) {
+        std::string reason = libvirt_last_error();
+        if (is_active()) {
+            why_forced = "it is paused and could not be resumed for a shutdown: " + reason;
+        }
+    }
+    if (why_forced.empty()) {
+        int rc = virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN);
+        if (rc < 0 && is_unsupported_mode(libvirt_last_error_code())) {
+            rc = virDomainShutdown(dom);
+        }
+        std::string reason = rc < 0 ? libvirt_last_error() : "";
+        if (rc < 0 && is_active()) {
+            why_forced = "the shutdown request failed: " + reason;
+        } else {
+            asked = true;
+        }
+    }
+
+    if (asked) {
+        const auto deadline = start + grace;
+        while (is_active() && Clock::now() < deadline) {
+            sleep_until_next_poll(deadline);
+        }
+        if (!is_active()) {
+            report.graceful = true;
+            report.shutdown_time = since(start);
+            report.detail = "domain " + name_ + " powered off after " +
+                            std::to_string(report.shutdown_time.count()) + " ms";
+            state_ = VmState::Gone;
+            dom_.reset();
+            return report;
+        }
+        why_forced = "it did not power off within " + std::to_string(grace.count()) +
+                     " ms of the shutdown request";
+    }
+    report.shutdown_time = since(start);
+
+    const auto destroy_start = Clock::now();
+    if (virDomainDestroy(dom) < 0) {
+        std::string reason = libvirt_last_error();
+        if (is_active()) {
+            fail("cannot destroy domain " + name_ + " (" + why_forced + "): " + reason);
+        }
+        // It went away by itself between our last look and the destroy.
+        report.destroy_time = since(destroy_start);
+        report.detail = "domain " + name_ + " powered off just after " + why_forced;
+    } else {
+        report.destroyed = true;
+        report.destroy_time = since(destroy_start);
+        report.detail = "domain " + name_ + " destroyed after " +
+                        std::to_string(report.destroy_time.count()) + " ms: " + why_forced;
+    }
+    state_ = VmState::Gone;
+    dom_.reset();
+    return report;
+}
+
+void VmLifecycle::destroy() {
+    if (is_active()) {
+        state_ = VmState::Stopping;
+        if (virDomainDestroy(domain()) < 0) {
+            std::string reason = libvirt_last_error();
+            if (is_active()) {
+                fail("cannot destroy domain " + name_ + ": " + reason);
+            }
+        }
+    }
+    state_ = VmState::Gone;
+    dom_.reset();
+}
+
+VmState VmLifecycle::attach() {
+    int reason = 0;
+    std::optional<int> state = libvirt_state(&reason);
+    if (!state) {
+        state_ = VmState::Gone;
+        return state_;
+    }
+    switch (*state) {
+        case VIR_DOMAIN_NOSTATE:
+        case VIR_DOMAIN_RUNNING:
+        case VIR_DOMAIN_BLOCKED:
+            state_ = VmState::Ready;
+            break;
+        case VIR_DOMAIN_PAUSED:
+            state_ = VmState::Suspended;
+            break;
+        case VIR_DOMAIN_SHUTDOWN:
+            state_ = VmState::Stopping;
+            break;
+        case VIR_DOMAIN_CRASHED:
+            state_ = VmState::Failed;
+            break;
+        default:
+            state_ = VmState::Gone;
+            break;
+    }
+    return state_;
+}
+
+void VmLifecycle::suspend() {
+    if (state_ == VmState::Absent) {
+        attach();
+    }
+    if (state_ != VmState::Ready && state_ != VmState::Suspended) {
+        throw Error("cannot suspend domain " + name_ + ": it is " + to_string(state_));
+    }
+    std::optional<int> state = libvirt_state();
+    if (!state) {
+        state_ = VmState::Gone;
+        throw Error("cannot suspend domain " + name_ + ": it no longer exists");
+    }
+    if (*state == VIR_DOMAIN_PAUSED) {
+        state_ = VmState::Suspended;
+        return;
+    }
+    if (*state != VIR_DOMAIN_RUNNING && *state != VIR_DOMAIN_BLOCKED) {
+        throw Error("cannot suspend domain " + name_ + ": it is not running (libvirt state " +
+                    std::to_string(*state) + ")");
+    }
+    if (virDomainSuspend(domain()) < 0) {
+        throw Error("cannot suspend domain " + name_ + ": " + libvirt_last_error());
+    }
+    state_ = VmState::Suspended;
+}
+
+void VmLifecycle::resume() {
+    if (state_ == VmState::Absent) {
+        attach();
+    }
+    if (state_ != VmState::Suspended && state_ != VmState::Ready) {
+        throw Error("cannot resume domain " + name_ + ": it is " + to_string(state_));
+    }
+    std::optional<int> state = libvirt_state();
+    if (!state) {
+        state_ = VmState::Gone;
+        throw Error("cannot resume domain " + name_ + ": it no longer exists");
+    }
+    if (*state == VIR_DOMAIN_RUNNING || *state == VIR_DOMAIN_BLOCKED) {
+        state_ = VmState::Ready;
+        return;
+    }
+    if (*state != VIR_DOMAIN_PAUSED) {
+        throw Error("cannot resume domain " + name_ + ": it is not paused (libvirt state " +
+                    std::to_string(*state) + ")");
+    }
+    if (virDomainResume(domain()) < 0) {
+        throw Error("cannot resume domain " + name_ + ": " + libvirt_last_error());
+    }
+    state_ = VmState::Ready;
+}
+
+}  // namespace svm

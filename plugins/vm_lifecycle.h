@@ -1,0 +1,89 @@
+// The life of one job's VM on one node, as an explicit state machine (after HTCondor's VM gahp:
+// a graceful shutdown that falls back to destroy, like SIGTERM then SIGKILL).
+//
+//   Absent --create--> Starting --wait_ready--> Ready <--suspend/resume--> Suspended
+//   any --stop/destroy--> Stopping --> Gone
+//   Failed: creation failed, the VM died while booting, missed its deadline, or would not die.
+//
+// The VM outlives this object: the prolog creates it, the epilog (another process) stops it by
+// name with a new VmLifecycle. Destroying a VmLifecycle never touches the domain.
+#pragma once
+
+#include "libvirt_handles.h"
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace svm {
+
+enum class VmState { Absent, Starting, Ready, Suspended, Stopping, Gone, Failed };
+
+// "absent", "starting", ... for messages and logs.
+const char *to_string(VmState state);
+
+struct StopReport {
+    bool was_running = false;  // the domain existed and was running (or paused) when stop began
+    bool graceful = false;     // it powered off by itself within the grace period
+    bool destroyed = false;    // it had to be destroyed
+    std::chrono::milliseconds shutdown_time{0}, destroy_time{0};
+    std::string detail;  // one line for the log: what happened and why
+};
+
+// The domain named `name`, if it exists. Throws Error for failures other than "no such domain".
+std::optional<DomainPtr> lookup_domain(virConnectPtr conn, const std::string &name);
+
+class VmLifecycle {
+  public:
+    // Does not talk to libvirt: operations look the domain up by name when they need it.
+    // `conn` must outlive this object.
+    VmLifecycle(virConnectPtr conn, std::string domain_name);
+
+    // Starts a transient domain from `xml`, whose <name> must be the domain name given above.
+    // Absent -> Starting. Throws Error naming the domain and libvirt's reason (state Failed).
+    void create(const std::string &xml);
+
+    // Calls probe(remaining time) until it returns true (-> Ready, returns true). Throws Error
+    // (state Failed) as soon as the domain stops running: it crashed or powered off while
+    // booting. Returns false (state Failed) when the timeout passes first. probe is called at
+    // least once, and should itself return within the remaining time.
+    bool wait_ready(std::chrono::milliseconds timeout,
+                    const std::function<bool(std::chrono::milliseconds remaining)> &probe);
+
+    // Graceful shutdown (ACPI power button), a poll every 50 ms until the domain is off or
+    // `grace` passes, then destroy. A domain that is already gone is fine. A paused domain is
+    // resumed first so its guest can see the power button. -> Gone; throws Error (state Failed)
+    // only when the domain is still running after destroy.
+    StopReport stop(std::chrono::milliseconds grace);
+
+    // Immediate power-off, no grace. A domain that is already gone is fine. -> Gone.
+    void destroy();
+
+    // Ready -> Suspended (virDomainSuspend) and back. A VmLifecycle that did not create the
+    // domain looks it up first. Throws Error naming the domain and the state or libvirt's reason.
+    void suspend();
+    void resume();
+
+    // Looks the domain up and takes its state from libvirt: Ready (running), Suspended
+    // (paused), or Gone (no such domain or not running). For processes that did not create it.
+    VmState attach();
+
+    VmState state() const { return state_; }
+    const std::string &name() const { return name_; }
+
+  private:
+    // The domain handle, looked up by name if need be; nullptr when there is no such domain.
+    virDomainPtr domain();
+    // libvirt's state of the domain (VIR_DOMAIN_*), or nullopt when it no longer exists.
+    std::optional<int> libvirt_state(int *reason = nullptr);
+    bool is_active();
+    [[noreturn]] void fail(const std::string &message);
+
+    virConnectPtr conn_;
+    std::string name_;
+    DomainPtr dom_;
+    VmState state_ = VmState::Absent;
+};
+
+}  // namespace svm

@@ -1,0 +1,123 @@
+// Prolog and epilog: root, on each allocated node (PrologFlags=Alloc), before any task and
+// after the last one.
+//
+// A failing prolog drains the node in Slurm, so nothing a user can cause may fail it: when
+// the VM cannot start, the reason is recorded and task_init fails the job with it, in the
+// job's own output. The node stays usable.
+#include "spank_common.h"
+
+#include "allocation.h"
+#include "catalog.h"
+#include "error.h"
+#include "job_vm.h"
+#include "process.h"
+
+#include <cstdlib>
+#include <string>
+
+namespace svm::spank {
+
+namespace {
+
+struct JobFacts {
+    uint32_t jobid = 0, uid = 0, gid = 0;
+    std::string node, image;
+};
+
+bool job_facts(spank_t sp, JobFacts &facts) {
+    facts.image = requested_image(sp);
+    if (facts.image.empty()) {
+        return false;
+    }
+    const char *node = getenv("SLURMD_NODENAME");
+    if (spank_get_item(sp, S_JOB_ID, &facts.jobid) != ESPANK_SUCCESS ||
+        spank_get_item(sp, S_JOB_UID, &facts.uid) != ESPANK_SUCCESS ||
+        spank_get_item(sp, S_JOB_GID, &facts.gid) != ESPANK_SUCCESS || node == nullptr) {
+        throw Error("cannot read the job id, user or node name from Slurm");
+    }
+    facts.node = node;
+    return true;
+}
+
+// CPUs and memory of this node's share of the job: only slurmctld's detailed record has the
+// memory. Zeros (the image's defaults) when it cannot be read in time.
+NodeAllocation allocation_here(const JobFacts &f) {
+    try {
+        const ProcessResult r = run_process(
+            {find_program("scontrol"), "show", "job", "-d", "-o", std::to_string(f.jobid)},
+            std::chrono::seconds(15));
+        if (!r.timed_out && r.status == 0) {
+            return node_allocation(r.out, f.node);
+        }
+        slurm_info("%s: job %u node %s: scontrol show job failed (%s); using image defaults",
+                   kTag, f.jobid, f.node.c_str(), r.err.c_str());
+    } catch (const Error &e) {
+        slurm_info("%s: job %u node %s: %s; using image defaults", kTag, f.jobid, f.node.c_str(),
+                   e.what());
+    }
+    return {};
+}
+
+}  // namespace
+
+int on_job_prolog(spank_t sp) {
+    JobFacts f;
+    if (!job_facts(sp, f)) {
+        return 0;
+    }
+    try {
+        const Catalog catalog = Catalog::load(config().catalog);
+        JobVmRequest request;
+        request.jobid = f.jobid;
+        request.node = f.node;
+        request.image = f.image;
+        request.uid = f.uid;
+        request.gid = f.gid;
+        const NodeAllocation alloc = allocation_here(f);
+        request.cpus = alloc.cpus;
+        request.memory_mib = alloc.memory_mib;
+        if (const char *wd = getenv("SLURM_JOB_WORK_DIR"); wd != nullptr) {
+            request.work_dir = wd;
+        }
+        const StartReport r = start_job_vm(config(), catalog, request);
+        slurm_info("%s: job %u node %s image %s: VM %s ready as %s (%s, %u vCPU, %llu MiB): "
+                   "created in %.2f s, agent ready after %.2f s, set up in %.2f s",
+                   kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.domain.c_str(),
+                   r.hostname.c_str(), r.domain_type.c_str(), r.vcpus,
+                   static_cast<unsigned long long>(r.memory_mib), r.create_seconds,
+                   r.ready_seconds, r.setup_seconds);
+    } catch (const std::exception &e) {
+        const std::string message = std::string(kTag) + ": " + e.what();
+        slurm_error("%s: job %u node %s image %s: VM not started: %s", kTag, f.jobid,
+                    f.node.c_str(), f.image.c_str(), e.what());
+        record_job_vm_error(config(), f.jobid, f.node, message);
+    }
+    return 0;
+}
+
+int on_job_epilog(spank_t sp) {
+    uint32_t jobid = 0;
+    const char *node = getenv("SLURMD_NODENAME");
+    if (spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS || node == nullptr) {
+        return 0;
+    }
+    // Not the option: whatever the prolog left for this job is stopped and removed.
+    if (!job_has_vm(config(), jobid, node)) {
+        return 0;
+    }
+    const std::string image = requested_image(sp);
+    try {
+        const StopReport r = stop_job_vm(config(), jobid, node);
+        slurm_info("%s: job %u node %s image %s: VM stopped: %s (shutdown %.2f s, destroy %.2f s)",
+                   kTag, jobid, node, image.c_str(), r.detail.c_str(),
+                   r.shutdown_time.count() / 1000.0, r.destroy_time.count() / 1000.0);
+    } catch (const std::exception &e) {
+        // Still success for Slurm: a failed epilog drains the node. The orphan sweep of the
+        // next prolog on this node removes what is left.
+        slurm_error("%s: job %u node %s image %s: stopping the VM failed: %s", kTag, jobid, node,
+                    image.c_str(), e.what());
+    }
+    return 0;
+}
+
+}  // namespace svm::spank

@@ -1,0 +1,53 @@
+// task_init: the job's user, in slurmstepd, just before the task's exec. When the job has a
+// VM on this node, the task becomes the exec client, which runs the task's argv inside the
+// VM and behaves like it (output, signals, exit status).
+#include "spank_common.h"
+
+#include "job_vm.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#ifndef SVM_EXEC_PATH
+#error "SVM_EXEC_PATH must name the installed slurm-vm-exec"
+#endif
+
+namespace svm::spank {
+
+int on_task_init(spank_t sp) {
+    uint32_t jobid = 0;
+    const char *node = getenv("SLURMD_NODENAME");
+    if (spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS || node == nullptr ||
+        !job_has_vm(config(), jobid, node)) {
+        return 0;  // not a VM job: the task runs as usual
+    }
+    if (const auto error = job_vm_error(config(), jobid, node)) {
+        // The task's stderr is the job's output: the user reads why here.
+        fprintf(stderr, "%s\n", error->c_str());
+        fflush(stderr);
+        return -1;
+    }
+    int argc = 0;
+    char **argv = nullptr;
+    if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1) {
+        slurm_error("%s: job %u node %s: cannot read the task's command", kTag, jobid, node);
+        return -1;
+    }
+    const JobVmPaths paths = job_vm_paths(config(), jobid, node);
+    const std::string ports = std::to_string(config().exec_ports);
+    std::vector<const char *> args = {SVM_EXEC_PATH, "--channel-dir", paths.channel_dir.c_str(),
+                                      "--ports", ports.c_str(), "--stdin", "--"};
+    for (int i = 0; i < argc; ++i) {
+        args.push_back(argv[i]);
+    }
+    args.push_back(nullptr);
+    execv(SVM_EXEC_PATH, const_cast<char *const *>(args.data()));
+    slurm_error("%s: job %u node %s: cannot run %s: %m", kTag, jobid, node, SVM_EXEC_PATH);
+    return -1;
+}
+
+}  // namespace svm::spank

@@ -1,0 +1,90 @@
+# Helpers for integration tests: they run against the real cluster that contrib/cluster.sh
+# started, submit as the non-root test user, and assert what that user sees.
+# Sourced by run.sh; each test file defines functions named test_*.
+
+SVM_TEST_USER=${SVM_TEST_USER:-svmuser}
+SVM_OTHER_USER=${SVM_OTHER_USER:-svmother}
+SVM_LOG=${SVM_LOG:-/var/log/slurm-vm}
+VIRSH="virsh -q -c qemu:///system"
+
+# The current test's private folder, in the test user's home (a shared path in the VMs).
+TEST_DIR=""
+
+fail() {
+  printf '    FAIL: %s\n' "$*" >&2
+  return 1
+}
+
+# as_user CMD...: run a shell command line as the test user in TEST_DIR.
+as_user() { runuser -u "$SVM_TEST_USER" -- bash -c "cd '$TEST_DIR' && $*"; }
+as_other() { runuser -u "$SVM_OTHER_USER" -- bash -c "cd /tmp && $*"; }
+
+# job_state JOBID: the job's state from slurmctld, or from accounting once it is gone.
+job_state() {
+  local s
+  s=$(scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
+  [ -n "$s" ] || s=$(sacct -n -X -P -j "$1" -o State 2>/dev/null | head -1 | cut -d' ' -f1)
+  echo "$s"
+}
+
+# wait_job_done JOBID [SECONDS]: wait until the job is in a final state.
+wait_job_done() {
+  local j=$1 t=${2:-120} i s
+  for ((i = 0; i < t * 2; i++)); do
+    s=$(job_state "$j")
+    case "$s" in
+      COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | PREEMPTED | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE) return 0 ;;
+    esac
+    sleep 0.5
+  done
+  fail "job $j did not finish within ${t}s (state: $s)"
+}
+
+# wait_job_state JOBID STATE [SECONDS]
+wait_job_state() {
+  local j=$1 want=$2 t=${3:-60} i
+  for ((i = 0; i < t * 2; i++)); do
+    [ "$(job_state "$j")" = "$want" ] && return 0
+    sleep 0.5
+  done
+  fail "job $j did not reach $want within ${t}s (state: $(job_state "$j"))"
+}
+
+# sacct_field JOBID FIELD: one field of the job's allocation line, waiting for accounting.
+sacct_field() {
+  local j=$1 f=$2 i v
+  for ((i = 0; i < 40; i++)); do
+    v=$(sacct -n -X -P -j "$j" -o "$f" 2>/dev/null | head -1)
+    [ -n "$v" ] && { echo "$v"; return 0; }
+    sleep 0.5
+  done
+  echo ""
+}
+
+assert_eq() {
+  [ "$1" = "$2" ] || fail "${3:-value}: expected '$2', got '$1'"
+}
+
+assert_contains() {
+  printf '%s' "$1" | grep -q -- "$2" || fail "${3:-output} does not contain '$2': $(printf '%s' "$1" | head -c 600)"
+}
+
+assert_not_contains() {
+  ! printf '%s' "$1" | grep -q -- "$2" || fail "${3:-output} contains '$2': $(printf '%s' "$1" | head -c 600)"
+}
+
+# nodes_all_up: no node of the cluster is drained or down (a user's mistake must not do that).
+assert_nodes_up() {
+  local bad
+  bad=$(sinfo -h -N -o '%N %T' | grep -Ev ' (idle|mixed|allocated|completing)$' || true)
+  [ -z "$bad" ] || fail "nodes not usable: $bad ($(sinfo -h -N -o '%N %T %E'))"
+}
+
+# no_leftovers: no domain, overlay, channel folder of slurm-vm remains.
+assert_no_leftovers() {
+  local doms left
+  doms=$($VIRSH list --name 2>/dev/null | grep '^svm-' || true)
+  [ -z "$doms" ] || fail "domains left running: $doms"
+  left=$(find /run/slurm-vm /var/lib/slurm-vm/jobs -mindepth 1 -maxdepth 1 2>/dev/null || true)
+  [ -z "$left" ] || fail "files left behind: $left"
+}

@@ -1,0 +1,197 @@
+#include "domain_xml.h"
+
+#include "error.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace svm {
+namespace {
+
+std::string read_data(const std::string &name) {
+    std::ifstream in(std::string(SVM_TEST_DATA_DIR) + "/" + name);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+VmSpec kernel_boot_spec() {
+    VmSpec spec;
+    spec.name = "svm-42-node1";
+    spec.domain_type = "qemu";
+    spec.vcpus = 1;
+    spec.memory_mib = 256;
+    spec.kernel = "/var/cache/slurm-vm/guest/X/vmlinux";
+    spec.initrd = "/var/cache/slurm-vm/guest/X/initrd.img";
+    spec.cmdline = "console=ttyS0 quiet";
+    spec.disk = "/var/lib/slurm-vm/42/node1.qcow2";
+    spec.disk_format = "qcow2";
+    spec.shares = {{"svm0", "/home", "/home", false},
+                   {"svm1", "/opt/software", "/opt/software", true}};
+    spec.console_log = "/var/log/slurm-vm/42-node1.console.log";
+    spec.channel_dir = "/run/slurm-vm/42/node1";
+    spec.exec_ports = 2;
+    spec.run_as = std::make_pair(1000u, 1000u);
+    spec.metadata = {{"jobid", "42"}, {"node", "node1"}, {"image", "tiny"}, {"user", "alice"}};
+    return spec;
+}
+
+VmSpec firmware_boot_spec() {
+    VmSpec spec;
+    spec.name = "svm-7-gpu03";
+    spec.domain_type = "kvm";
+    spec.vcpus = 4;
+    spec.memory_mib = 8192;
+    spec.disk = "/var/lib/slurm-vm/7/gpu03.img";
+    spec.disk_format = "raw";
+    spec.channel_dir = "/run/slurm-vm/7/gpu03";
+    spec.exec_ports = 1;
+    spec.metadata = {{"jobid", "7"}};
+    return spec;
+}
+
+std::string render_error(const VmSpec &spec) {
+    try {
+        render_domain_xml(spec);
+    } catch (const Error &e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST(DomainXml, RendersKernelBootGuestExactly) {
+    EXPECT_EQ(render_domain_xml(kernel_boot_spec()), read_data("domain_kernel_qemu.xml"));
+}
+
+TEST(DomainXml, RendersFirmwareBootKvmGuestExactly) {
+    EXPECT_EQ(render_domain_xml(firmware_boot_spec()), read_data("domain_disk_kvm.xml"));
+}
+
+TEST(DomainXml, PassesHostCpuThroughOnlyUnderKvm) {
+    VmSpec spec = kernel_boot_spec();
+    EXPECT_EQ(render_domain_xml(spec).find("host-passthrough"), std::string::npos);
+    spec.domain_type = "kvm";
+    EXPECT_NE(render_domain_xml(spec).find("<cpu mode='host-passthrough'/>"), std::string::npos);
+}
+
+TEST(DomainXml, EscapesHostileValues) {
+    VmSpec spec = kernel_boot_spec();
+    spec.cmdline = "console=ttyS0 '><script>&\"\ninit=/bin/sh";
+    spec.console_log = "/var/log/a'/><evil x='";
+    spec.metadata["user"] = "o'brien & \"co\" <x>";
+    const std::string xml = render_domain_xml(spec);
+    EXPECT_NE(xml.find("<cmdline>console=ttyS0 &apos;&gt;&lt;script&gt;&amp;&quot;&#10;init=/bin/"
+                       "sh</cmdline>"),
+              std::string::npos);
+    EXPECT_NE(xml.find("<source path='/var/log/a&apos;/&gt;&lt;evil x=&apos;'/>"),
+              std::string::npos);
+    EXPECT_NE(xml.find("user='o&apos;brien &amp; &quot;co&quot; &lt;x&gt;'"), std::string::npos);
+    EXPECT_EQ(xml.find("<script>"), std::string::npos);
+    EXPECT_EQ(xml.find("<evil"), std::string::npos);
+}
+
+TEST(DomainXml, RejectsNulInAnyValueNamingTheField) {
+    VmSpec spec = kernel_boot_spec();
+    spec.cmdline = std::string("quiet\0init=/bin/sh", 18);
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'cmdline': cannot put a NUL byte into XML");
+}
+
+TEST(DomainXml, RejectsControlCharactersNamingTheField) {
+    VmSpec spec = kernel_boot_spec();
+    spec.shares[0].host_path = "/home\x1b[31m";
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'share host_path': cannot put control "
+              "character 0x1b into XML");
+    spec = kernel_boot_spec();
+    spec.metadata["image"] = "tiny\r";
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'metadata image': cannot put control "
+              "character 0x0d into XML");
+}
+
+TEST(DomainXml, RejectsMetadataKeysOutsideLowerCaseAndUnderscore) {
+    VmSpec spec = kernel_boot_spec();
+    spec.metadata["job-id"] = "1";
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'metadata': key 'job-id' does not match "
+              "[a-z_]+");
+}
+
+TEST(DomainXml, RejectsSpecWithoutBootSource) {
+    VmSpec spec = kernel_boot_spec();
+    spec.kernel.clear();
+    spec.disk.clear();
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'kernel': neither a kernel nor a disk to boot "
+              "from");
+}
+
+TEST(DomainXml, RejectsUnknownDomainType) {
+    VmSpec spec = kernel_boot_spec();
+    spec.domain_type = "auto";
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'domain_type': expected kvm or qemu, got "
+              "'auto'");
+}
+
+TEST(DomainXml, RejectsExecPortsWithoutChannelDir) {
+    VmSpec spec = kernel_boot_spec();
+    spec.channel_dir.clear();
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'channel_dir': is empty but exec_ports is 2");
+}
+
+TEST(XmlEscape, EscapesMarkupAndKeepsTabsAndNewlines) {
+    EXPECT_EQ(xml_escape("a&b<c>d'e\"f"), "a&amp;b&lt;c&gt;d&apos;e&quot;f");
+    EXPECT_EQ(xml_escape("a\tb\nc"), "a&#9;b&#10;c");
+    EXPECT_EQ(xml_escape("caf\xc3\xa9"), "caf\xc3\xa9");
+}
+
+TEST(XmlEscape, RejectsNulAndControlCharacters) {
+    EXPECT_THROW(xml_escape(std::string("a\0b", 3)), Error);
+    EXPECT_THROW(xml_escape("a\x01"), Error);
+    EXPECT_THROW(xml_escape("a\r"), Error);
+}
+
+TEST(Metadata, ReadsBackWhatRenderWrote) {
+    VmSpec spec = kernel_boot_spec();
+    spec.metadata["user"] = "o'brien & \"co\"\tx\ny";
+    const auto metadata = metadata_from_domain_xml(render_domain_xml(spec));
+    ASSERT_TRUE(metadata);
+    EXPECT_EQ(*metadata, spec.metadata);
+}
+
+TEST(Metadata, ReadsLibvirtsRequotedForm) {
+    // virDomainGetXMLDesc hands our element back through libxml2: double quotes, its own
+    // indentation, &#10; for newlines.
+    const std::string xml = R"(<domain type='qemu' id='3'>
+  <name>svm-42-node1</name>
+  <uuid>4d2c1b8e-6f4a-4c1e-8a57-0b9d3c2e1f00</uuid>
+  <metadata>
+    <svm:job xmlns:svm="https://github.com/slurm-vm/slurm-vm/1" image="tiny" jobid="42" node="node1" user="a&amp;b&#10;c"/>
+  </metadata>
+  <memory unit='KiB'>262144</memory>
+</domain>
+)";
+    const auto metadata = metadata_from_domain_xml(xml);
+    ASSERT_TRUE(metadata);
+    EXPECT_EQ(*metadata,
+              (std::map<std::string, std::string>{
+                  {"image", "tiny"}, {"jobid", "42"}, {"node", "node1"}, {"user", "a&b\nc"}}));
+}
+
+TEST(Metadata, IgnoresDomainsThatAreNotOurs) {
+    EXPECT_EQ(metadata_from_domain_xml("<domain type='kvm'><name>web</name></domain>"),
+              std::nullopt);
+    EXPECT_EQ(metadata_from_domain_xml(
+                  "<domain><metadata><app:job xmlns:app='https://example.org/app' jobid='1'/>"
+                  "</metadata></domain>"),
+              std::nullopt);
+}
+
+}  // namespace
+}  // namespace svm

@@ -1,0 +1,328 @@
+#include "vm_lifecycle.h"
+
+#include "error.h"
+#include "libvirt_handles.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace svm {
+namespace {
+
+using std::chrono::milliseconds;
+
+// The test driver's domains need no emulator, so their whole life takes microseconds.
+std::string test_domain_xml(const std::string &name) {
+    return "<domain type='test'><name>" + name +
+           "</name><memory>65536</memory><os><type>hvm</type></os></domain>";
+}
+
+// test:///default is in-process state shared by the connections open at the same time: one
+// connection per test, closed at its end, gives every test a fresh driver.
+class VmLifecycleTest : public ::testing::Test {
+  protected:
+    ConnectionPtr conn = open_connection("test:///default");
+    const std::string name = "svm-7-node1";
+};
+
+TEST_F(VmLifecycleTest, StartsAbsentWithoutTouchingLibvirt) {
+    VmLifecycle vm(conn.get(), name);
+    EXPECT_EQ(vm.state(), VmState::Absent);
+    EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
+}
+
+TEST_F(VmLifecycleTest, CreateStartsATransientDomain) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    EXPECT_EQ(vm.state(), VmState::Starting);
+    auto dom = lookup_domain(conn.get(), name);
+    ASSERT_TRUE(dom.has_value());
+    EXPECT_EQ(virDomainIsActive(dom->get()), 1);
+    EXPECT_EQ(virDomainIsPersistent(dom->get()), 0);
+}
+
+TEST_F(VmLifecycleTest, CreateWithBadXmlNamesTheDomainAndLibvirtsReason) {
+    VmLifecycle vm(conn.get(), name);
+    try {
+        vm.create("<domain type='test'><name>" + name + "</name>");
+        FAIL() << "create accepted broken XML";
+    } catch (const Error &e) {
+        std::string message = e.what();
+        EXPECT_NE(message.find("cannot create domain svm-7-node1: "), std::string::npos) << message;
+        EXPECT_NE(message.find("Premature end of data"), std::string::npos) << message;
+        EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+    EXPECT_EQ(vm.state(), VmState::Failed);
+}
+
+TEST_F(VmLifecycleTest, CreateRejectsXmlForAnotherDomainAndLeavesNothingRunning) {
+    VmLifecycle vm(conn.get(), name);
+    try {
+        vm.create(test_domain_xml("svm-8-node1"));
+        FAIL() << "create accepted XML naming another domain";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(),
+                     "cannot create domain svm-7-node1: its XML names the domain 'svm-8-node1'");
+    }
+    EXPECT_FALSE(lookup_domain(conn.get(), "svm-8-node1").has_value());
+}
+
+TEST_F(VmLifecycleTest, CreateTwiceIsRefused) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    try {
+        vm.create(test_domain_xml(name));
+        FAIL() << "second create accepted";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(), "cannot create domain svm-7-node1: it is already starting");
+    }
+}
+
+TEST_F(VmLifecycleTest, CreateFailsWhenTheDomainAlreadyExists) {
+    VmLifecycle first(conn.get(), name);
+    first.create(test_domain_xml(name));
+    VmLifecycle second(conn.get(), name);
+    try {
+        second.create(test_domain_xml(name));
+        FAIL() << "created a second domain of the same name";
+    } catch (const Error &e) {
+        std::string message = e.what();
+        EXPECT_EQ(message.rfind("cannot create domain svm-7-node1: ", 0), 0u) << message;
+        EXPECT_NE(message.find("already exists"), std::string::npos) << message;
+    }
+}
+
+TEST_F(VmLifecycleTest, WaitReadyReturnsOnceTheProbeSucceeds) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    int calls = 0;
+    bool ready = vm.wait_ready(milliseconds(10000), [&](milliseconds remaining) {
+        EXPECT_GT(remaining.count(), 0);
+        return ++calls == 3;
+    });
+    EXPECT_TRUE(ready);
+    EXPECT_EQ(calls, 3);
+    EXPECT_EQ(vm.state(), VmState::Ready);
+}
+
+TEST_F(VmLifecycleTest, WaitReadyReturnsFalseWhenTheProbeNeverSucceeds) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    int calls = 0;
+    EXPECT_FALSE(vm.wait_ready(milliseconds(150), [&](milliseconds) {
+        ++calls;
+        return false;
+    }));
+    EXPECT_GE(calls, 1);
+    EXPECT_EQ(vm.state(), VmState::Failed);
+    // A VM that missed its deadline is still running: the caller stops it.
+    EXPECT_TRUE(vm.stop(milliseconds(1000)).was_running);
+    EXPECT_EQ(vm.state(), VmState::Gone);
+}
+
+TEST_F(VmLifecycleTest, WaitReadyFailsEarlyWhenTheDomainStops) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    int calls = 0;
+    try {
+        vm.wait_ready(milliseconds(60000), [&](milliseconds) {
+            // The guest powers off while booting (a kernel panic with reboot=off does this).
+            if (++calls == 2) {
+                auto dom = lookup_domain(conn.get(), name);
+                virDomainDestroy(dom->get());
+            }
+            return false;
+        });
+        FAIL() << "wait_ready went on with a stopped domain";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(),
+                     "domain svm-7-node1 stopped running before it was ready: it no longer "
+                     "exists (it crashed or powered off)");
+    }
+    EXPECT_EQ(calls, 2);
+    EXPECT_EQ(vm.state(), VmState::Failed);
+}
+
+TEST_F(VmLifecycleTest, WaitReadyPassesOnTheProbesError) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    EXPECT_THROW(vm.wait_ready(milliseconds(1000),
+                               [](milliseconds) -> bool { throw Error("agent: bad reply"); }),
+                 Error);
+    EXPECT_EQ(vm.state(), VmState::Failed);
+}
+
+TEST_F(VmLifecycleTest, StopShutsARunningDomainDownGracefully) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    ASSERT_TRUE(vm.wait_ready(milliseconds(1000), [](milliseconds) { return true; }));
+    StopReport report = vm.stop(milliseconds(5000));
+    EXPECT_TRUE(report.was_running);
+    EXPECT_TRUE(report.graceful);
+    EXPECT_FALSE(report.destroyed);
+    EXPECT_EQ(report.detail.rfind("domain svm-7-node1 powered off after ", 0), 0u) << report.detail;
+    EXPECT_EQ(vm.state(), VmState::Gone);
+    EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
+}
+
+TEST_F(VmLifecycleTest, StopFromAnotherLifecycleFindsTheDomainByName) {
+    // The prolog creates the VM and exits; the epilog stops it by name.
+    {
+        VmLifecycle prolog(conn.get(), name);
+        prolog.create(test_domain_xml(name));
+    }
+    ASSERT_TRUE(lookup_domain(conn.get(), name).has_value());
+    VmLifecycle epilog(conn.get(), name);
+    StopReport report = epilog.stop(milliseconds(5000));
+    EXPECT_TRUE(report.was_running);
+    EXPECT_TRUE(report.graceful);
+    EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
+}
+
+TEST_F(VmLifecycleTest, StopOfADestroyedDomainIsHarmless) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    vm.destroy();
+    StopReport report = vm.stop(milliseconds(1000));
+    EXPECT_FALSE(report.was_running);
+    EXPECT_FALSE(report.graceful);
+    EXPECT_FALSE(report.destroyed);
+    EXPECT_EQ(report.detail, "domain svm-7-node1 was not running");
+    EXPECT_EQ(vm.state(), VmState::Gone);
+}
+
+TEST_F(VmLifecycleTest, StopOfADomainDestroyedBehindOurBackIsHarmless) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    virDomainDestroy(lookup_domain(conn.get(), name)->get());
+    StopReport report = vm.stop(milliseconds(1000));
+    EXPECT_FALSE(report.was_running);
+    EXPECT_EQ(vm.state(), VmState::Gone);
+}
+
+TEST_F(VmLifecycleTest, StopOfANeverCreatedDomainIsHarmless) {
+    VmLifecycle vm(conn.get(), "svm-99-node1");
+    StopReport report = vm.stop(milliseconds(1000));
+    EXPECT_FALSE(report.was_running);
+    EXPECT_EQ(report.detail, "domain svm-99-node1 was not running");
+}
+
+TEST_F(VmLifecycleTest, StopOfASuspendedDomainResumesItAndShutsItDown) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    ASSERT_TRUE(vm.wait_ready(milliseconds(1000), [](milliseconds) { return true; }));
+    vm.suspend();
+    StopReport report = vm.stop(milliseconds(5000));
+    EXPECT_TRUE(report.was_running);
+    EXPECT_TRUE(report.graceful);
+    EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
+}
+
+TEST_F(VmLifecycleTest, DestroyPowersOffAtOnceAndIsIdempotent) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    vm.destroy();
+    EXPECT_EQ(vm.state(), VmState::Gone);
+    EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
+    vm.destroy();
+    EXPECT_EQ(vm.state(), VmState::Gone);
+}
+
+TEST_F(VmLifecycleTest, SuspendPausesAndResumeContinues) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    ASSERT_TRUE(vm.wait_ready(milliseconds(1000), [](milliseconds) { return true; }));
+    auto dom = lookup_domain(conn.get(), name);
+    ASSERT_TRUE(dom.has_value());
+    int state = 0, reason = 0;
+
+    vm.suspend();
+    EXPECT_EQ(vm.state(), VmState::Suspended);
+    ASSERT_EQ(virDomainGetState(dom->get(), &state, &reason, 0), 0);
+    EXPECT_EQ(state, VIR_DOMAIN_PAUSED);
+
+    vm.resume();
+    EXPECT_EQ(vm.state(), VmState::Ready);
+    ASSERT_EQ(virDomainGetState(dom->get(), &state, &reason, 0), 0);
+    EXPECT_EQ(state, VIR_DOMAIN_RUNNING);
+}
+
+TEST_F(VmLifecycleTest, SuspendAndResumeFromAnotherLifecycleAttachByName) {
+    VmLifecycle prolog(conn.get(), name);
+    prolog.create(test_domain_xml(name));
+    VmLifecycle other(conn.get(), name);
+    other.suspend();
+    EXPECT_EQ(other.state(), VmState::Suspended);
+    VmLifecycle third(conn.get(), name);
+    EXPECT_EQ(third.attach(), VmState::Suspended);
+    third.resume();
+    EXPECT_EQ(third.state(), VmState::Ready);
+}
+
+TEST_F(VmLifecycleTest, SuspendTwiceAndResumeTwiceAreHarmless) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    ASSERT_TRUE(vm.wait_ready(milliseconds(1000), [](milliseconds) { return true; }));
+    vm.suspend();
+    vm.suspend();
+    EXPECT_EQ(vm.state(), VmState::Suspended);
+    vm.resume();
+    vm.resume();
+    EXPECT_EQ(vm.state(), VmState::Ready);
+}
+
+TEST_F(VmLifecycleTest, SuspendOfABootingVmIsRefused) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    try {
+        vm.suspend();
+        FAIL() << "suspended a VM that is not ready";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(), "cannot suspend domain svm-7-node1: it is starting");
+    }
+}
+
+TEST_F(VmLifecycleTest, SuspendOfAMissingDomainSaysItIsGone) {
+    VmLifecycle vm(conn.get(), "svm-99-node1");
+    try {
+        vm.suspend();
+        FAIL() << "suspended a domain that does not exist";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(), "cannot suspend domain svm-99-node1: it is gone");
+    }
+}
+
+TEST_F(VmLifecycleTest, ResumeAfterStopIsRefused) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    vm.stop(milliseconds(1000));
+    try {
+        vm.resume();
+        FAIL() << "resumed a stopped VM";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(), "cannot resume domain svm-7-node1: it is gone");
+    }
+}
+
+TEST(LibvirtHandles, OpenConnectionNamesTheUriAndLibvirtsReason) {
+    try {
+        open_connection("nosuchdriver:///system");
+        FAIL() << "connected to a driver that does not exist";
+    } catch (const Error &e) {
+        std::string message = e.what();
+        EXPECT_EQ(message.rfind("cannot connect to libvirt at nosuchdriver:///system: ", 0), 0u)
+            << message;
+        EXPECT_EQ(message.find("unknown libvirt error"), std::string::npos) << message;
+    }
+}
+
+TEST(LibvirtHandles, LookupOfAMissingDomainIsEmpty) {
+    ConnectionPtr conn = open_connection("test:///default");
+    EXPECT_FALSE(lookup_domain(conn.get(), "svm-1-nowhere").has_value());
+    // The test driver starts with one running domain named "test".
+    EXPECT_TRUE(lookup_domain(conn.get(), "test").has_value());
+}
+
+}  // namespace
+}  // namespace svm
