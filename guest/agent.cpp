@@ -225,6 +225,11 @@ int main(int argc, char **argv) {
     if (!parse_options(argc, argv, options)) {
         return 2;
     }
+    using svm::agent::kScriptDir;
+    if (::mkdir(kScriptDir, 01733) != 0 && errno != EEXIST) {
+        log_line(std::string("mkdir ") + kScriptDir + ": " + system_error_text(errno));
+    }
+    ::chmod(kScriptDir, 01733);
     try {
         if (options.fd >= 0) {
             Channel channel = Channel::connected_fd(options.fd);

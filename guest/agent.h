@@ -11,8 +11,27 @@
 
 namespace svm::agent {
 
+// Scripts sent with an EXEC request are written here by the command's own user: a folder on
+// the guest's tmpfs that anyone may create files in and nobody may list (mode 1733).
+inline constexpr const char *kScriptDir = "/run/slurm-vm-scripts";
+
 // One line on stderr (the guest console), prefixed "slurm-vm-agent: ".
 void log_line(const std::string &text);
+
+// The signals a server waits for through its signalfd.
+class ServerSignals {
+  public:
+    ServerSignals();  // blocks SIGCHLD, SIGTERM, SIGINT, SIGHUP and opens the signalfd
+    int fd() const { return fd_.get(); }
+    // Drains the signalfd; true if a termination signal arrived.
+    bool drain();
+    // Waits up to timeout_ms (-1: forever) for fd to become readable or a termination signal.
+    // True: fd is readable; false: timed out. Sets `terminate` when told to stop.
+    bool wait_readable(int fd, int timeout_ms, bool &terminate);
+
+  private:
+    protocol::UniqueFd fd_;
+};
 
 // Where a server meets the host: a virtio-serial port, a listening unix socket (each accepted
 // connection is one host), or one already-connected fd (host-side tests).
@@ -25,8 +44,8 @@ class Channel {
     const std::string &name() const { return name_; }
     bool is_virtio() const { return kind_ == Kind::Virtio; }
     // Waits until a host may be there and makes fd() the way to it. False: no host will come
-    // any more (a given fd that reached its end).
-    bool next_host();
+    // any more (a given fd that reached its end), or a termination signal arrived.
+    bool next_host(ServerSignals &signals);
     int fd() const { return conn_.get(); }
 
   private:
@@ -38,18 +57,6 @@ class Channel {
     protocol::UniqueFd listen_;
     protocol::UniqueFd conn_;
     bool first_ = true;
-};
-
-// The signals a server waits for through its signalfd.
-class ServerSignals {
-  public:
-    ServerSignals();  // blocks SIGCHLD, SIGTERM, SIGINT, SIGHUP and opens the signalfd
-    int fd() const { return fd_.get(); }
-    // Drains the signalfd; true if a termination signal arrived.
-    bool drain();
-
-  private:
-    protocol::UniqueFd fd_;
 };
 
 // Reaps every exited child (the server is a child subreaper, so orphans of a session come back

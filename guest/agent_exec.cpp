@@ -63,6 +63,11 @@ void make_pipe(UniqueFd &read_end, UniqueFd &write_end) {
     ::_exit(127);
 }
 
+// Where the child writes the script of the request (see run_child); removed after the session.
+std::string script_path(pid_t pid) {
+    return std::string(kScriptDir) + "/" + std::to_string(pid);
+}
+
 [[noreturn]] void run_child(const ExecRequest &req, int stdin_r, int stdout_w, int stderr_w,
                             int error_fd, char **argv, char **envp) {
     for (int sig = 1; sig < NSIG; ++sig) {
@@ -96,6 +101,34 @@ void make_pipe(UniqueFd &read_end, UniqueFd &write_end) {
     } else if (req.uid != ::geteuid()) {
         // An unprivileged agent (tests) can only run commands as itself.
         child_fail(error_fd, "setuid", std::to_string(req.uid), EPERM);
+    }
+    // A script only the host has (a batch script in slurmd's spool) is written here, as the
+    // user, to a file of the agent's private tmpfs folder, and run from there.
+    if (!req.script.empty()) {
+        const std::string path = script_path(::getpid());
+        const int fd =
+            ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0700);
+        if (fd < 0) {
+            child_fail(error_fd, "open", path, errno);
+        }
+        const char *p = req.script.data();
+        std::size_t left = req.script.size();
+        while (left > 0) {
+            const ssize_t n = ::write(fd, p, left);
+            if (n < 0) {
+                child_fail(error_fd, "write", path, errno);
+            }
+            p += n;
+            left -= static_cast<std::size_t>(n);
+        }
+        ::close(fd);
+        argv[0] = const_cast<char *>(path.c_str());
+        if (::chdir(req.cwd.c_str()) != 0) {
+            child_fail(error_fd, "chdir", req.cwd, errno);
+        }
+        environ = envp;
+        ::execv(path.c_str(), argv);
+        child_fail(error_fd, "execve", req.argv[0], errno);
     }
     // After dropping privileges, so the directory is checked with the user's rights.
     if (::chdir(req.cwd.c_str()) != 0) {
@@ -195,7 +228,7 @@ class ExecSession {
     Step read_port();
     Step process_buffered_frames();
     Step handle_frame(Frame &frame);
-    void read_output(UniqueFd &pipe, FrameType type);
+    bool read_output(UniqueFd &pipe, FrameType type);
     void write_stdin();
     bool flush();  // false: the host is gone
     void kill_group(int signo);
@@ -324,14 +357,18 @@ ExecSession::Step ExecSession::process_buffered_frames() {
     }
 }
 
-void ExecSession::read_output(UniqueFd &pipe, FrameType type) {
+// True when it read something.
+bool ExecSession::read_output(UniqueFd &pipe, FrameType type) {
     char buf[kChunk];
     ssize_t n = ::read(pipe.get(), buf, sizeof buf);
     if (n > 0) {
         protocol::append_frame(out_, type, session_, std::string_view(buf, n));
-    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        return true;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         pipe.reset();
     }
+    return false;
 }
 
 void ExecSession::write_stdin() {
@@ -454,11 +491,21 @@ SessionResult ExecSession::run(const Frame &request) {
             write_stdin();
         }
     }
+    // What the command wrote before it ended may still sit in the pipes (the host reading
+    // slowly kept us from taking it): about a pipe's capacity each. Bounded, because a daemon
+    // that escaped the process group may still be writing.
+    for (int i = 0; i < 16 && child_.stdout_r && read_output(child_.stdout_r, FrameType::Stdout);
+         ++i) {
+    }
+    for (int i = 0; i < 16 && child_.stderr_r && read_output(child_.stderr_r, FrameType::Stderr);
+         ++i) {
+    }
     child_.stdout_r.reset();
     child_.stderr_r.reset();
     child_.stdin_w.reset();
     reap_children(-1);
 
+    ::unlink(script_path(child_.pid).c_str());  // if the request carried a script
     RemoteExit exit = RemoteExit::from_wait_status(status_);
     protocol::append_frame(out_, FrameType::Exit, session_, protocol::encode_exit(exit));
     log_line(label_ + ": " +

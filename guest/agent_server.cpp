@@ -1,4 +1,5 @@
 // One server per exec port: waits for a host, reads requests, runs sessions one at a time.
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -59,8 +60,9 @@ Channel Channel::connected_fd(int fd) {
     return channel;
 }
 
-bool Channel::next_host() {
+bool Channel::next_host(ServerSignals &signals) {
     const bool first = std::exchange(first_, false);
+    bool terminate = false;
     switch (kind_) {
         case Kind::GivenFd:
             if (first) {
@@ -70,9 +72,9 @@ bool Channel::next_host() {
         case Kind::Virtio:
             // The port stays open across hosts; a new host simply starts writing to it.
             if (!first) {
-                ::usleep(kNoHostSleepMs * 1000);
+                signals.wait_readable(-1, kNoHostSleepMs, terminate);
             }
-            while (!conn_) {
+            while (!conn_ && !terminate) {
                 int fd = ::open(name_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
                 if (fd >= 0) {
                     conn_.reset(fd);
@@ -80,18 +82,24 @@ bool Channel::next_host() {
                 }
                 log_line("port " + name_ + ": open: " + system_error_text(errno) +
                          "; retrying in 1 s");
-                ::sleep(1);
+                signals.wait_readable(-1, 1000, terminate);
             }
-            return true;
+            return !terminate;
         case Kind::Listener:
             conn_.reset();
             for (;;) {
+                if (!signals.wait_readable(listen_.get(), -1, terminate)) {
+                    if (terminate) {
+                        return false;
+                    }
+                    continue;
+                }
                 int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 if (fd >= 0) {
                     conn_.reset(fd);
                     return true;
                 }
-                if (errno == EINTR || errno == ECONNABORTED) {
+                if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) {
                     continue;
                 }
                 throw Error("socket " + name_ + ": accept: " + system_error_text(errno));
@@ -125,6 +133,35 @@ bool ServerSignals::drain() {
         }
     }
     return terminate;
+}
+
+bool ServerSignals::wait_readable(int fd, int timeout_ms, bool &terminate) {
+    const std::int64_t deadline = timeout_ms < 0 ? -1 : protocol::monotonic_ms() + timeout_ms;
+    for (;;) {
+        int wait_ms = -1;
+        if (deadline >= 0) {
+            wait_ms =
+                static_cast<int>(std::max<std::int64_t>(0, deadline - protocol::monotonic_ms()));
+        }
+        pollfd pfds[2] = {{fd, POLLIN, 0}, {fd_.get(), POLLIN, 0}};
+        int r = ::poll(pfds, 2, wait_ms);
+        if (r < 0 && errno != EINTR) {
+            throw Error("poll: " + system_error_text(errno));
+        }
+        if (r > 0 && pfds[1].revents) {
+            if (drain()) {
+                terminate = true;
+                return false;
+            }
+            reap_children(-1);
+        }
+        if (r > 0 && pfds[0].revents) {
+            return true;
+        }
+        if (r == 0) {
+            return false;
+        }
+    }
 }
 
 std::optional<int> reap_children(pid_t watch) {
@@ -257,7 +294,7 @@ int serve_channel(Channel &channel) {
     ServerSignals signals;
     FrameReader reader;
     std::optional<Frame> request;
-    while (channel.next_host()) {
+    while (channel.next_host(signals)) {
         // Bytes of a host that left must not be read as the start of the next one's stream.
         reader.reset();
         request.reset();

@@ -50,7 +50,8 @@ unsigned count_ids(const std::string &ids) {
                 to_number(range, ids);
                 ++n;
             } else {
-                n += to_number(range.substr(dash + 1), ids) - to_number(range.substr(0, dash), ids) + 1;
+                n += to_number(range.substr(dash + 1), ids) -
+                     to_number(range.substr(0, dash), ids) + 1;
             }
         } catch (const Error &) {
             return 0;

@@ -24,8 +24,8 @@ struct Config {
     std::string libvirt_uri = "qemu:///system";
     std::string run_dir = "/run/slurm-vm";        // exec channel sockets
     std::string state_dir = "/var/lib/slurm-vm";  // per-job disk overlays
-    // Concurrent exec channels (tasks) per VM; 30 keeps them within one virtio-serial
-    // controller's 31 ports next to the console.
+    // Concurrent exec channels (tasks) per VM. At most 30: one virtio-serial controller has 31
+    // ports and QEMU keeps port 0 for a console.
     unsigned exec_ports = 8;
     std::string domain_type = "auto";           // auto | kvm | qemu; see capabilities.h
     std::string log_dir = "/var/log/slurm-vm";  // guest console logs

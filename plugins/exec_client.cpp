@@ -131,6 +131,11 @@ PortLock acquire_port(const std::string &channel_dir, unsigned ports, SignalForw
         for (unsigned i = 0; i < ports; ++i) {
             const std::string path = channel_dir + "/exec." + std::to_string(i) + ".lock";
             UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+            if (!fd && errno == EACCES) {
+                // flock() needs no write access: a lock file only readable by the job's user
+                // works as well.
+                fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+            }
             if (!fd) {
                 throw Error("exec channel lock " + path + ": " + errno_text(errno));
             }

@@ -49,7 +49,8 @@ void make_dir(const std::string &path, mode_t mode, uid_t uid, gid_t gid) {
 void make_lock_files(const JobVmPaths &paths, unsigned ports, uid_t uid, gid_t gid) {
     for (unsigned i = 0; i < ports; ++i) {
         const std::string lock = paths.channel_dir + "/exec." + std::to_string(i) + ".lock";
-        const int fd = open(lock.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
+        const int fd =
+            open(lock.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 || fchown(fd, uid, gid) != 0) {
             const int err = errno;
             if (fd >= 0) {
@@ -156,8 +157,8 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
     StartReport report;
     report.domain = paths.domain;
     report.hostname = expand_hostname(config.hostname_template, r.node, r.jobid);
-    report.vcpus = r.cpus == 0 ? image->limits.default_vcpus
-                               : std::min(r.cpus, image->limits.max_vcpus);
+    report.vcpus =
+        r.cpus == 0 ? image->limits.default_vcpus : std::min(r.cpus, image->limits.max_vcpus);
     report.memory_mib = r.memory_mib == 0 ? image->limits.default_memory_mib
                                           : std::min(r.memory_mib, image->limits.max_memory_mib);
 
@@ -166,8 +167,8 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
     try {
         // slurmd may run with umask 077: the parents must stay traversable for the job's
         // user (its exec client and its QEMU), whatever the umask made them.
-        for (const auto &dir : {config.state_dir, config.state_dir + "/jobs", config.run_dir,
-                                config.log_dir}) {
+        for (const auto &dir :
+             {config.state_dir, config.state_dir + "/jobs", config.run_dir, config.log_dir}) {
             std::error_code ec;
             fs::create_directories(dir, ec);
             if (ec || chmod(dir.c_str(), 0755) != 0) {
@@ -223,8 +224,8 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
         const bool ready = vm.wait_ready(
             std::chrono::seconds(timeout_s), [&](std::chrono::milliseconds remaining) {
                 try {
-                    ping_agent(control, static_cast<int>(std::min<long long>(
-                                            remaining.count(), 2000)));
+                    ping_agent(control,
+                               static_cast<int>(std::min<long long>(remaining.count(), 2000)));
                     return true;
                 } catch (const Error &) {
                     return false;
@@ -232,8 +233,7 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
             });
         if (!ready) {
             throw Error("the VM did not become ready within " + std::to_string(timeout_s) +
-                        " s (its agent never answered; guest console: " + paths.console_log +
-                        ")");
+                        " s (its agent never answered; guest console: " + paths.console_log + ")");
         }
         report.ready_seconds = seconds_since(t);
 

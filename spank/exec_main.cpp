@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -33,7 +35,7 @@ constexpr int kExitTransport = 255;
 
 const char *const kUsage =
     "usage: slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] "
-    "[--env-from-current] -- ARGV...\n"
+    "[--script] [--env-from-current] -- ARGV...\n"
     "       slurm-vm-exec --ping SOCKET [--timeout-ms N]\n"
     "       slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... "
     "[--timeout-ms N]\n";
@@ -47,6 +49,7 @@ struct Options {
     unsigned ports = 1;
     std::string cwd;
     bool forward_stdin = false;
+    bool send_script = false;  // argv[0] is a host file to send (the batch script)
     std::string ping_socket;
     std::string setup_socket;
     std::string hostname;
@@ -104,6 +107,8 @@ Options parse_options(int argc, char **argv) {
             options.cwd = value(arg);
         } else if (arg == "--stdin") {
             options.forward_stdin = true;
+        } else if (arg == "--script") {
+            options.send_script = true;
         } else if (arg == "--env-from-current") {
             // The environment is always the caller's; the flag is accepted for explicit callers.
         } else if (arg == "--ping") {
@@ -143,6 +148,15 @@ Options parse_options(int argc, char **argv) {
 svm::ExecRequest request_for_caller(const Options &options) {
     svm::ExecRequest request;
     request.argv = options.argv;
+    if (options.send_script) {
+        // argv[0] is a file the guest cannot see (slurmd's spool): send its text along.
+        std::ifstream in(options.argv[0], std::ios::binary);
+        std::ostringstream text;
+        if (!in || !(text << in.rdbuf())) {
+            throw svm::Error("cannot read the job script " + options.argv[0]);
+        }
+        request.script = text.str();
+    }
     for (char **e = environ; *e; ++e) {
         const char *eq = std::strchr(*e, '=');
         if (eq && eq != *e) {

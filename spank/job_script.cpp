@@ -49,8 +49,8 @@ NodeAllocation allocation_here(const JobFacts &f) {
         if (!r.timed_out && r.status == 0) {
             return node_allocation(r.out, f.node);
         }
-        slurm_info("%s: job %u node %s: scontrol show job failed (%s); using image defaults",
-                   kTag, f.jobid, f.node.c_str(), r.err.c_str());
+        slurm_info("%s: job %u node %s: scontrol show job failed (%s); using image defaults", kTag,
+                   f.jobid, f.node.c_str(), r.err.c_str());
     } catch (const Error &e) {
         slurm_info("%s: job %u node %s: %s; using image defaults", kTag, f.jobid, f.node.c_str(),
                    e.what());
@@ -80,12 +80,12 @@ int on_job_prolog(spank_t sp) {
             request.work_dir = wd;
         }
         const StartReport r = start_job_vm(config(), catalog, request);
-        slurm_info("%s: job %u node %s image %s: VM %s ready as %s (%s, %u vCPU, %llu MiB): "
-                   "created in %.2f s, agent ready after %.2f s, set up in %.2f s",
-                   kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.domain.c_str(),
-                   r.hostname.c_str(), r.domain_type.c_str(), r.vcpus,
-                   static_cast<unsigned long long>(r.memory_mib), r.create_seconds,
-                   r.ready_seconds, r.setup_seconds);
+        slurm_info(
+            "%s: job %u node %s image %s: VM %s ready as %s (%s, %u vCPU, %llu MiB): "
+            "created in %.2f s, agent ready after %.2f s, set up in %.2f s",
+            kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.domain.c_str(), r.hostname.c_str(),
+            r.domain_type.c_str(), r.vcpus, static_cast<unsigned long long>(r.memory_mib),
+            r.create_seconds, r.ready_seconds, r.setup_seconds);
     } catch (const std::exception &e) {
         const std::string message = std::string(kTag) + ": " + e.what();
         slurm_error("%s: job %u node %s image %s: VM not started: %s", kTag, f.jobid,

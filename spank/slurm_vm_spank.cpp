@@ -44,10 +44,13 @@ int on_option(int, const char *optarg, int remote) {
 }
 
 struct spank_option g_image_option = {
-    const_cast<char *>("vm-image"), const_cast<char *>("NAME"),
+    const_cast<char *>("vm-image"),
+    const_cast<char *>("NAME"),
     const_cast<char *>("slurm-vm: run the job inside a virtual machine booted from catalog "
                        "image NAME (environment: SLURM_VM_IMAGE)"),
-    1, 0, on_option};
+    1,
+    0,
+    on_option};
 
 // slurm_spank_init is not called in the prolog/epilog (job script) context, but every
 // callback gets the plugstack.conf arguments: parse them on first use, wherever that is.
@@ -68,14 +71,18 @@ int guarded(const char *where, int ac, char **av, F &&f) {
 
 }  // namespace
 
-Config &config() { return *g_config; }
+Config &config() {
+    return *g_config;
+}
 
 std::string &option_value() {
     static std::string value;
     return value;
 }
 
-struct spank_option *image_option() { return &g_image_option; }
+struct spank_option *image_option() {
+    return &g_image_option;
+}
 
 std::string requested_image(spank_t sp) {
     char *value = nullptr;
@@ -84,7 +91,9 @@ std::string requested_image(spank_t sp) {
         return value;
     }
     // Set by the submit side (spank_job_control_setenv) when the environment twin was used.
-    if (const char *env = getenv("SPANK_" "SLURM_VM_IMAGE"); env != nullptr) {
+    if (const char *env = getenv("SPANK_"
+                                 "SLURM_VM_IMAGE");
+        env != nullptr) {
         return env;
     }
     char buf[256];

@@ -5,6 +5,10 @@
 
 #include "job_vm.h"
 
+extern "C" {
+#include <slurm/slurm.h>  // SLURM_BATCH_SCRIPT
+}
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -38,9 +42,17 @@ int on_task_init(spank_t sp) {
         return -1;
     }
     const JobVmPaths paths = job_vm_paths(config(), jobid, node);
+    // The batch step's argv[0] is the script in slurmd's spool, which the guest cannot see.
+    uint32_t stepid = 0;
+    const bool batch =
+        spank_get_item(sp, S_JOB_STEPID, &stepid) == ESPANK_SUCCESS && stepid == SLURM_BATCH_SCRIPT;
     const std::string ports = std::to_string(config().exec_ports);
     std::vector<const char *> args = {SVM_EXEC_PATH, "--channel-dir", paths.channel_dir.c_str(),
-                                      "--ports", ports.c_str(), "--stdin", "--"};
+                                      "--ports",     ports.c_str(),   "--stdin"};
+    if (batch) {
+        args.push_back("--script");
+    }
+    args.push_back("--");
     for (int i = 0; i < argc; ++i) {
         args.push_back(argv[i]);
     }

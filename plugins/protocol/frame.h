@@ -24,7 +24,9 @@ class ProtocolError : public Error {
 };
 
 inline constexpr std::size_t kHeaderSize = 12;
-inline constexpr std::uint32_t kMaxPayload = 65536;
+// Output is streamed in chunks of at most 64 KiB; only an EXEC request carrying a batch script
+// is larger (Slurm's default max_script_size is 4 MiB).
+inline constexpr std::uint32_t kMaxPayload = 4 * 1024 * 1024 + 256 * 1024;
 
 enum class FrameType : std::uint8_t {
     Ping = 0x01,

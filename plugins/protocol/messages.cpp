@@ -259,6 +259,9 @@ std::string encode_exec(const ExecRequest &request) {
         json_object_array_add(groups.get(), json_from_int(g).release());
     }
     json_set(obj.get(), "groups", std::move(groups));
+    if (!request.script.empty()) {
+        json_set(obj.get(), "script", json_from_string(request.script));
+    }
     return json_to_text(obj.get());
 }
 
@@ -284,6 +287,10 @@ ExecRequest decode_exec(std::string_view payload) {
         request.groups.push_back(static_cast<std::uint32_t>(
             json_int_value(json_object_array_get_idx(groups, i), 0, kMaxId,
                            field(what, "groups[" + std::to_string(i) + "]"))));
+    }
+    json_object *script = nullptr;
+    if (json_object_object_get_ex(obj.get(), "script", &script)) {
+        request.script = json_string_value(script, field(what, "script"));
     }
     validate_exec(request);
     return request;

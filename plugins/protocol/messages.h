@@ -29,6 +29,9 @@ struct ExecRequest {
     std::uint32_t uid = 0;
     std::uint32_t gid = 0;
     std::vector<std::uint32_t> groups;
+    // The program's text, when argv[0] is a file only the host has (a batch script in
+    // slurmd's spool): the agent writes it to a private file and runs that as argv[0].
+    std::string script;
 };
 
 // How the remote command ended.

@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -84,12 +85,14 @@ bool wait_until(const std::function<bool()> &condition) {
 // Reads a pipe in a thread, so a test can wait for some output while the command runs.
 class PipeCollector {
   public:
-    PipeCollector() {
+    // start_delay_ms: a reader that starts late, like a busy slurmstepd.
+    explicit PipeCollector(int start_delay_ms = 0) {
         int fds[2];
         EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
         read_.reset(fds[0]);
         write_.reset(fds[1]);
-        thread_ = std::thread([this] {
+        thread_ = std::thread([this, start_delay_ms] {
+            sleep_ms(start_delay_ms);
             char buf[4096];
             ssize_t n;
             while ((n = ::read(read_.get(), buf, sizeof buf)) > 0) {
@@ -137,6 +140,9 @@ class AgentTest : public ::testing::Test {
         pid_t pid = ::fork();
         ASSERT_GE(pid, 0);
         if (pid == 0) {
+            ::setpgid(0, 0);
+            // A test killed by ctest's timeout must not leave the agent behind.
+            ::prctl(PR_SET_PDEATHSIG, SIGTERM);
             // Own UTS and mount namespaces, so SETUP cannot rename or mount on the test host.
             if (::unshare(CLONE_NEWUTS | CLONE_NEWNS) == 0) {
                 ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
@@ -166,7 +172,12 @@ class AgentTest : public ::testing::Test {
         if (agent_ > 0) {
             ::kill(agent_, SIGTERM);
             int status;
-            ::waitpid(agent_, &status, 0);
+            bool ended = wait_until([&] { return ::waitpid(agent_, &status, WNOHANG) == agent_; });
+            EXPECT_TRUE(ended) << "the agent did not stop on SIGTERM";
+            if (!ended) {
+                ::kill(-agent_, SIGKILL);
+                ::waitpid(agent_, &status, 0);
+            }
         }
         std::error_code ignored;
         fs::remove_all(dir_, ignored);
@@ -268,6 +279,18 @@ TEST_F(AgentTest, StreamsTenMegabytesOfStdoutApartFromStderr) {
     EXPECT_EQ(out.size(), expected.size());
     EXPECT_TRUE(out == expected) << "stdout differs from seq's output";
     EXPECT_EQ(err, "first-err\nlast-err\n");
+}
+
+TEST_F(AgentTest, DeliversAllOutputToASlowReader) {
+    // The command ends while its last output still waits in the agent's pipe, longer than the
+    // agent's one-second drain limit for background children.
+    PipeCollector out(1500);
+    int status =
+        run_in_guest(dir_, 2, shell("head -c 2000000 /dev/zero | tr '\\0' x"), -1, out.fd(), -1);
+    std::string text = out.finish();
+    EXPECT_EQ(status, 0);
+    EXPECT_EQ(text.size(), 2000000u);
+    EXPECT_EQ(text.find_first_not_of('x'), std::string::npos);
 }
 
 TEST_F(AgentTest, ForwardsStdin) {
@@ -515,6 +538,40 @@ TEST_F(AgentTest, NamesTheMountPointWhenAMountFails) {
     EXPECT_TRUE(fs::is_directory(mount_point));
 }
 
+TEST(AgentFdMode, ServesOneConnectedFdAndExitsAtItsEnd) {
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    UniqueFd ours(fds[0]), theirs(fds[1]);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::fcntl(theirs.get(), F_SETFD, 0);
+        const std::string fd = std::to_string(theirs.get());
+        ::execl(SVM_AGENT_PATH, "slurm-vm-agent", "--fd", fd.c_str(), static_cast<char *>(nullptr));
+        ::_exit(127);
+    }
+    theirs.reset();
+    const std::string ping = protocol::encode_frame(FrameType::Ping, 77);
+    ASSERT_EQ(::write(ours.get(), ping.data(), ping.size()), static_cast<ssize_t>(ping.size()));
+    FrameReader reader;
+    std::optional<Frame> reply;
+    for (int i = 0; i < kWaitTries && !reply; ++i) {
+        pollfd pfd{ours.get(), POLLIN, 0};
+        if (::poll(&pfd, 1, 50) > 0 && reader.fill_from(ours.get()) != FrameReader::Fill::Data) {
+            break;
+        }
+        reply = reader.next();
+    }
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(reply->type, FrameType::Pong);
+    EXPECT_EQ(reply->session, 77u);
+    EXPECT_EQ(protocol::decode_pong(reply->payload).agent, "slurm-vm-agent");
+    ours.reset();
+    int status = -1;
+    EXPECT_TRUE(wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
 TEST(ExecClient, ReportsAnAgentThatDoesNotAnswer) {
     char tmpl[] = "/tmp/svm-silent.XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
@@ -548,7 +605,7 @@ TEST(ExecClient, ReportsAMissingSocket) {
 }
 
 TEST(ExecClient, ReportsAMissingLockFile) {
-    ExecRequest r{{"true"}, {}, "/", 0, 0, {}};
+    ExecRequest r{{"true"}, {}, "/", 0, 0, {}, ""};
     try {
         run_in_guest("/nonexistent", 1, r, -1, -1, -1);
         FAIL() << "ran without a channel";
@@ -559,12 +616,13 @@ TEST(ExecClient, ReportsAMissingLockFile) {
 }
 
 TEST(ExecClient, RefusesAnEnvironmentTooLargeForOneFrame) {
-    ExecRequest r{{"true"}, {"BIG=" + std::string(70000, 'x')}, "/", 0, 0, {}};
+    ExecRequest r{{"true"}, {"BIG=" + std::string(protocol::kMaxPayload, 'x')}, "/", 0, 0, {}, ""};
     try {
         run_in_guest("/nonexistent", 1, r, -1, -1, -1);
         FAIL() << "accepted an oversize request";
     } catch (const Error &e) {
-        EXPECT_NE(std::string(e.what()).find("the exec channel carries at most 65536"),
+        EXPECT_NE(std::string(e.what()).find("the exec channel carries at most " +
+                                             std::to_string(protocol::kMaxPayload)),
                   std::string::npos)
             << e.what();
     }

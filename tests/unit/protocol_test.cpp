@@ -99,20 +99,28 @@ TEST(Frame, RefusesToEncodeAnOversizePayload) {
         encode_frame(FrameType::Stdout, 1, std::string(kMaxPayload + 1, 'x'));
         FAIL() << "accepted an oversize payload";
     } catch (const ProtocolError &e) {
-        EXPECT_STREQ(e.what(), "frame STDOUT: payload of 65537 bytes exceeds the limit of 65536");
+        EXPECT_EQ(std::string(e.what()),
+                  "frame STDOUT: payload of " + std::to_string(kMaxPayload + 1) +
+                      " bytes exceeds the limit of " + std::to_string(kMaxPayload));
     }
 }
 
 TEST(Frame, RejectsAHeaderAnnouncingAnOversizePayloadAndReadsOn) {
     FrameReader reader;
-    reader.feed(std::string("SV\x14\x00\x00\x00\x00\x01\x00\x01\x00\x01", 12));
+    const std::uint32_t too_long = kMaxPayload + 1;
+    std::string header("SV\x14\x00\x00\x00\x00\x01", 8);
+    for (int shift : {24, 16, 8, 0}) {
+        header.push_back(static_cast<char>((too_long >> shift) & 0xff));
+    }
+    reader.feed(header);
     reader.feed(encode_frame(FrameType::Pong, 1, "{}"));
     try {
         reader.next();
         FAIL() << "accepted an oversize header";
     } catch (const ProtocolError &e) {
-        EXPECT_STREQ(e.what(),
-                     "frame STDOUT: announced payload of 65537 bytes exceeds the limit of 65536");
+        EXPECT_EQ(std::string(e.what()),
+                  "frame STDOUT: announced payload of " + std::to_string(too_long) +
+                      " bytes exceeds the limit of " + std::to_string(kMaxPayload));
     }
     auto frame = reader.next();
     ASSERT_TRUE(frame);
@@ -121,7 +129,7 @@ TEST(Frame, RejectsAHeaderAnnouncingAnOversizePayloadAndReadsOn) {
 
 TEST(Messages, RoundTripsAnExecRequest) {
     ExecRequest request{
-        {"sh", "-c", "echo \"$X\""}, {"X=a=b", "PATH=/bin"}, "/home/u", 1000, 1001, {1001, 27}};
+        {"sh", "-c", "echo \"$X\""}, {"X=a=b", "PATH=/bin"}, "/home/u", 1000, 1001, {1001, 27}, ""};
     ExecRequest back = decode_exec(encode_exec(request));
     EXPECT_EQ(back.argv, request.argv);
     EXPECT_EQ(back.env, request.env);
@@ -212,7 +220,7 @@ TEST(Messages, RejectsAMissingField) {
 }
 
 TEST(Messages, RefusesToEncodeAnInvalidRequest) {
-    ExecRequest request{{"sh"}, {"NOEQUALS"}, "/", 0, 0, {}};
+    ExecRequest request{{"sh"}, {"NOEQUALS"}, "/", 0, 0, {}, ""};
     EXPECT_THROW(encode_exec(request), ProtocolError);
 }
 
