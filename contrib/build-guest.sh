@@ -71,10 +71,17 @@ if [ ! -f "$out/.complete" ]; then
   cp "$base"/modules/*.ko "$root/lib/modules/"
   cp -a "$SVM_REPO/guest/rootfs/." "$root/"
   install -m 755 "$agent" "$root/sbin/slurm-vm-agent"
+  # Host calls: under these names the agent runs the Slurm command on the host, in the job's
+  # allocation (keep in step with hostcall_commands() in plugins/protocol/messages.cpp).
+  for c in srun sbatch scancel scontrol squeue sacct sinfo sstat salloc; do
+    ln -sf /sbin/slurm-vm-agent "$root/usr/bin/$c"
+  done
   (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -1 >"$out/initrd.img"
   ln "$base/vmlinux" "$out/vmlinux" 2>/dev/null || cp "$base/vmlinux" "$out/vmlinux"
   chmod 0644 "$out/initrd.img" "$out/vmlinux"
   touch "$out/.complete"
+  # Older initramfs builds are a second's work to remake: keep only this one.
+  find "$SVM_CACHE/guest" -mindepth 1 -maxdepth 1 -name 'tiny-*' ! -path "$out" -exec rm -rf {} +
 fi
 # QEMU runs as the job's user: the image files must be readable by everyone.
 chmod 0755 "$SVM_CACHE" "$SVM_CACHE/guest" "$out"

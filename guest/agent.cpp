@@ -4,15 +4,24 @@
 //                                   (default /dev/virtio-ports/org.slurmvm.exec.*)
 //   slurm-vm-agent --listen PATH... serve unix sockets instead (host-side tests); repeatable
 //   slurm-vm-agent --fd N           serve one connected fd until it closes (host-side tests)
+//   --hostcall-dir DIR              where the per-session host-call sockets go
+//                                   (default /run/slurm-vm-hostcall; "" turns host calls off)
+//
+// Started as srun, sbatch, scancel, scontrol, squeue, sacct, sinfo, sstat or salloc (the guest
+// has links of these names to it), or as `slurm-vm-agent --hostcall NAME [ARGS...]`, it is a
+// shim instead: it runs that Slurm command on the host, next to the job (agent_hostcall.cpp).
 //
 // One server process per port, respawned if it dies, so a crash in one session leaves the
 // others and the agent itself running.
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <glob.h>
 #include <map>
+#include <optional>
 #include <poll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -35,12 +44,15 @@ constexpr const char *kDefaultPorts = "/dev/virtio-ports/org.slurmvm.exec.*";
 constexpr int kRespawnDelayMs = 1000;
 
 const char *const kUsage =
-    "usage: slurm-vm-agent [--ports GLOB] | --listen PATH [--listen PATH]... | --fd N";
+    "usage: slurm-vm-agent [--ports GLOB] | --listen PATH [--listen PATH]... | --fd N "
+    "[--hostcall-dir DIR]\n"
+    "       slurm-vm-agent --hostcall NAME [ARGS...]";
 
 struct Options {
     std::string ports_glob = kDefaultPorts;
     std::vector<std::string> listen_paths;
     int fd = -1;
+    svm::agent::ServerConfig server;
 };
 
 bool parse_options(int argc, char **argv, Options &options) {
@@ -52,6 +64,8 @@ bool parse_options(int argc, char **argv, Options &options) {
             options.ports_glob = v;
         } else if (arg == "--listen" && (v = value())) {
             options.listen_paths.emplace_back(v);
+        } else if (arg == "--hostcall-dir" && (v = value())) {
+            options.server.hostcall_dir = v;
         } else if (arg == "--fd" && (v = value())) {
             char *end = nullptr;
             long fd = std::strtol(v, &end, 10);
@@ -112,13 +126,15 @@ std::vector<std::string> find_ports(const std::string &pattern) {
 // Supervises one server process per channel.
 class Supervisor {
   public:
-    explicit Supervisor(std::vector<Channel> channels) : channels_(std::move(channels)) {}
+    Supervisor(std::vector<Channel> channels, svm::agent::ServerConfig config)
+        : channels_(std::move(channels)), config_(std::move(config)) {}
     int run();
 
   private:
     void start(std::size_t index);
 
     std::vector<Channel> channels_;
+    svm::agent::ServerConfig config_;
     std::map<pid_t, std::size_t> servers_;
     std::map<std::size_t, std::int64_t> respawn_at_;
     UniqueFd signal_fd_;
@@ -135,7 +151,7 @@ void Supervisor::start(std::size_t index) {
         signal_fd_.reset();
         int code = 1;
         try {
-            code = svm::agent::serve_channel(channels_[index]);
+            code = svm::agent::serve_channel(channels_[index], config_);
         } catch (const std::exception &e) {
             log_line(channels_[index].name() + ": " + e.what());
         }
@@ -215,25 +231,47 @@ int Supervisor::run() {
     return 0;
 }
 
-}  // namespace
+// Where the agent is a shim: the command to run on the host and the index of its first
+// argument in argv. Started through a link such as /usr/bin/srun, the link's name says which.
+struct ShimCall {
+    std::string command;
+    int first_arg = 1;
+};
 
-int main(int argc, char **argv) {
-    ensure_standard_fds();
-    // A host that left must show up as EPIPE, not kill a server.
-    ::signal(SIGPIPE, SIG_IGN);
-    Options options;
-    if (!parse_options(argc, argv, options)) {
-        return 2;
+std::optional<ShimCall> shim_call(int argc, char **argv) {
+    if (argc >= 3 && std::strcmp(argv[1], "--hostcall") == 0) {
+        return ShimCall{argv[2], 3};
     }
+    if (argc < 1) {
+        return std::nullopt;
+    }
+    const char *slash = std::strrchr(argv[0], '/');
+    const std::string name = slash ? slash + 1 : argv[0];
+    const auto &commands = svm::protocol::hostcall_commands();
+    if (std::find(commands.begin(), commands.end(), name) != commands.end()) {
+        return ShimCall{name, 1};
+    }
+    return std::nullopt;
+}
+
+// The agent as a server: creates what its sessions need (as root in the guest) and serves.
+int serve(const Options &options) {
     using svm::agent::kScriptDir;
     if (::mkdir(kScriptDir, 01733) != 0 && errno != EEXIST) {
         log_line(std::string("mkdir ") + kScriptDir + ": " + system_error_text(errno));
     }
     ::chmod(kScriptDir, 01733);
+    const std::string &hostcall_dir = options.server.hostcall_dir;
+    if (!hostcall_dir.empty()) {
+        if (::mkdir(hostcall_dir.c_str(), 0711) != 0 && errno != EEXIST) {
+            log_line("mkdir " + hostcall_dir + ": " + system_error_text(errno) +
+                     "; host calls will not work");
+        }
+    }
     try {
         if (options.fd >= 0) {
             Channel channel = Channel::connected_fd(options.fd);
-            return svm::agent::serve_channel(channel);
+            return svm::agent::serve_channel(channel, options.server);
         }
         std::vector<Channel> channels;
         for (const auto &path : options.listen_paths) {
@@ -253,9 +291,26 @@ int main(int argc, char **argv) {
                 channels.push_back(Channel::virtio_port(port));
             }
         }
-        return Supervisor(std::move(channels)).run();
+        return Supervisor(std::move(channels), options.server).run();
     } catch (const std::exception &e) {
         log_line(e.what());
         return 1;
     }
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (auto shim = shim_call(argc, argv)) {
+        return svm::agent::run_hostcall_shim(
+            shim->command, std::vector<std::string>(argv + shim->first_arg, argv + argc));
+    }
+    ensure_standard_fds();
+    // A host that left must show up as EPIPE, not kill a server.
+    ::signal(SIGPIPE, SIG_IGN);
+    Options options;
+    if (!parse_options(argc, argv, options)) {
+        return 2;
+    }
+    return serve(options);
 }

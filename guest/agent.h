@@ -2,8 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <poll.h>
 #include <string>
+#include <sys/types.h>
+#include <vector>
 
 #include "protocol/fd.h"
 #include "protocol/frame.h"
@@ -14,6 +18,15 @@ namespace svm::agent {
 // Scripts sent with an EXEC request are written here by the command's own user: a folder on
 // the guest's tmpfs that anyone may create files in and nobody may list (mode 1733).
 inline constexpr const char *kScriptDir = "/run/slurm-vm-scripts";
+
+// Each EXEC session gets a host-call socket here (see HostCallRelay). Mode 0711: users reach
+// their own socket by name and cannot list the others.
+inline constexpr const char *kHostCallDir = "/run/slurm-vm-hostcall";
+
+struct ServerConfig {
+    // Where the per-session host-call sockets go; empty: no host calls.
+    std::string hostcall_dir = kHostCallDir;
+};
 
 // One line on stderr (the guest console), prefixed "slurm-vm-agent: ".
 void log_line(const std::string &text);
@@ -77,12 +90,70 @@ struct SessionResult {
 
 // Runs one EXEC session: starts the command, streams it, reports its end.
 SessionResult run_exec_session(Channel &channel, protocol::FrameReader &reader,
-                               ServerSignals &signals, const protocol::Frame &request);
+                               ServerSignals &signals, const protocol::Frame &request,
+                               const ServerConfig &config);
+
+// The guest end of an EXEC session's host calls. The session's command (and everything it
+// starts) finds the socket in $SLURM_VM_HOSTCALL; each connection is one shim (the agent binary
+// started as srun, squeue, ...) asking for one host call. The relay numbers the calls, passes
+// their requests and signals to the host over the session's port, and routes the host's
+// output and exit frames back to the right shim.
+class HostCallRelay {
+  public:
+    // Creates the socket <dir>/<server pid>-<session>.sock, usable only by uid (and root).
+    // Throws svm::Error naming the socket.
+    HostCallRelay(const std::string &dir, std::uint32_t session, uid_t uid, gid_t gid,
+                  std::string label);
+    ~HostCallRelay();  // hangs up on every shim and removes the socket
+    HostCallRelay(const HostCallRelay &) = delete;
+    HostCallRelay &operator=(const HostCallRelay &) = delete;
+
+    const std::string &socket_path() const { return path_; }
+
+    // Appends the descriptors to poll; after poll(), process() takes the same vector and the
+    // index of the first of them. Frames for the host are appended to to_host.
+    void add_pollfds(std::vector<pollfd> &pfds);
+    void process(const std::vector<pollfd> &pfds, std::size_t first, std::string &to_host);
+    // A HOSTCALL_STDOUT, HOSTCALL_STDERR or HOSTCALL_EXIT frame from the host.
+    void from_host(const protocol::Frame &frame);
+    // True while a shim is slow to take its output: the port must not be read meanwhile, so
+    // the host feels the backpressure instead of the agent buffering without bound.
+    bool backlogged() const;
+
+  private:
+    struct Shim {
+        protocol::UniqueFd fd;
+        protocol::FrameReader reader;
+        std::string out;       // frames waiting to go to the shim
+        bool started = false;  // its HOSTCALL went to the host
+        bool ended = false;    // its HOSTCALL_EXIT is queued: close once out is sent
+    };
+
+    void accept_shims();
+    // False: the shim is gone.
+    bool read_shim(std::uint32_t call, Shim &shim, std::string &to_host);
+    bool write_shim(Shim &shim);
+    void fail_call(Shim &shim, const std::string &message);
+
+    std::uint32_t session_;
+    std::string path_;
+    std::string label_;
+    uid_t uid_;
+    protocol::UniqueFd listen_;
+    std::map<std::uint32_t, Shim> shims_;
+    std::vector<std::uint32_t> polled_;  // shim ids in add_pollfds order
+    std::uint32_t next_call_ = 1;
+};
+
+// The agent binary started as srun, squeue, ... (or `slurm-vm-agent --hostcall NAME ARGS...`):
+// runs `NAME ARGS...` on the host through the socket in $SLURM_VM_HOSTCALL, prints its output
+// and returns its exit code (or dies of its signal).
+int run_hostcall_shim(const std::string &command, const std::vector<std::string> &args);
 
 // Applies a SETUP request (hostname, 9p mounts). Throws svm::Error naming what failed.
 void apply_setup(const SetupRequest &request);
 
 // Serves one channel until told to stop. Returns the process exit code.
-int serve_channel(Channel &channel);
+int serve_channel(Channel &channel, const ServerConfig &config);
 
 }  // namespace svm::agent

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <grp.h>
+#include <memory>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -213,8 +214,12 @@ Child start_child(const ExecRequest &req) {
 class ExecSession {
   public:
     ExecSession(Channel &channel, FrameReader &reader, ServerSignals &signals,
-                std::uint32_t session)
-        : channel_(channel), reader_(reader), signals_(signals), session_(session) {
+                std::uint32_t session, const ServerConfig &config)
+        : channel_(channel),
+          reader_(reader),
+          signals_(signals),
+          session_(session),
+          config_(config) {
         char id[16];
         std::snprintf(id, sizeof id, "%08x", session);
         label_ = "port " + channel.name() + ": session " + id;
@@ -234,12 +239,15 @@ class ExecSession {
     void kill_group(int signo);
     void abandon();  // the host is gone: kill everything, reap the command
     void send_now(FrameType type, const std::string &payload);
+    void open_hostcalls(ExecRequest &req);
 
     Channel &channel_;
     FrameReader &reader_;
     ServerSignals &signals_;
     std::uint32_t session_;
+    const ServerConfig &config_;
     std::string label_;
+    std::unique_ptr<HostCallRelay> hostcalls_;
 
     Child child_;
     bool exited_ = false;
@@ -265,6 +273,7 @@ void ExecSession::kill_group(int signo) {
 
 void ExecSession::abandon() {
     kill_group(SIGKILL);
+    hostcalls_.reset();
     child_.stdin_w.reset();
     child_.stdout_r.reset();
     child_.stderr_r.reset();
@@ -322,6 +331,13 @@ ExecSession::Step ExecSession::handle_frame(Frame &frame) {
                 kill_group(signo);
             } catch (const protocol::ProtocolError &e) {
                 log_line(label_ + ": " + e.what());
+            }
+            break;
+        case FrameType::HostCallStdout:
+        case FrameType::HostCallStderr:
+        case FrameType::HostCallExit:
+            if (hostcalls_) {
+                hostcalls_->from_host(frame);
             }
             break;
         default:
@@ -386,10 +402,28 @@ void ExecSession::write_stdin() {
     }
 }
 
+void ExecSession::open_hostcalls(ExecRequest &req) {
+    if (config_.hostcall_dir.empty()) {
+        return;
+    }
+    try {
+        hostcalls_ = std::make_unique<HostCallRelay>(config_.hostcall_dir, session_, req.uid,
+                                                     req.gid, label_);
+    } catch (const Error &e) {
+        // The command still runs; its srun & co. say that host calls are unavailable.
+        log_line(label_ + ": no host calls: " + e.what());
+        return;
+    }
+    const std::string prefix = std::string(protocol::kHostCallEnv) + "=";
+    std::erase_if(req.env, [&](const std::string &e) { return e.starts_with(prefix); });
+    req.env.push_back(prefix + hostcalls_->socket_path());
+}
+
 SessionResult ExecSession::run(const Frame &request) {
     ExecRequest req;
     try {
         req = protocol::decode_exec(request.payload);
+        open_hostcalls(req);
         child_ = start_child(req);
     } catch (const protocol::ProtocolError &e) {
         log_line(label_ + ": " + e.what());
@@ -427,22 +461,25 @@ SessionResult ExecSession::run(const Frame &request) {
             stragglers_killed = true;
             drain_deadline = protocol::monotonic_ms() + 100;
         }
-        pollfd pfds[5] = {};
+        std::vector<pollfd> pfds(5);
         const bool room = out_.size() < kMaxPendingOutput;
+        const bool take_input =
+            stdin_.size() < kMaxPendingStdin && !(hostcalls_ && hostcalls_->backlogged());
         pfds[0] = {channel_.fd(),
-                   static_cast<short>((stdin_.size() < kMaxPendingStdin ? POLLIN : 0) |
-                                      (out_.empty() ? 0 : POLLOUT)),
-                   0};
+                   static_cast<short>((take_input ? POLLIN : 0) | (out_.empty() ? 0 : POLLOUT)), 0};
         pfds[1] = {room ? child_.stdout_r.get() : -1, POLLIN, 0};
         pfds[2] = {room ? child_.stderr_r.get() : -1, POLLIN, 0};
         pfds[3] = {stdin_.empty() ? -1 : child_.stdin_w.get(), POLLOUT, 0};
         pfds[4] = {signals_.fd(), POLLIN, 0};
+        if (hostcalls_) {
+            hostcalls_->add_pollfds(pfds);
+        }
         int timeout = -1;
         if (exited_) {
             timeout = static_cast<int>(
                 std::max<std::int64_t>(0, drain_deadline - protocol::monotonic_ms()));
         }
-        if (::poll(pfds, 5, timeout) < 0) {
+        if (::poll(pfds.data(), pfds.size(), timeout) < 0) {
             if (errno == EINTR) {
                 continue;
             }
@@ -490,6 +527,9 @@ SessionResult ExecSession::run(const Frame &request) {
         if (pfds[3].revents) {
             write_stdin();
         }
+        if (hostcalls_) {
+            hostcalls_->process(pfds, 5, out_);
+        }
     }
     // What the command wrote before it ended may still sit in the pipes (the host reading
     // slowly kept us from taking it): about a pipe's capacity each. Bounded, because a daemon
@@ -522,8 +562,8 @@ SessionResult ExecSession::run(const Frame &request) {
 }  // namespace
 
 SessionResult run_exec_session(Channel &channel, FrameReader &reader, ServerSignals &signals,
-                               const Frame &request) {
-    ExecSession session(channel, reader, signals, request.session);
+                               const Frame &request, const ServerConfig &config) {
+    ExecSession session(channel, reader, signals, request.session, config);
     return session.run(request);
 }
 

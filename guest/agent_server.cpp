@@ -287,7 +287,7 @@ std::string describe(const Frame &frame) {
 
 }  // namespace
 
-int serve_channel(Channel &channel) {
+int serve_channel(Channel &channel, const ServerConfig &config) {
     if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
         log_line("prctl(PR_SET_CHILD_SUBREAPER): " + system_error_text(errno));
     }
@@ -333,7 +333,7 @@ int serve_channel(Channel &channel) {
                                        protocol::encode_error(error));
                 }
             } else if (frame.type == FrameType::Exec) {
-                SessionResult result = run_exec_session(channel, reader, signals, frame);
+                SessionResult result = run_exec_session(channel, reader, signals, frame, config);
                 if (result.end == SessionEnd::Terminate) {
                     return 0;
                 }

@@ -1,5 +1,6 @@
 #include "exec_client.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -11,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "host_calls.h"
 #include "protocol/fd.h"
 #include "protocol/frame.h"
 
@@ -164,14 +166,15 @@ PortLock acquire_port(const std::string &channel_dir, unsigned ports, SignalForw
 class ClientSession {
   public:
     ClientSession(UniqueFd sock, std::string socket_path, int stdin_fd, int stdout_fd,
-                  int stderr_fd, SignalForwarder *signals)
+                  int stderr_fd, SignalForwarder *signals, const HostCallPolicy &hostcalls)
         : sock_(std::move(sock)),
           path_(std::move(socket_path)),
           stdin_fd_(stdin_fd),
           stdout_fd_(stdout_fd),
           stderr_fd_(stderr_fd),
           signals_(signals),
-          session_(protocol::random_session_id()) {
+          session_(protocol::random_session_id()),
+          hostcalls_(hostcalls, session_) {
         reader_.expect_session(session_);
     }
 
@@ -192,6 +195,8 @@ class ClientSession {
     int stdin_fd_, stdout_fd_, stderr_fd_;
     SignalForwarder *signals_;
     std::uint32_t session_;
+    // Declared after session_ (it stamps frames with it); stops its commands on destruction.
+    HostCallRunner hostcalls_;
     FrameReader reader_;
     std::string out_;
     bool started_ = false;
@@ -264,6 +269,12 @@ std::optional<int> ClientSession::handle(const Frame &frame) {
             break;
         case FrameType::Exit:
             return protocol::decode_exit(frame.payload).wait_status();
+        case FrameType::HostCall:
+            hostcalls_.start(protocol::decode_hostcall(frame.payload), out_);
+            break;
+        case FrameType::HostCallSignal:
+            hostcalls_.signal(protocol::decode_hostcall_signal(frame.payload));
+            break;
         default:
             break;
     }
@@ -287,21 +298,24 @@ int ClientSession::run(const std::string &exec_payload) {
         } catch (const protocol::ProtocolError &e) {
             throw Error(lost_connection(std::string("protocol error: ") + e.what()));
         }
-        pollfd pfds[3] = {};
+        std::vector<pollfd> pfds(3);
         pfds[0] = {sock_.get(), static_cast<short>(POLLIN | (out_.empty() ? 0 : POLLOUT)), 0};
-        const bool read_stdin_now = started_ && stdin_open_ && out_.size() < kMaxPendingToAgent;
+        const bool room = out_.size() < kMaxPendingToAgent;
+        const bool read_stdin_now = started_ && stdin_open_ && room;
         pfds[1] = {read_stdin_now ? stdin_fd_ : -1, POLLIN, 0};
         pfds[2] = {signals_ ? signals_->fd() : -1, POLLIN, 0};
-        int timeout = -1;
+        hostcalls_.add_pollfds(pfds, room);
+        int timeout = hostcalls_.poll_timeout_ms();
         if (!started_) {
             std::int64_t left = start_deadline - protocol::monotonic_ms();
             if (left <= 0) {
                 throw Error("the VM's agent did not start the command within " +
                             std::to_string(kStartTimeoutMs / 1000) + " s (" + path_ + ")");
             }
-            timeout = static_cast<int>(left);
+            timeout =
+                timeout < 0 ? static_cast<int>(left) : std::min(timeout, static_cast<int>(left));
         }
-        if (::poll(pfds, 3, timeout) < 0) {
+        if (::poll(pfds.data(), pfds.size(), timeout) < 0) {
             if (errno == EINTR) {
                 continue;
             }
@@ -320,6 +334,7 @@ int ClientSession::run(const std::string &exec_payload) {
                                                 : "the channel " + path_ + " was closed"));
             }
         }
+        hostcalls_.process(pfds, 3, out_);
         flush();
     }
 }
@@ -399,7 +414,8 @@ void setup_guest(const std::string &socket_path, const SetupRequest &request, in
 }
 
 int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecRequest &request,
-                 int stdin_fd, int stdout_fd, int stderr_fd, SignalForwarder *signals) {
+                 int stdin_fd, int stdout_fd, int stderr_fd, SignalForwarder *signals,
+                 const HostCallPolicy &hostcalls) {
     const std::string payload = protocol::encode_exec(request);
     if (payload.size() > protocol::kMaxPayload) {
         throw Error("the command's arguments and environment take " +
@@ -413,7 +429,8 @@ int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecReque
         return port.signal;  // as if killed by it: WIFSIGNALED, WTERMSIG == signal
     }
     const std::string path = channel_dir + "/exec." + std::to_string(port.index) + ".sock";
-    ClientSession session(connect_socket(path), path, stdin_fd, stdout_fd, stderr_fd, signals);
+    ClientSession session(connect_socket(path), path, stdin_fd, stdout_fd, stderr_fd, signals,
+                          hostcalls);
     return session.run(payload);
 }
 

@@ -52,6 +52,16 @@ class SignalForwarder {
     int write_fd_ = -1;
 };
 
+// What a VM job's command may run on the host (host calls: the guest's srun, squeue, ... are
+// shims that ask the host client to run the real command; see guest/agent_hostcall.cpp).
+// Only a bare name from `commands` runs, found in `search_dirs` (never in a PATH the guest
+// chose), with the guest's environment except PATH, HOME and LD_*, which are the host
+// client's own. Tests point search_dirs at fake commands; an empty `commands` refuses all.
+struct HostCallPolicy {
+    std::vector<std::string> commands = protocol::hostcall_commands();
+    std::vector<std::string> search_dirs = {"/usr/bin", "/usr/local/bin", "/bin"};
+};
+
 // Connects to one exec port socket, sends PING and waits for PONG. Throws Error when the agent
 // does not answer within timeout_ms, or the socket cannot be reached.
 void ping_agent(const std::string &socket_path, int timeout_ms);
@@ -68,7 +78,10 @@ void setup_guest(const std::string &socket_path, const SetupRequest &request, in
 // caller arrives while no port is free, returns that signal as the status without running.
 // Throws RemoteStartError if the command could not start, Error for transport failures
 // ("lost the connection to the VM's agent (...)").
+// Host calls of the command run, as children of the caller, under `hostcalls`; those still
+// running when the session ends get SIGTERM, and SIGKILL 5 s later, before this returns.
 int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecRequest &request,
-                 int stdin_fd, int stdout_fd, int stderr_fd, SignalForwarder *signals = nullptr);
+                 int stdin_fd, int stdout_fd, int stderr_fd, SignalForwarder *signals = nullptr,
+                 const HostCallPolicy &hostcalls = {});
 
 }  // namespace svm

@@ -4,6 +4,7 @@
 #include "domain_xml.h"
 #include "error.h"
 #include "exec_client.h"
+#include "image_features.h"
 #include "orphans.h"
 #include "overlay.h"
 
@@ -149,10 +150,13 @@ JobVmPaths job_vm_paths(const Config &config, uint32_t jobid, std::string_view n
 }
 
 StartReport start_job_vm(const Config &config, const Catalog &catalog, const JobVmRequest &r) {
-    const Image *image = catalog.find(r.image);
-    if (image == nullptr) {
+    const Image *listed = catalog.find(r.image);
+    if (listed == nullptr) {
         throw Error(describe(r) + ": the image is not in the catalog " + config.catalog);
     }
+    // Per-node image folders: %n in the catalog's paths is this node's name.
+    const Image resolved = resolve_for_node(*listed, r.node);
+    const Image *image = &resolved;
     const JobVmPaths paths = job_vm_paths(config, r.jobid, r.node);
     StartReport report;
     report.domain = paths.domain;

@@ -57,7 +57,14 @@ int on_task_init(spank_t sp) {
         args.push_back(argv[i]);
     }
     args.push_back(nullptr);
-    execv(SVM_EXEC_PATH, const_cast<char *const *>(args.data()));
+    // The task's environment is not this process's: slurmstepd hands its own array (with
+    // SLURM_PROCID and the other per-task variables) to execve. The client passes it on.
+    char **env = nullptr;
+    if (spank_get_item(sp, S_JOB_ENV, &env) != ESPANK_SUCCESS || env == nullptr) {
+        slurm_error("%s: job %u node %s: cannot read the task's environment", kTag, jobid, node);
+        return -1;
+    }
+    execve(SVM_EXEC_PATH, const_cast<char *const *>(args.data()), env);
     slurm_error("%s: job %u node %s: cannot run %s: %m", kTag, jobid, node, SVM_EXEC_PATH);
     return -1;
 }

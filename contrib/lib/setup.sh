@@ -42,6 +42,17 @@ install_images() {
   for f in vmlinux initrd.img; do
     ln -f "$guest/$f" "$SVM_IMAGES/tiny/$f" 2>/dev/null || cp -f "$guest/$f" "$SVM_IMAGES/tiny/$f"
   done
+  # "tinydisk": the same guest with a small ext4 root disk, for copy-on-write overlays.
+  install -d -m 0755 "$SVM_IMAGES/tinydisk"
+  if [ ! -f "$SVM_IMAGES/tinydisk/base.qcow2" ]; then
+    local src
+    src=$(mktemp -d)
+    echo "slurm-vm tinydisk base" >"$src/marker.txt"
+    mkfs.ext4 -q -F -L tinydisk -d "$src" "$src.raw" 64M
+    qemu-img convert -O qcow2 "$src.raw" "$SVM_IMAGES/tinydisk/base.qcow2"
+    rm -rf "$src" "$src.raw"
+  fi
+  chmod 0644 "$SVM_IMAGES/tinydisk/base.qcow2" # QEMU reads it as the job's user
   sed -e "s|@IMAGES@|$SVM_IMAGES|g" "$SVM_REPO/contrib/etc/vm-images.json.in" >"$SVM_CATALOG.new"
   chmod 0644 "$SVM_CATALOG.new"
   mv "$SVM_CATALOG.new" "$SVM_CATALOG"

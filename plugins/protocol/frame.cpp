@@ -44,6 +44,11 @@ bool is_known_frame_type(std::uint8_t type) {
         case FrameType::Stderr:
         case FrameType::Signal:
         case FrameType::Exit:
+        case FrameType::HostCall:
+        case FrameType::HostCallStdout:
+        case FrameType::HostCallStderr:
+        case FrameType::HostCallExit:
+        case FrameType::HostCallSignal:
             return true;
     }
     return false;
@@ -81,6 +86,16 @@ const char *frame_type_name(FrameType type) {
             return "SIGNAL";
         case FrameType::Exit:
             return "EXIT";
+        case FrameType::HostCall:
+            return "HOSTCALL";
+        case FrameType::HostCallStdout:
+            return "HOSTCALL_STDOUT";
+        case FrameType::HostCallStderr:
+            return "HOSTCALL_STDERR";
+        case FrameType::HostCallExit:
+            return "HOSTCALL_EXIT";
+        case FrameType::HostCallSignal:
+            return "HOSTCALL_SIGNAL";
     }
     return "UNKNOWN";
 }

@@ -42,6 +42,14 @@ enum class FrameType : std::uint8_t {
     Stderr = 0x15,
     Signal = 0x16,
     Exit = 0x17,
+    // Host calls: a Slurm client command (srun, squeue, ...) run inside an EXEC session's
+    // command is relayed by the agent to the host, which runs it next to the job. Each frame
+    // names its call (several may run at once in one session); see messages.h.
+    HostCall = 0x20,        // guest -> host: start a command on the host
+    HostCallStdout = 0x21,  // host -> guest: 4-byte BE call id + output bytes
+    HostCallStderr = 0x22,  // host -> guest: 4-byte BE call id + output bytes
+    HostCallExit = 0x23,    // host -> guest: how the command ended
+    HostCallSignal = 0x24,  // guest -> host: deliver a signal to the command
 };
 
 bool is_known_frame_type(std::uint8_t type);

@@ -383,22 +383,20 @@ int decode_signal(std::string_view payload) {
     return signo;
 }
 
-std::string encode_exit(const RemoteExit &exit) {
-    JsonPtr obj = json_new_object();
+namespace {
+
+void put_exit(json_object *obj, const RemoteExit &exit) {
     if (exit.signaled) {
-        json_set(obj.get(), "signal", json_from_int(exit.signal));
-        json_set(obj.get(), "core_dumped", json_from_bool(exit.core_dumped));
+        json_set(obj, "signal", json_from_int(exit.signal));
+        json_set(obj, "core_dumped", json_from_bool(exit.core_dumped));
     } else {
-        json_set(obj.get(), "exit_code", json_from_int(exit.exit_code));
+        json_set(obj, "exit_code", json_from_int(exit.exit_code));
     }
-    return json_to_text(obj.get());
 }
 
-RemoteExit decode_exit(std::string_view payload) {
-    const std::string what = "EXIT frame";
-    JsonPtr obj = parse_json_object(payload, what);
-    json_object *code = json_optional_field(obj.get(), "exit_code");
-    json_object *signal = json_optional_field(obj.get(), "signal");
+RemoteExit get_exit(json_object *obj, const std::string &what) {
+    json_object *code = json_optional_field(obj, "exit_code");
+    json_object *signal = json_optional_field(obj, "signal");
     if ((code != nullptr) == (signal != nullptr)) {
         throw ProtocolError(what + ": expected exactly one of the fields 'exit_code' and 'signal'");
     }
@@ -409,10 +407,159 @@ RemoteExit decode_exit(std::string_view payload) {
     }
     exit.signaled = true;
     exit.signal = static_cast<int>(json_int_value(signal, 1, NSIG - 1, field(what, "signal")));
-    if (json_object *core = json_optional_field(obj.get(), "core_dumped")) {
+    if (json_object *core = json_optional_field(obj, "core_dumped")) {
         exit.core_dumped = json_bool_value(core, field(what, "core_dumped"));
     }
     return exit;
+}
+
+std::uint32_t get_call(json_object *obj, const std::string &what) {
+    return static_cast<std::uint32_t>(
+        json_int_value(json_field(obj, "call", what), 0, 0xffffffff, field(what, "call")));
+}
+
+std::string not_forwarded(int signo) {
+    return signal_name(signo) +
+           " is not one of the forwarded signals (HUP INT QUIT TERM USR1 USR2 TSTP CONT KILL)";
+}
+
+const char *const kHostCallWhat = "HOSTCALL request";
+
+}  // namespace
+
+std::string encode_exit(const RemoteExit &exit) {
+    JsonPtr obj = json_new_object();
+    put_exit(obj.get(), exit);
+    return json_to_text(obj.get());
+}
+
+RemoteExit decode_exit(std::string_view payload) {
+    const std::string what = "EXIT frame";
+    JsonPtr obj = parse_json_object(payload, what);
+    return get_exit(obj.get(), what);
+}
+
+const std::vector<std::string> &hostcall_commands() {
+    static const std::vector<std::string> commands = {
+        "srun", "sbatch", "scancel", "scontrol", "squeue", "sacct", "sinfo", "sstat", "salloc"};
+    return commands;
+}
+
+std::string hostcall_commands_text() {
+    std::string text;
+    for (const auto &c : hostcall_commands()) {
+        text += (text.empty() ? "" : ", ") + c;
+    }
+    return text;
+}
+
+void validate_hostcall(const HostCallRequest &request) {
+    const std::string what = kHostCallWhat;
+    if (request.argv.empty()) {
+        throw ProtocolError(field(what, "argv") + ": must not be empty");
+    }
+    for (std::size_t i = 0; i < request.argv.size(); ++i) {
+        const std::string where = field(what, "argv[" + std::to_string(i) + "]");
+        check_text(request.argv[i], where);
+        if (i == 0 && request.argv[i].empty()) {
+            throw ProtocolError(where + ": the command name must not be empty");
+        }
+    }
+    for (std::size_t i = 0; i < request.env.size(); ++i) {
+        const std::string where = field(what, "env[" + std::to_string(i) + "]");
+        const std::string &e = request.env[i];
+        check_text(e, where);
+        const auto eq = e.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            throw ProtocolError(where + ": expected NAME=value, got " + quoted(e));
+        }
+    }
+    check_absolute_path(request.cwd, field(what, "cwd"));
+}
+
+std::string encode_hostcall(const HostCallRequest &request) {
+    validate_hostcall(request);
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "call", json_from_int(request.call));
+    json_set(obj.get(), "argv", string_array(request.argv));
+    json_set(obj.get(), "cwd", json_from_string(request.cwd));
+    json_set(obj.get(), "env", string_array(request.env));
+    return json_to_text(obj.get());
+}
+
+HostCallRequest decode_hostcall(std::string_view payload) {
+    const std::string what = kHostCallWhat;
+    JsonPtr obj = parse_json_object(payload, what);
+    HostCallRequest request;
+    request.call = get_call(obj.get(), what);
+    request.argv = decode_string_array(obj.get(), "argv", what);
+    request.cwd = json_string_value(json_field(obj.get(), "cwd", what), field(what, "cwd"));
+    request.env = decode_string_array(obj.get(), "env", what);
+    validate_hostcall(request);
+    return request;
+}
+
+std::string encode_hostcall_output(std::uint32_t call, std::string_view data) {
+    std::string payload;
+    payload.reserve(4 + data.size());
+    payload.push_back(static_cast<char>((call >> 24) & 0xff));
+    payload.push_back(static_cast<char>((call >> 16) & 0xff));
+    payload.push_back(static_cast<char>((call >> 8) & 0xff));
+    payload.push_back(static_cast<char>(call & 0xff));
+    payload.append(data);
+    return payload;
+}
+
+HostCallOutput decode_hostcall_output(std::string_view payload) {
+    if (payload.size() < 4) {
+        throw ProtocolError("HOSTCALL output frame: payload of " + std::to_string(payload.size()) +
+                            " bytes is shorter than its 4-byte call id");
+    }
+    auto b = reinterpret_cast<const unsigned char *>(payload.data());
+    HostCallOutput output;
+    output.call = (std::uint32_t{b[0]} << 24) | (std::uint32_t{b[1]} << 16) |
+                  (std::uint32_t{b[2]} << 8) | std::uint32_t{b[3]};
+    output.data = payload.substr(4);
+    return output;
+}
+
+std::string encode_hostcall_exit(const HostCallExit &exit) {
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "call", json_from_int(exit.call));
+    put_exit(obj.get(), exit.exit);
+    return json_to_text(obj.get());
+}
+
+HostCallExit decode_hostcall_exit(std::string_view payload) {
+    const std::string what = "HOSTCALL_EXIT frame";
+    JsonPtr obj = parse_json_object(payload, what);
+    HostCallExit exit;
+    exit.call = get_call(obj.get(), what);
+    exit.exit = get_exit(obj.get(), what);
+    return exit;
+}
+
+std::string encode_hostcall_signal(const HostCallSignal &signal) {
+    if (!is_forwardable_signal(signal.signal)) {
+        throw ProtocolError("HOSTCALL_SIGNAL frame: " + not_forwarded(signal.signal));
+    }
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "call", json_from_int(signal.call));
+    json_set(obj.get(), "signal", json_from_int(signal.signal));
+    return json_to_text(obj.get());
+}
+
+HostCallSignal decode_hostcall_signal(std::string_view payload) {
+    const std::string what = "HOSTCALL_SIGNAL frame";
+    JsonPtr obj = parse_json_object(payload, what);
+    HostCallSignal signal;
+    signal.call = get_call(obj.get(), what);
+    signal.signal = static_cast<int>(
+        json_int_value(json_field(obj.get(), "signal", what), 1, NSIG - 1, field(what, "signal")));
+    if (!is_forwardable_signal(signal.signal)) {
+        throw ProtocolError(field(what, "signal") + ": " + not_forwarded(signal.signal));
+    }
+    return signal;
 }
 
 }  // namespace svm::protocol

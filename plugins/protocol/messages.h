@@ -59,6 +59,31 @@ struct AgentInfo {
     int version = 0;
 };
 
+// A host call: a Slurm client command that a command in the VM asked the host to run (see
+// guest/agent_hostcall.cpp). `call` tells apart the calls of one session; on the guest's local
+// socket (shim -> agent) it is 0 and the agent assigns it.
+struct HostCallRequest {
+    std::uint32_t call = 0;
+    std::vector<std::string> argv;  // argv[0]: a bare command name, checked by the host
+    std::string cwd;                // absolute; the guest's working directory
+    std::vector<std::string> env;   // "NAME=value"
+};
+
+struct HostCallOutput {
+    std::uint32_t call = 0;
+    std::string_view data;  // a view into the frame's payload
+};
+
+struct HostCallExit {
+    std::uint32_t call = 0;
+    RemoteExit exit;
+};
+
+struct HostCallSignal {
+    std::uint32_t call = 0;
+    int signal = 0;
+};
+
 }  // namespace svm
 
 namespace svm::protocol {
@@ -94,5 +119,29 @@ RemoteExit decode_exit(std::string_view payload);
 
 // "SIGTERM" for 15, "signal 99" for anything unnamed.
 std::string signal_name(int signo);
+
+// The environment variable that gives an EXEC session's command the path of its host-call
+// socket in the guest.
+inline constexpr const char *kHostCallEnv = "SLURM_VM_HOSTCALL";
+
+// The Slurm client commands a VM job may run on the host; both ends use this list (the guest
+// for its shims, the host as its allow-list).
+const std::vector<std::string> &hostcall_commands();
+// "srun, sbatch, ..." for messages.
+std::string hostcall_commands_text();
+
+void validate_hostcall(const HostCallRequest &request);
+std::string encode_hostcall(const HostCallRequest &request);
+HostCallRequest decode_hostcall(std::string_view payload);
+
+// HOSTCALL_STDOUT / HOSTCALL_STDERR payloads: the call id (4 bytes, big-endian), then the bytes.
+std::string encode_hostcall_output(std::uint32_t call, std::string_view data);
+HostCallOutput decode_hostcall_output(std::string_view payload);
+
+std::string encode_hostcall_exit(const HostCallExit &exit);
+HostCallExit decode_hostcall_exit(std::string_view payload);
+
+std::string encode_hostcall_signal(const HostCallSignal &signal);
+HostCallSignal decode_hostcall_signal(std::string_view payload);
 
 }  // namespace svm::protocol

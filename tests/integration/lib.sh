@@ -16,8 +16,15 @@ fail() {
 }
 
 # as_user CMD...: run a shell command line as the test user in TEST_DIR.
-as_user() { runuser -u "$SVM_TEST_USER" -- bash -c "cd '$TEST_DIR' && $*"; }
-as_other() { runuser -u "$SVM_OTHER_USER" -- bash -c "cd /tmp && $*"; }
+# runuser keeps the caller's environment: give the user's own identity variables, as a login would.
+as_user() {
+  runuser -u "$SVM_TEST_USER" -- env HOME="/home/$SVM_TEST_USER" USER="$SVM_TEST_USER" \
+    LOGNAME="$SVM_TEST_USER" bash -c "cd '$TEST_DIR' && $*"
+}
+as_other() {
+  runuser -u "$SVM_OTHER_USER" -- env HOME="/home/$SVM_OTHER_USER" USER="$SVM_OTHER_USER" \
+    LOGNAME="$SVM_OTHER_USER" bash -c "cd /tmp && $*"
+}
 
 # job_state JOBID: the job's state from slurmctld, or from accounting once it is gone.
 job_state() {
@@ -80,11 +87,27 @@ assert_nodes_up() {
   [ -z "$bad" ] || fail "nodes not usable: $bad ($(sinfo -h -N -o '%N %T %E'))"
 }
 
-# no_leftovers: no domain, overlay, channel folder of slurm-vm remains.
+# no_leftovers: no domain, overlay, channel folder of slurm-vm remains once the epilogs ran
+# (srun returns when its step ends; the job's epilog runs after that).
 assert_no_leftovers() {
-  local doms left
+  local doms left i
+  for ((i = 0; i < 120; i++)); do
+    [ -z "$($VIRSH list --name 2>/dev/null | grep '^svm-')" ] &&
+      [ -z "$(find /run/slurm-vm /var/lib/slurm-vm/jobs -mindepth 1 -maxdepth 1 2>/dev/null)" ] && break
+    sleep 0.5
+  done
   doms=$($VIRSH list --name 2>/dev/null | grep '^svm-' || true)
   [ -z "$doms" ] || fail "domains left running: $doms"
   left=$(find /run/slurm-vm /var/lib/slurm-vm/jobs -mindepth 1 -maxdepth 1 2>/dev/null || true)
   [ -z "$left" ] || fail "files left behind: $left"
+}
+
+# wait_for_vm_stopped JOBID: the epilog logged the VM's stop on some node.
+wait_for_vm_stopped() {
+  local i
+  for ((i = 0; i < 120; i++)); do
+    grep -q "job $1 node .* VM stopped" "$SVM_LOG"/slurmd-node*.log && return 0
+    sleep 0.5
+  done
+  fail "no 'VM stopped' line for job $1 in the slurmd logs"
 }

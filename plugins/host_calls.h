@@ -1,0 +1,74 @@
+// Host calls, host side: the Slurm client commands (srun, squeue, ...) that a VM job's command
+// asks for run here, as children of the exec client (so as the job's user, in the job's
+// environment), and their output and exit status go back to the guest as frames.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <poll.h>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+#include "exec_client.h"  // HostCallPolicy
+#include "protocol/fd.h"
+#include "protocol/messages.h"
+
+namespace svm {
+
+class HostCallRunner {
+  public:
+    // Frames go out stamped with session.
+    HostCallRunner(const HostCallPolicy &policy, std::uint32_t session);
+    // Stops what still runs (see stop_all).
+    ~HostCallRunner();
+    HostCallRunner(const HostCallRunner &) = delete;
+    HostCallRunner &operator=(const HostCallRunner &) = delete;
+
+    // A HOSTCALL frame: starts the command, or appends to `out` the frames that refuse it
+    // (a message on its stderr, exit 127 when it is not allowed or not found).
+    void start(const HostCallRequest &request, std::string &out);
+    // A HOSTCALL_SIGNAL frame: the signal goes to the command's process group.
+    void signal(const HostCallSignal &signal);
+
+    // Appends the descriptors to poll (the output pipes only while `room`: backpressure when
+    // the channel to the guest is full); after poll(), process() takes the same vector and the
+    // index of the first of them and appends output and exit frames to `out`.
+    void add_pollfds(std::vector<pollfd> &pfds, bool room);
+    void process(const std::vector<pollfd> &pfds, std::size_t first, std::string &out);
+    // How long poll() may sleep before process() has work that no descriptor announces
+    // (a drain deadline); -1: no limit.
+    int poll_timeout_ms() const;
+    std::size_t running() const { return calls_.size(); }
+
+    // SIGTERM to every command still running, SIGKILL to what is left 5 s later; reaps all.
+    void stop_all();
+
+  private:
+    struct Call {
+        pid_t pid = -1;
+        protocol::UniqueFd pidfd;  // readable once the command exits (absent: poll waitpid)
+        protocol::UniqueFd stdout_r, stderr_r;
+        bool exited = false;
+        int status = 0;
+        std::int64_t drain_deadline = 0;
+    };
+    enum class Kind { Stdout, Stderr, Exit };
+
+    void refuse(std::uint32_t call, const std::string &message, int exit_code, std::string &out);
+    bool read_output(std::uint32_t call, protocol::UniqueFd &pipe, bool is_stdout,
+                     std::string &out);
+    void check_exit(Call &call);
+
+    HostCallPolicy policy_;
+    std::uint32_t session_;
+    std::map<std::uint32_t, Call> calls_;
+    std::vector<std::pair<std::uint32_t, Kind>> polled_;
+};
+
+// The environment a host call runs with: the guest's, except that PATH, HOME and every LD_*
+// variable are the host client's (from host_env), and SLURM_VM_HOSTCALL is dropped.
+std::vector<std::string> host_call_environment(const std::vector<std::string> &guest_env,
+                                               const std::vector<std::string> &host_env);
+
+}  // namespace svm

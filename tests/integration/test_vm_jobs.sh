@@ -1,0 +1,132 @@
+# Jobs with --vm-image: they run inside a VM booted for them and otherwise behave like any job.
+
+test_batch_job_runs_inside_the_vm() {
+  local j out host_kernel
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o out-%j.txt -e err-%j.txt --wrap 'hostname; cat /proc/version; echo job=\$SLURM_JOB_ID user=\$USER home=\$HOME; pwd; id -u; echo to-stderr >&2; exit 3'")
+  wait_job_done "$j" 120
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  host_kernel=$(uname -r)
+  assert_contains "$out" "^node1-vm$j\$" "hostname in the VM"
+  assert_contains "$out" "Linux version 6.1.0" "guest /proc/version"
+  assert_not_contains "$out" "$host_kernel" "guest /proc/version"
+  assert_contains "$out" "job=$j user=$SVM_TEST_USER home=/home/$SVM_TEST_USER" "environment"
+  assert_contains "$out" "^$TEST_DIR\$" "working directory"
+  assert_contains "$out" "^$(id -u "$SVM_TEST_USER")\$" "uid in the guest"
+  assert_eq "$(cat "$TEST_DIR/err-$j.txt")" "to-stderr" "stderr file"
+  assert_eq "$(sacct_field "$j" ExitCode)" "3:0" "sacct ExitCode"
+  assert_no_leftovers
+}
+
+test_file_written_in_the_vm_is_on_the_host_owned_by_the_user() {
+  local j
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o /dev/null --wrap 'echo from-vm > made-in-vm.txt; mkdir sub; echo x > sub/f'")
+  wait_job_done "$j" 120
+  assert_eq "$(cat "$TEST_DIR/made-in-vm.txt")" "from-vm" "file content"
+  assert_eq "$(stat -c %U:%G "$TEST_DIR/made-in-vm.txt")" "$SVM_TEST_USER:$(id -gn "$SVM_TEST_USER")" "file owner"
+  assert_eq "$(stat -c %U "$TEST_DIR/sub/f")" "$SVM_TEST_USER" "owner in a new folder"
+}
+
+test_srun_runs_two_tasks_at_once_in_one_vm() {
+  local out
+  # Each task waits for the other's file: both print only if they ran at the same time.
+  out=$(as_user "srun -n2 -N1 -t 5 --vm-image=tiny sh -c 'touch t\$SLURM_PROCID; i=0
+    while [ ! -e t\$((1 - SLURM_PROCID)) ] && [ \$i -lt 150 ]; do sleep 0.2; i=\$((i+1)); done
+    [ -e t\$((1 - SLURM_PROCID)) ] && echo together \$SLURM_PROCID \$(hostname)'" 2>&1)
+  assert_contains "$out" "together 0 node1-vm" "task 0"
+  assert_contains "$out" "together 1 node1-vm" "task 1"
+  assert_eq "$(printf '%s\n' "$out" | grep together | awk '{print $3}' | sort -u | wc -l)" "1" "one VM"
+  assert_no_leftovers
+}
+
+test_two_nodes_get_one_vm_each() {
+  local out
+  out=$(as_user "srun -N2 -t 5 --vm-image=tiny hostname" 2>&1 | sort | tr '\n' ' ')
+  assert_contains "$out" "^node1-vm[0-9]* node2-vm[0-9]* \$" "hostnames"
+  assert_no_leftovers
+}
+
+test_salloc_with_vm_image_runs_steps_in_the_vm() {
+  local out
+  out=$(as_user "salloc -N1 -t 5 --vm-image=tiny srun hostname" 2>&1)
+  assert_contains "$out" "node[0-9]-vm[0-9]" "salloc + srun output"
+}
+
+test_srun_step_inside_a_batch_job_runs_in_the_same_vm() {
+  local j out
+  j=$(as_user "sbatch --parsable -n2 --vm-image=tiny -o out-%j.txt --wrap 'echo batch \$(hostname); srun -n2 hostname; echo step-exit \$?'")
+  wait_job_done "$j" 120
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  assert_contains "$out" "batch node1-vm$j" "batch script"
+  assert_eq "$(printf '%s\n' "$out" | grep -c "^node1-vm$j\$")" "2" "step tasks in the same VM"
+  assert_contains "$out" "step-exit 0" "step exit code"
+}
+
+test_ten_megabytes_of_output_arrive_intact_and_separate() {
+  local j
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o big-out.txt -e big-err.txt --wrap 'seq 1 1300000; seq 1 50000 >&2'")
+  wait_job_done "$j" 180
+  assert_eq "$(md5sum <"$TEST_DIR/big-out.txt")" "$(seq 1 1300000 | md5sum)" "stdout checksum"
+  assert_eq "$(md5sum <"$TEST_DIR/big-err.txt")" "$(seq 1 50000 | md5sum)" "stderr checksum"
+  [ "$(stat -c %s "$TEST_DIR/big-out.txt")" -gt 9000000 ] || fail "stdout is smaller than 9 MB"
+}
+
+test_scancel_sends_sigterm_then_shuts_down_and_cleans_up() {
+  local j i
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o out-%j.txt --wrap 'trap \"echo got-sigterm > term.txt; exit 0\" TERM; echo started; while :; do sleep 1; done'")
+  for ((i = 0; i < 240; i++)); do grep -q started "$TEST_DIR/out-$j.txt" 2>/dev/null && break; sleep 0.5; done
+  assert_contains "$(cat "$TEST_DIR/out-$j.txt")" "started" "job output"
+  scancel "$j"
+  wait_job_done "$j" 60
+  assert_eq "$(job_state "$j")" "CANCELLED" "job state"
+  assert_eq "$(cat "$TEST_DIR/term.txt" 2>/dev/null)" "got-sigterm" "SIGTERM inside the guest"
+  wait_for_vm_stopped "$j"
+  assert_contains "$(grep "job $j node node1 image tiny: VM stopped" "$SVM_LOG/slurmd-node1.log")" "shutdown [0-9.]* s, destroy [0-9.]* s" "stop phases in slurmd's log"
+  assert_no_leftovers
+  assert_nodes_up
+}
+
+test_time_limit_stops_the_job_and_the_vm() {
+  local j
+  j=$(as_user "sbatch --parsable -t 1 --vm-image=tiny -o out-%j.txt --wrap 'trap \"echo got-sigterm > term.txt; exit 0\" TERM; while :; do sleep 1; done'")
+  wait_job_done "$j" 200
+  assert_eq "$(job_state "$j")" "TIMEOUT" "job state"
+  assert_eq "$(cat "$TEST_DIR/term.txt" 2>/dev/null)" "got-sigterm" "SIGTERM inside the guest"
+  wait_for_vm_stopped "$j"
+  assert_no_leftovers
+}
+
+test_bad_image_names_fail_at_submit_and_queue_nothing() {
+  local name="bad-$RANDOM" out cmd
+  local tail
+  for cmd in sbatch srun salloc; do
+    tail=true
+    [ "$cmd" = sbatch ] && tail=--wrap=true
+    out=$(as_user "$cmd --job-name=$name --vm-image=a/b $tail" 2>&1) && fail "$cmd --vm-image=a/b succeeded"
+    assert_contains "$out" "slurm-vm: --vm-image=a/b: image name is invalid: contains '/'" "$cmd"
+    out=$(as_user "$cmd --job-name=$name --vm-image=nosuch $tail" 2>&1) && fail "$cmd --vm-image=nosuch succeeded"
+    assert_contains "$out" "slurm-vm: image 'nosuch' is not in the catalog; images you may use: " "$cmd"
+  done
+  out=$(as_user "SLURM_VM_IMAGE=../x sbatch --job-name=$name --wrap true" 2>&1) && fail "env twin accepted ../x"
+  assert_contains "$out" "SLURM_VM_IMAGE=../x: image name is invalid" "environment twin"
+  assert_eq "$(squeue -h -n "$name" | wc -l)" "0" "jobs queued"
+  assert_eq "$(sacct -n -X -S now-10minutes --name "$name" | wc -l)" "0" "jobs in accounting"
+}
+
+test_environment_twin_runs_the_job_in_a_vm() {
+  local j
+  j=$(as_user "SLURM_VM_IMAGE=tiny sbatch --parsable -o out-%j.txt --wrap hostname")
+  wait_job_done "$j" 120
+  assert_contains "$(cat "$TEST_DIR/out-$j.txt")" "^node1-vm$j\$" "hostname"
+}
+
+test_guest_that_never_becomes_ready_fails_the_job_not_the_node() {
+  local j out
+  j=$(as_user "sbatch --parsable --vm-image=neverready -o out-%j.txt --wrap 'echo should-not-run'")
+  wait_job_done "$j" 120
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  assert_contains "$out" "slurm-vm: image 'neverready' on node1 (job $j): the VM did not become ready within 8 s" "job output"
+  assert_not_contains "$out" "should-not-run" "job output"
+  assert_eq "$(job_state "$j")" "FAILED" "job state"
+  assert_nodes_up
+  assert_no_leftovers
+}

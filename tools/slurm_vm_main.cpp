@@ -1,0 +1,147 @@
+// slurm-vm: the admin's command.
+//   slurm-vm try IMAGE [--destroy] [--uid N] [--plugstack FILE] [-- CMD...]
+//       boot IMAGE on this host as a job would, run CMD (default: uname -a) in it, stop it,
+//       and print how long each phase took. Exit status: CMD's, or 1 when the VM failed.
+//   slurm-vm list      the job VMs running on this host
+#include "catalog.h"
+#include "config.h"
+#include "error.h"
+#include "exec_client.h"
+#include "job_vm.h"
+#include "libvirt_handles.h"
+#include "plugstack_args.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char *kUsage =
+    "usage: slurm-vm try IMAGE [--destroy] [--uid N] [--plugstack FILE] [-- CMD...]\n"
+    "       slurm-vm list\n";
+
+// Domain names carry a job id: `try` uses ids above any real Slurm job id (Slurm's
+// MaxJobId is at most 0x03ff0000) so it can never collide with a job's VM.
+uint32_t try_job_id() { return 0x7f000000u + static_cast<uint32_t>(getpid() % 0xffffff); }
+
+int cmd_try(const std::vector<std::string> &args) {
+    std::string image, plugstack = "/etc/slurm/plugstack.conf";
+    bool destroy = false;
+    uint32_t uid = 0;
+    std::vector<std::string> command;
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--") {
+            command.assign(args.begin() + static_cast<long>(i) + 1, args.end());
+            break;
+        } else if (args[i] == "--destroy") {
+            destroy = true;
+        } else if (args[i] == "--uid" && i + 1 < args.size()) {
+            uid = static_cast<uint32_t>(std::stoul(args[++i]));
+        } else if (args[i] == "--plugstack" && i + 1 < args.size()) {
+            plugstack = args[++i];
+        } else if (image.empty() && args[i][0] != '-') {
+            image = args[i];
+        } else {
+            throw svm::Error("try: unexpected argument '" + args[i] + "'\n" + kUsage);
+        }
+    }
+    if (image.empty()) {
+        throw svm::Error(std::string("try: which image?\n") + kUsage);
+    }
+    if (command.empty()) {
+        command = {"/bin/sh", "-c", "uname -a; cat /proc/uptime"};
+    }
+    const svm::Config config = svm::parse_config(svm::plugstack_args(plugstack));
+    const svm::Catalog catalog = svm::Catalog::load(config.catalog);
+
+    svm::JobVmRequest request;
+    request.jobid = try_job_id();
+    request.node = "try";
+    request.image = image;
+    request.uid = uid;
+    request.gid = uid;
+    request.work_dir = "/";
+    const svm::JobVmPaths paths = svm::job_vm_paths(config, request.jobid, request.node);
+    printf("slurm-vm try %s: booting %s\n", image.c_str(), paths.domain.c_str());
+    fflush(stdout);
+    const svm::StartReport started = svm::start_job_vm(config, catalog, request);
+    printf("  %s domain, %u vCPU, %llu MiB, hostname %s\n", started.domain_type.c_str(),
+           started.vcpus, static_cast<unsigned long long>(started.memory_mib),
+           started.hostname.c_str());
+    printf("  created in %.2f s, agent ready after %.2f s more, set up in %.2f s\n",
+           started.create_seconds, started.ready_seconds, started.setup_seconds);
+    fflush(stdout);
+
+    svm::ExecRequest exec;
+    exec.argv = command;
+    exec.env = {"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root"};
+    exec.cwd = "/";
+    exec.uid = uid;
+    exec.gid = uid;
+    exec.groups = {uid};
+    int status = 0;
+    try {
+        status = svm::run_in_guest(paths.channel_dir, config.exec_ports, exec, -1, 1, 2);
+    } catch (const svm::Error &e) {
+        fprintf(stderr, "slurm-vm: %s\n", e.what());
+        status = W_EXITCODE(1, 0);
+    }
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    printf("  command exit status %d\n", code);
+
+    svm::Config stop_config = config;
+    if (destroy) {
+        stop_config.grace_seconds = 0;  // no shutdown request: straight to destroy
+    }
+    const svm::StopReport stopped = svm::stop_job_vm(stop_config, request.jobid, request.node);
+    printf("  %s: %s\n", destroy ? "destroy" : "graceful shutdown", stopped.detail.c_str());
+
+    svm::ConnectionPtr conn = svm::open_connection(config.libvirt_uri);
+    const bool gone = !svm::lookup_domain(conn.get(), paths.domain).has_value();
+    printf("  domain %s: %s\n", paths.domain.c_str(), gone ? "gone" : "STILL PRESENT");
+    return gone ? code : 1;
+}
+
+int cmd_list() {
+    const svm::Config config = svm::parse_config(svm::plugstack_args());
+    svm::ConnectionPtr conn = svm::open_connection(config.libvirt_uri);
+    virDomainPtr *domains = nullptr;
+    const int n = virConnectListAllDomains(conn.get(), &domains, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+    if (n < 0) {
+        throw svm::Error("cannot list domains: " + svm::libvirt_last_error());
+    }
+    for (int i = 0; i < n; ++i) {
+        svm::DomainPtr d(domains[i]);
+        const char *name = virDomainGetName(d.get());
+        if (name != nullptr && strncmp(name, "svm-", 4) == 0) {
+            printf("%s\n", name);
+        }
+    }
+    free(domains);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    try {
+        if (!args.empty() && args[0] == "try") {
+            return cmd_try({args.begin() + 1, args.end()});
+        }
+        if (!args.empty() && args[0] == "list") {
+            return cmd_list();
+        }
+        fputs(kUsage, stderr);
+        return 2;
+    } catch (const std::exception &e) {
+        fprintf(stderr, "slurm-vm: %s\n", e.what());
+        return 1;
+    }
+}
