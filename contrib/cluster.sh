@@ -67,6 +67,9 @@ ensure_users() {
     id "$u" >/dev/null 2>&1 || useradd -m -s /bin/bash "$u"
     chmod 0755 "/home/$u"
   done
+  # Access rules: an image restricted to group svmvip, which only the test user is in.
+  getent group svmvip >/dev/null || groupadd svmvip
+  id -nG "$SVM_TEST_USER" | tr ' ' '\n' | grep -qx svmvip || usermod -aG svmvip "$SVM_TEST_USER"
 }
 
 start_munge() {
@@ -196,7 +199,7 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageEnforce=associations
 JobCompType=jobcomp/none
-${extra}NodeName=node[1-3] NodeHostname=$host NodeAddr=127.0.0.1 Port=[17001-17003] CPUs=2 RealMemory=4096 State=UNKNOWN
+${extra}NodeName=node[1-3] NodeHostname=$host NodeAddr=127.0.0.1 Port=[17001-17003] CPUs=2 RealMemory=4096 Features=svmhost State=UNKNOWN
 PartitionName=debug Nodes=node[1-3] Default=YES MaxTime=INFINITE State=UP
 CONF
   mkdir -p /etc/slurm/plugstack.conf.d

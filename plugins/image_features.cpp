@@ -82,7 +82,8 @@ Constraint tokenize(std::string_view text) {
                 if (!c.tokens.empty() && c.tokens.back().kind == Kind::Term) {
                     c.tokens.back().counted = true;
                 }
-                while (i + 1 < text.size() && std::isdigit(static_cast<unsigned char>(text[i + 1]))) {
+                while (i + 1 < text.size() &&
+                       std::isdigit(static_cast<unsigned char>(text[i + 1]))) {
                     ++i;
                 }
                 break;
@@ -245,8 +246,8 @@ std::string add_image_constraint(const std::string &features, std::string_view i
         required = true;
     }
     if (c.has_counts) {
-        throw Error(quoted(features) + ": node counts ('*') cannot be combined with --vm-image=" +
-                    std::string(image) +
+        throw Error(quoted(features) +
+                    ": node counts ('*') cannot be combined with --vm-image=" + std::string(image) +
                     " (Slurm would not hold the counted nodes to the image's feature)");
     }
     if (required) {

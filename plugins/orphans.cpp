@@ -17,7 +17,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kPrefix = "svm-";
-constexpr std::string_view kOverlaySuffix = ".qcow2";
 
 bool is_valid_node_name(std::string_view node) {
     if (node.empty()) {
@@ -145,40 +144,27 @@ OrphanReport remove_orphans(virConnectPtr conn, std::string_view node,
         }
     }
 
+    // Both per-VM folders: <state_dir>/jobs/<domain> (overlay, state) and <run_dir>/<domain>
+    // (channel sockets). remove_all() does not follow symbolic links, inside or at the top.
+    const auto remove_folder = [&](const fs::path &path, std::vector<std::string> &removed) {
+        std::error_code ec;
+        const fs::file_status st = fs::symlink_status(path, ec);
+        if (ec || !(fs::is_directory(st) || fs::is_symlink(st))) {
+            return;
+        }
+        fs::remove_all(path, ec);
+        if (ec) {
+            report.errors.push_back("cannot remove " + path.string() + ": " + ec.message());
+        } else {
+            removed.push_back(path.string());
+        }
+    };
     for_each_dead_entry(
-        fs::path(state_dir) / "overlays", kOverlaySuffix, node, job_is_live,
-        [&](const fs::path &path) {
-            std::error_code ec;
-            // remove() unlinks a symbolic link itself, never its target.
-            if (fs::remove(path, ec)) {
-                report.removed_overlays.push_back(path.string());
-            } else if (ec) {
-                report.errors.push_back("cannot remove overlay " + path.string() + ": " +
-                                        ec.message());
-            }
-        },
-        report);
-
+        fs::path(state_dir) / "jobs", "", node, job_is_live,
+        [&](const fs::path &path) { remove_folder(path, report.removed_state_dirs); }, report);
     for_each_dead_entry(
         fs::path(run_dir), "", node, job_is_live,
-        [&](const fs::path &path) {
-            std::error_code ec;
-            fs::file_status st = fs::symlink_status(path, ec);
-            if (ec) {
-                return;
-            }
-            // remove_all() does not follow symbolic links, inside the directory or at its top.
-            if (fs::is_directory(st) || fs::is_symlink(st)) {
-                fs::remove_all(path, ec);
-                if (ec) {
-                    report.errors.push_back("cannot remove channel directory " + path.string() +
-                                            ": " + ec.message());
-                } else {
-                    report.removed_channel_dirs.push_back(path.string());
-                }
-            }
-        },
-        report);
+        [&](const fs::path &path) { remove_folder(path, report.removed_channel_dirs); }, report);
     return report;
 }
 

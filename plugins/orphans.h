@@ -30,13 +30,13 @@ std::vector<std::string> find_orphan_domains(
 
 struct OrphanReport {
     std::vector<std::string> destroyed_domains;
-    std::vector<std::string> removed_overlays;      // paths
+    std::vector<std::string> removed_state_dirs;    // <state_dir>/jobs/<domain> paths
     std::vector<std::string> removed_channel_dirs;  // paths
     std::vector<std::string> errors;                // one line each; the rest still went ahead
 };
 
 // Destroys the orphan domains of `node` (no grace: their job is gone), then removes
-// <state_dir>/overlays/svm-<jobid>-<node>.qcow2 and <run_dir>/svm-<jobid>-<node>/ of every job
+// <state_dir>/jobs/svm-<jobid>-<node>/ and <run_dir>/svm-<jobid>-<node>/ of every job
 // that is not live, whether or not its domain was still running. Only entries whose names match
 // that pattern exactly are touched, and symbolic links are removed, never followed.
 OrphanReport remove_orphans(virConnectPtr conn, std::string_view node,

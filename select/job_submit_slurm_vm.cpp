@@ -14,6 +14,7 @@ extern "C" {
 #include "slurm/slurm.h"
 #include "slurm/slurm_errno.h"
 #include "src/common/slurm_xlator.h"
+#include "src/common/assoc_mgr.h"
 #include "src/common/list.h"
 #include "src/common/xmalloc.h"
 #include "src/common/xstring.h"
@@ -189,6 +190,22 @@ void set_spank_image(job_desc_msg_t *job, const std::string &image) {
     job->spank_job_env_size = kept + 1;
 }
 
+// The account the job will run under: the one it names, else the user's default account (as
+// job_submit/lua finds it), else "" (no accounting: account rules cannot be judged here).
+std::string account_of(const job_desc_msg_t *job, uid_t uid) {
+    if (job->account != nullptr && *job->account != '\0') {
+        return job->account;
+    }
+    slurmdb_user_rec_t user{};
+    user.uid = uid;
+    if (assoc_mgr_fill_in_user(acct_db_conn, &user, accounting_enforce, nullptr, false) !=
+            SLURM_ERROR &&
+        user.default_acct != nullptr) {
+        return user.default_acct;  // assoc_mgr's string: copied at once
+    }
+    return "";
+}
+
 int submit(job_desc_msg_t *job, uint32_t submit_uid) {
     const std::optional<std::string> image = requested_image(job);
     if (!image) {
@@ -197,10 +214,7 @@ int submit(job_desc_msg_t *job, uint32_t submit_uid) {
     const uid_t uid = job->user_id != NO_VAL ? job->user_id : submit_uid;
     std::lock_guard lock(g_mutex);
     const svm::Catalog catalog = load_catalog();
-    // The default account is filled in after this plugin: an account rule is checked here only
-    // when the job names its account (-A), and again by the prolog.
-    const svm::UserIdentity who =
-        svm::identity_of_uid(uid, job->account != nullptr ? job->account : "");
+    const svm::UserIdentity who = svm::identity_of_uid(uid, account_of(job, uid));
     const std::string refusal = svm::image_refusal(catalog, *image, who);
     if (!refusal.empty()) {
         const bool listed = svm::image_name_problem(*image).empty() && catalog.find(*image);

@@ -10,6 +10,8 @@
 #include "catalog.h"
 #include "error.h"
 #include "job_vm.h"
+#include "libvirt_handles.h"
+#include "orphans.h"
 #include "process.h"
 
 #include <cstdlib>
@@ -58,12 +60,67 @@ NodeAllocation allocation_here(const JobFacts &f) {
     return {};
 }
 
+// Whether slurmctld still has the job in a state that may own a VM. When slurmctld cannot be
+// asked in time, the answer is yes: a VM is removed only when its job is known to be over.
+bool job_may_own_vm(uint32_t jobid) {
+    try {
+        const ProcessResult r =
+            run_process({find_program("scontrol"), "show", "job", "-o", std::to_string(jobid)},
+                        std::chrono::seconds(10));
+        if (r.timed_out) {
+            return true;
+        }
+        if (r.status != 0) {
+            return r.err.find("Invalid job id") == std::string::npos;
+        }
+        for (const char *state : {"JobState=RUNNING", "JobState=CONFIGURING", "JobState=COMPLETING",
+                                  "JobState=SUSPENDED"}) {
+            if (r.out.find(state) != std::string::npos) {
+                return true;
+            }
+        }
+        return false;
+    } catch (const Error &) {
+        return true;
+    }
+}
+
+// VMs and files left on this node by jobs that are over (a node that crashed, an epilog
+// that was killed): removed before a new VM is started here.
+void sweep_orphans(const JobFacts &f) {
+    ConnectionPtr conn = open_connection(config().libvirt_uri);
+    const OrphanReport r = remove_orphans(
+        conn.get(), f.node,
+        [&](uint32_t jobid) { return jobid == f.jobid || job_may_own_vm(jobid); },
+        config().state_dir, config().run_dir);
+    for (const auto &d : r.destroyed_domains) {
+        slurm_info("%s: job %u node %s: destroyed %s, left by a job that is over", kTag, f.jobid,
+                   f.node.c_str(), d.c_str());
+    }
+    for (const auto &list : {r.removed_state_dirs, r.removed_channel_dirs}) {
+        for (const auto &path : list) {
+            slurm_info("%s: job %u node %s: removed %s, left by a job that is over", kTag, f.jobid,
+                       f.node.c_str(), path.c_str());
+        }
+    }
+    for (const auto &e : r.errors) {
+        slurm_error("%s: job %u node %s: orphan cleanup: %s", kTag, f.jobid, f.node.c_str(),
+                    e.c_str());
+    }
+}
+
 }  // namespace
 
 int on_job_prolog(spank_t sp) {
     JobFacts f;
     if (!job_facts(sp, f)) {
         return 0;
+    }
+    try {
+        sweep_orphans(f);
+    } catch (const std::exception &e) {
+        slurm_error("%s: job %u node %s: orphan cleanup: %s", kTag, f.jobid, f.node.c_str(),
+                    e.what());
     }
     try {
         const Catalog catalog = Catalog::load(config().catalog);

@@ -28,7 +28,9 @@ constexpr const char *kUsage =
 
 // Domain names carry a job id: `try` uses ids above any real Slurm job id (Slurm's
 // MaxJobId is at most 0x03ff0000) so it can never collide with a job's VM.
-uint32_t try_job_id() { return 0x7f000000u + static_cast<uint32_t>(getpid() % 0xffffff); }
+uint32_t try_job_id() {
+    return 0x7f000000u + static_cast<uint32_t>(getpid() % 0xffffff);
+}
 
 int cmd_try(const std::vector<std::string> &args) {
     std::string image, plugstack = "/etc/slurm/plugstack.conf";

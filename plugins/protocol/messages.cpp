@@ -209,28 +209,34 @@ SetupRequest decode_setup(std::string_view payload) {
     return request;
 }
 
-void validate_exec(const ExecRequest &request) {
-    const std::string what = kExecWhat;
-    if (request.argv.empty()) {
+// What an EXEC request and a host call both carry: a command line, its environment and
+// its working directory.
+static void check_command(const std::vector<std::string> &argv, const std::vector<std::string> &env,
+                          const std::string &cwd, const std::string &what) {
+    if (argv.empty()) {
         throw ProtocolError(field(what, "argv") + ": must not be empty");
     }
-    for (std::size_t i = 0; i < request.argv.size(); ++i) {
+    for (std::size_t i = 0; i < argv.size(); ++i) {
         const std::string where = field(what, "argv[" + std::to_string(i) + "]");
-        check_text(request.argv[i], where);
-        if (i == 0 && request.argv[i].empty()) {
+        check_text(argv[i], where);
+        if (i == 0 && argv[i].empty()) {
             throw ProtocolError(where + ": the command name must not be empty");
         }
     }
-    for (std::size_t i = 0; i < request.env.size(); ++i) {
+    for (std::size_t i = 0; i < env.size(); ++i) {
         const std::string where = field(what, "env[" + std::to_string(i) + "]");
-        const std::string &e = request.env[i];
-        check_text(e, where);
-        const auto eq = e.find('=');
+        check_text(env[i], where);
+        const auto eq = env[i].find('=');
         if (eq == std::string::npos || eq == 0) {
-            throw ProtocolError(where + ": expected NAME=value, got " + quoted(e));
+            throw ProtocolError(where + ": expected NAME=value, got " + quoted(env[i]));
         }
     }
-    check_absolute_path(request.cwd, field(what, "cwd"));
+    check_absolute_path(cwd, field(what, "cwd"));
+}
+
+void validate_exec(const ExecRequest &request) {
+    const std::string what = kExecWhat;
+    check_command(request.argv, request.env, request.cwd, what);
     if (request.uid > kMaxId) {
         check_id(request.uid, field(what, "uid"));
     }
@@ -455,26 +461,7 @@ std::string hostcall_commands_text() {
 
 void validate_hostcall(const HostCallRequest &request) {
     const std::string what = kHostCallWhat;
-    if (request.argv.empty()) {
-        throw ProtocolError(field(what, "argv") + ": must not be empty");
-    }
-    for (std::size_t i = 0; i < request.argv.size(); ++i) {
-        const std::string where = field(what, "argv[" + std::to_string(i) + "]");
-        check_text(request.argv[i], where);
-        if (i == 0 && request.argv[i].empty()) {
-            throw ProtocolError(where + ": the command name must not be empty");
-        }
-    }
-    for (std::size_t i = 0; i < request.env.size(); ++i) {
-        const std::string where = field(what, "env[" + std::to_string(i) + "]");
-        const std::string &e = request.env[i];
-        check_text(e, where);
-        const auto eq = e.find('=');
-        if (eq == std::string::npos || eq == 0) {
-            throw ProtocolError(where + ": expected NAME=value, got " + quoted(e));
-        }
-    }
-    check_absolute_path(request.cwd, field(what, "cwd"));
+    check_command(request.argv, request.env, request.cwd, what);
 }
 
 std::string encode_hostcall(const HostCallRequest &request) {

@@ -102,12 +102,25 @@ assert_no_leftovers() {
   [ -z "$left" ] || fail "files left behind: $left"
 }
 
-# wait_for_vm_stopped JOBID: the epilog logged the VM's stop on some node.
+# wait_for_vm_stopped JOBID: prints the epilog's "VM stopped" line for the job, once it is logged.
 wait_for_vm_stopped() {
-  local i
+  local i line
   for ((i = 0; i < 120; i++)); do
-    grep -q "job $1 node .* VM stopped" "$SVM_LOG"/slurmd-node*.log && return 0
+    line=$(grep -h "slurm-vm: job $1 node [^ ]* image [^ ]*: VM stopped" "$SVM_LOG"/slurmd-node*.log)
+    [ -n "$line" ] && { echo "$line"; return 0; }
     sleep 0.5
   done
   fail "no 'VM stopped' line for job $1 in the slurmd logs"
+}
+
+# wait_sacct_field JOBID FIELD VALUE: accounting gets the job's final record a moment after
+# the job ends; wait for it to say VALUE.
+wait_sacct_field() {
+  local i v
+  for ((i = 0; i < 60; i++)); do
+    v=$(sacct -n -X -P -j "$1" -o "$2" 2>/dev/null | head -1)
+    [ "$v" = "$3" ] && return 0
+    sleep 0.5
+  done
+  fail "sacct $2 of job $1: expected '$3', got '$v'"
 }

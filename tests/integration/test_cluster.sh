@@ -12,8 +12,8 @@ test_sbatch_wrap_as_test_user_writes_output_and_exit_code() {
   assert_contains "$(cat "$TEST_DIR/out-$j.txt")" "hello from node" "job output"
   assert_contains "$(cat "$TEST_DIR/out-$j.txt")" "$SVM_TEST_USER" "job output"
   assert_eq "$(stat -c %U "$TEST_DIR/out-$j.txt")" "$SVM_TEST_USER" "output file owner"
-  assert_eq "$(sacct_field "$j" ExitCode)" "3:0" "sacct ExitCode"
-  assert_eq "$(sacct_field "$j" State)" "FAILED" "sacct State"
+  wait_sacct_field "$j" ExitCode "3:0"
+  wait_sacct_field "$j" State "FAILED"
   assert_eq "$(sacct_field "$j" User)" "$SVM_TEST_USER" "sacct User"
 }
 
@@ -27,6 +27,6 @@ test_sacct_records_node_list() {
   local j
   j=$(as_user "sbatch --parsable -N2 -o /dev/null --wrap 'srun true'")
   wait_job_done "$j" 60
-  assert_eq "$(sacct_field "$j" NodeList)" "node[1-2]" "sacct NodeList"
-  assert_eq "$(sacct_field "$j" ExitCode)" "0:0" "sacct ExitCode"
+  wait_sacct_field "$j" NodeList "node[1-2]"
+  wait_sacct_field "$j" ExitCode "0:0"
 }

@@ -13,7 +13,7 @@ test_batch_job_runs_inside_the_vm() {
   assert_contains "$out" "^$TEST_DIR\$" "working directory"
   assert_contains "$out" "^$(id -u "$SVM_TEST_USER")\$" "uid in the guest"
   assert_eq "$(cat "$TEST_DIR/err-$j.txt")" "to-stderr" "stderr file"
-  assert_eq "$(sacct_field "$j" ExitCode)" "3:0" "sacct ExitCode"
+  wait_sacct_field "$j" ExitCode "3:0"
   assert_no_leftovers
 }
 
@@ -79,8 +79,7 @@ test_scancel_sends_sigterm_then_shuts_down_and_cleans_up() {
   wait_job_done "$j" 60
   assert_eq "$(job_state "$j")" "CANCELLED" "job state"
   assert_eq "$(cat "$TEST_DIR/term.txt" 2>/dev/null)" "got-sigterm" "SIGTERM inside the guest"
-  wait_for_vm_stopped "$j"
-  assert_contains "$(grep "job $j node node1 image tiny: VM stopped" "$SVM_LOG/slurmd-node1.log")" "shutdown [0-9.]* s, destroy [0-9.]* s" "stop phases in slurmd's log"
+  assert_contains "$(wait_for_vm_stopped "$j")" "image tiny: VM stopped: .*(shutdown [0-9.]* s, destroy [0-9.]* s)" "stop phases in slurmd's log"
   assert_no_leftovers
   assert_nodes_up
 }
@@ -128,5 +127,32 @@ test_guest_that_never_becomes_ready_fails_the_job_not_the_node() {
   assert_not_contains "$out" "should-not-run" "job output"
   assert_eq "$(job_state "$j")" "FAILED" "job state"
   assert_nodes_up
+  assert_no_leftovers
+}
+
+test_vm_left_by_a_job_that_is_over_is_removed_by_the_next_prolog() {
+  local j xml=/tmp/svm-orphan-$$.xml
+  # A VM and folders as a crashed node would leave them, for a job id no job has.
+  sed -e 's/@NAME@/svm-999999-node1/' "$(dirname "${BASH_SOURCE[0]}")/data/orphan-domain.xml" >"$xml"
+  $VIRSH create "$xml" >/dev/null
+  mkdir -p /run/slurm-vm/svm-999999-node1 /var/lib/slurm-vm/jobs/svm-999999-node1
+  rm -f "$xml"
+  j=$(as_user "sbatch --parsable -w node1 --vm-image=tiny -o /dev/null --wrap true")
+  wait_job_done "$j" 120
+  assert_contains "$(grep "job $j node node1: destroyed" "$SVM_LOG/slurmd-node1.log")" "svm-999999-node1, left by a job that is over" "slurmd log"
+  assert_no_leftovers
+}
+
+test_another_user_cannot_reach_a_job_vm() {
+  local j dir out i
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o /dev/null --wrap 'sleep 60'")
+  wait_job_state "$j" RUNNING 60
+  dir=/run/slurm-vm/svm-$j-node1
+  for ((i = 0; i < 120; i++)); do [ -S "$dir/exec.0.sock" ] && break; sleep 0.5; done
+  out=$(as_other "/usr/local/lib/slurm-vm/slurm-vm-exec --channel-dir $dir --ports 8 -- id" 2>&1) &&
+    fail "$SVM_OTHER_USER ran a command in $SVM_TEST_USER's VM: $out"
+  assert_contains "$out" "Permission denied" "$SVM_OTHER_USER's attempt"
+  scancel "$j"
+  wait_job_done "$j" 60
   assert_no_leftovers
 }

@@ -64,7 +64,7 @@ class OrphansTest : public ::testing::Test {
         char tmpl[] = "/tmp/svm-orphans-XXXXXX";
         ASSERT_NE(mkdtemp(tmpl), nullptr);
         dir = tmpl;
-        fs::create_directories(dir / "state" / "overlays");
+        fs::create_directories(dir / "state" / "jobs");
         fs::create_directories(dir / "run");
         for (const char *name : {"svm-7-node1", "svm-8-node1", "svm-7-node2"}) {
             VmLifecycle(conn.get(), name).create(test_domain_xml(name));
@@ -99,13 +99,13 @@ TEST_F(OrphansTest, FindsNothingWhenAllJobsAreLive) {
 }
 
 TEST_F(OrphansTest, RemovesTheDeadJobsDomainOverlayAndChannelDirOnly) {
-    const fs::path overlays = dir / "state" / "overlays";
+    const fs::path jobs = dir / "state" / "jobs";
     const fs::path run = dir / "run";
-    touch(overlays / "svm-7-node1.qcow2");
-    touch(overlays / "svm-8-node1.qcow2");
-    touch(overlays / "svm-7-node2.qcow2");
-    touch(overlays / "svm-7-node1.qcow2.bak");
-    touch(overlays / "svm-007-node1.qcow2");
+    fs::create_directories(jobs / "svm-7-node1");
+    fs::create_directories(jobs / "svm-8-node1");
+    fs::create_directories(jobs / "svm-7-node2");
+    touch(jobs / "svm-7-node1.bak");
+    fs::create_directories(jobs / "svm-007-node1");
     fs::create_directories(run / "svm-7-node1");
     touch(run / "svm-7-node1" / "agent.sock");
     fs::create_directories(run / "svm-8-node1");
@@ -116,18 +116,17 @@ TEST_F(OrphansTest, RemovesTheDeadJobsDomainOverlayAndChannelDirOnly) {
                                          (dir / "state").string(), run.string());
 
     EXPECT_EQ(report.destroyed_domains, std::vector<std::string>{"svm-7-node1"});
-    EXPECT_EQ(report.removed_overlays,
-              std::vector<std::string>{(overlays / "svm-7-node1.qcow2").string()});
+    EXPECT_EQ(report.removed_state_dirs, std::vector<std::string>{(jobs / "svm-7-node1").string()});
     EXPECT_EQ(report.removed_channel_dirs,
               std::vector<std::string>{(run / "svm-7-node1").string()});
     EXPECT_TRUE(report.errors.empty());
 
     EXPECT_EQ(running_domains(), (std::set<std::string>{"svm-8-node1", "svm-7-node2"}));
-    EXPECT_FALSE(fs::exists(overlays / "svm-7-node1.qcow2"));
-    EXPECT_TRUE(fs::exists(overlays / "svm-8-node1.qcow2"));
-    EXPECT_TRUE(fs::exists(overlays / "svm-7-node2.qcow2"));
-    EXPECT_TRUE(fs::exists(overlays / "svm-7-node1.qcow2.bak"));
-    EXPECT_TRUE(fs::exists(overlays / "svm-007-node1.qcow2"));
+    EXPECT_FALSE(fs::exists(jobs / "svm-7-node1"));
+    EXPECT_TRUE(fs::exists(jobs / "svm-8-node1"));
+    EXPECT_TRUE(fs::exists(jobs / "svm-7-node2"));
+    EXPECT_TRUE(fs::exists(jobs / "svm-7-node1.bak"));
+    EXPECT_TRUE(fs::exists(jobs / "svm-007-node1"));
     EXPECT_FALSE(fs::exists(run / "svm-7-node1"));
     EXPECT_TRUE(fs::exists(run / "svm-8-node1"));
     EXPECT_TRUE(fs::exists(run / "svm-7-node2"));
@@ -135,13 +134,13 @@ TEST_F(OrphansTest, RemovesTheDeadJobsDomainOverlayAndChannelDirOnly) {
 }
 
 TEST_F(OrphansTest, RemovesLeftoverFilesOfADeadJobWhoseDomainIsAlreadyGone) {
-    touch(dir / "state" / "overlays" / "svm-5-node1.qcow2");
+    fs::create_directories(dir / "state" / "jobs" / "svm-5-node1");
     fs::create_directories(dir / "run" / "svm-5-node1");
     OrphanReport report = remove_orphans(
         conn.get(), "node1", [](uint32_t jobid) { return jobid != 5; }, (dir / "state").string(),
         (dir / "run").string());
     EXPECT_TRUE(report.destroyed_domains.empty());
-    EXPECT_EQ(report.removed_overlays.size(), 1u);
+    EXPECT_EQ(report.removed_state_dirs.size(), 1u);
     EXPECT_EQ(report.removed_channel_dirs.size(), 1u);
     EXPECT_EQ(running_domains().size(), 3u);
 }
