@@ -278,6 +278,13 @@ case "${1:-}" in
   start) start_all ;;
   stop) need_root; stop_all ;;
   restart-slurm) need_root; write_slurm_conf; start_slurm ;;
+  restart-libvirt)
+    # libvirtd alone: running VMs (QEMU) stay up and the new libvirtd reattaches to them.
+    need_root
+    stop_pidfile /run/libvirtd.pid
+    pkill -x libvirtd 2>/dev/null || true
+    start_libvirt
+    ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status|restart-slurm" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart-slurm|restart-libvirt" >&2; exit 2 ;;
 esac

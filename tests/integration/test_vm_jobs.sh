@@ -156,3 +156,31 @@ test_another_user_cannot_reach_a_job_vm() {
   wait_job_done "$j" 60
   assert_no_leftovers
 }
+
+test_scancel_while_the_vm_boots_leaves_nothing() {
+  local j i
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o out-%j.txt --wrap 'echo ran'")
+  # Cancel while the prolog is still booting the VM (the job is CONFIGURING until it is ready).
+  for ((i = 0; i < 100; i++)); do
+    [ -d "/run/slurm-vm/svm-$j-node1" ] && break
+    sleep 0.1
+  done
+  scancel "$j"
+  wait_job_done "$j" 120
+  assert_eq "$(job_state "$j")" "CANCELLED" "job state"
+  assert_not_contains "$(cat "$TEST_DIR/out-$j.txt" 2>/dev/null)" "ran" "job output"
+  assert_no_leftovers
+  assert_nodes_up
+}
+
+test_job_survives_a_libvirtd_restart() {
+  local j i
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o out-%j.txt --wrap 'echo started; sleep 15; echo survived \$(hostname)'")
+  for ((i = 0; i < 240; i++)); do grep -q started "$TEST_DIR/out-$j.txt" 2>/dev/null && break; sleep 0.5; done
+  "$(dirname "${BASH_SOURCE[0]}")/../../contrib/cluster.sh" restart-libvirt
+  wait_job_done "$j" 120
+  assert_contains "$(cat "$TEST_DIR/out-$j.txt")" "survived node1-vm$j" "job output"
+  assert_eq "$(job_state "$j")" "COMPLETED" "job state"
+  assert_contains "$(wait_for_vm_stopped "$j")" "powered off" "the epilog's stop after the restart"
+  assert_no_leftovers
+}
