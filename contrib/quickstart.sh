@@ -18,7 +18,7 @@ cat >"$home/hello-vm.sh" <<'JOB'
 #!/bin/sh
 echo "hello from $(hostname), a VM on $SLURMD_NODENAME"
 echo "kernel: $(uname -r)   user: $(id -u)   cwd: $(pwd)"
-echo "job $SLURM_JOB_ID, $SLURM_NTASKS task(s)"
+echo "job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, $SLURM_CPUS_ON_NODE CPU(s)"
 JOB
 chown "$SVM_TEST_USER:" "$home/hello-vm.sh"
 job=$(runuser -u "$SVM_TEST_USER" -- env HOME="$home" USER="$SVM_TEST_USER" \
@@ -34,8 +34,10 @@ echo "$ cat $home/hello-vm-$job.out"
 cat "$home/hello-vm-$job.out"
 echo "$ sacct -j $job -X -o JobID,User,State,ExitCode,NodeList"
 sacct -j "$job" -X -o JobID,User,State,ExitCode,NodeList
-echo "$ grep 'job $job' $SVM_LOG/slurmd-node1.log"
-grep "slurm-vm: job $job " "$SVM_LOG"/slurmd-node*.log | sed 's/^[^:]*://'
+# The epilog stops the VM just after the job ends: wait for its line, to show the shutdown.
+wait_for 30 grep -q "slurm-vm: job $job .*VM stopped" "$SVM_LOG"/slurmd-node*.log || true
+echo "$ grep 'slurm-vm: job $job' $SVM_LOG/slurmd-node*.log"
+grep -h "slurm-vm: job $job " "$SVM_LOG"/slurmd-node*.log
 
 phase_summary
 cat <<MSG
