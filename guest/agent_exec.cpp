@@ -18,6 +18,7 @@ extern char **environ;
 
 namespace svm::agent {
 
+using protocol::c_strings;
 using protocol::encode_frame;
 using protocol::Frame;
 using protocol::FrameReader;
@@ -139,16 +140,6 @@ std::string script_path(pid_t pid) {
     environ = envp;
     ::execvp(argv[0], argv);
     child_fail(error_fd, "execve", req.argv[0], errno);
-}
-
-std::vector<char *> c_strings(const std::vector<std::string> &items) {
-    std::vector<char *> out;
-    out.reserve(items.size() + 1);
-    for (const auto &s : items) {
-        out.push_back(const_cast<char *>(s.c_str()));
-    }
-    out.push_back(nullptr);
-    return out;
 }
 
 Child start_child(const ExecRequest &req) {

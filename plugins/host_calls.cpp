@@ -72,16 +72,6 @@ std::string client_cwd() {
     return ::getcwd(buf, sizeof buf) ? buf : "/";
 }
 
-std::vector<char *> c_strings(const std::vector<std::string> &items) {
-    std::vector<char *> out;
-    out.reserve(items.size() + 1);
-    for (const auto &s : items) {
-        out.push_back(const_cast<char *>(s.c_str()));
-    }
-    out.push_back(nullptr);
-    return out;
-}
-
 // posix_spawn's parts, released whatever happens.
 struct SpawnSetup {
     posix_spawn_file_actions_t actions;
@@ -185,8 +175,8 @@ void HostCallRunner::start(const HostCallRequest &request, std::string &out) {
         host_env.emplace_back(*e);
     }
     const std::vector<std::string> env = host_call_environment(request.env, host_env);
-    std::vector<char *> argv = c_strings(request.argv);
-    std::vector<char *> envp = c_strings(env);
+    std::vector<char *> argv = protocol::c_strings(request.argv);
+    std::vector<char *> envp = protocol::c_strings(env);
 
     Call call;
     UniqueFd stdout_w, stderr_w;

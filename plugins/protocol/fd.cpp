@@ -103,4 +103,14 @@ std::int64_t monotonic_ms() {
     return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+std::vector<char *> c_strings(const std::vector<std::string> &items) {
+    std::vector<char *> out;
+    out.reserve(items.size() + 1);
+    for (const auto &s : items) {
+        out.push_back(const_cast<char *>(s.c_str()));
+    }
+    out.push_back(nullptr);
+    return out;
+}
+
 }  // namespace svm::protocol

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 #include <string_view>
 #include <utility>
 
@@ -50,5 +51,9 @@ std::uint32_t random_session_id();
 
 // Milliseconds on CLOCK_MONOTONIC.
 std::int64_t monotonic_ms();
+
+// A NULL-terminated array of pointers into `items`, for execve and posix_spawn; valid as long
+// as `items` is.
+std::vector<char *> c_strings(const std::vector<std::string> &items);
 
 }  // namespace svm::protocol
