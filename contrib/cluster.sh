@@ -278,6 +278,8 @@ case "${1:-}" in
   start) start_all ;;
   stop) need_root; stop_all ;;
   restart-slurm) need_root; write_slurm_conf; start_slurm ;;
+  stop-slurmdbd) need_root; stop_pidfile "$SVM_RUN/slurmdbd.pid" ;;
+  start-slurmdbd) need_root; start_slurmdbd ;;
   restart-libvirt)
     # libvirtd alone: running VMs (QEMU) stay up and the new libvirtd reattaches to them.
     need_root
@@ -286,5 +288,5 @@ case "${1:-}" in
     start_libvirt
     ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status|restart-slurm|restart-libvirt" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart-slurm|restart-libvirt|stop-slurmdbd|start-slurmdbd" >&2; exit 2 ;;
 esac

@@ -143,6 +143,12 @@ int on_job_prolog(spank_t sp) {
             kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.domain.c_str(), r.hostname.c_str(),
             r.domain_type.c_str(), r.vcpus, static_cast<unsigned long long>(r.memory_mib),
             r.create_seconds, r.ready_seconds, r.setup_seconds);
+        try {
+            record_vm_placement(f.jobid, f.node, f.image, r.hostname);
+        } catch (const std::exception &e) {
+            slurm_error("%s: job %u node %s image %s: accounting: %s", kTag, f.jobid,
+                        f.node.c_str(), f.image.c_str(), e.what());
+        }
     } catch (const std::exception &e) {
         const std::string message = std::string(kTag) + ": " + e.what();
         slurm_error("%s: job %u node %s image %s: VM not started: %s", kTag, f.jobid,
@@ -164,7 +170,16 @@ int on_job_epilog(spank_t sp) {
     }
     const std::string image = requested_image(sp);
     try {
+        const std::string state = read_state_file(job_vm_paths(config(), jobid, node).state_file);
         const StopReport r = stop_job_vm(config(), jobid, node);
+        if (!state.empty()) {  // empty: the VM never became ready, there is nothing to record
+            try {
+                record_vm_stop(config(), jobid, state, r);
+            } catch (const std::exception &e) {
+                slurm_error("%s: job %u node %s image %s: accounting record: %s", kTag, jobid, node,
+                            image.c_str(), e.what());
+            }
+        }
         slurm_info("%s: job %u node %s image %s: VM stopped: %s (shutdown %.2f s, destroy %.2f s)",
                    kTag, jobid, node, image.c_str(), r.detail.c_str(),
                    r.shutdown_time.count() / 1000.0, r.destroy_time.count() / 1000.0);

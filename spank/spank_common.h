@@ -10,6 +10,7 @@ extern "C" {
 }
 
 #include "config.h"
+#include "vm_lifecycle.h"  // StopReport
 
 #include <optional>
 #include <string>
@@ -33,6 +34,13 @@ struct spank_option *image_option();
 std::string requested_image(spank_t sp);
 
 int on_submit_init_post_opt(spank_t sp);
+
+// Accounting (vm_accounting.cpp). Both throw svm::Error.
+void record_vm_placement(uint32_t jobid, const std::string &node, const std::string &image,
+                         const std::string &vm_hostname);
+void record_vm_stop(const Config &config, uint32_t jobid, const std::string &state_json,
+                    const StopReport &stopped);
+std::string read_state_file(const std::string &path);
 int on_job_prolog(spank_t sp);
 int on_job_epilog(spank_t sp);
 int on_task_init(spank_t sp);

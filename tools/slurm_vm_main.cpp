@@ -3,6 +3,8 @@
 //       boot IMAGE on this host as a job would, run CMD (default: uname -a) in it, stop it,
 //       and print how long each phase took. Exit status: CMD's, or 1 when the VM failed.
 //   slurm-vm list      the job VMs running on this host
+//   slurm-vm report    usage per physical host and image (accounting/report_cmd.h)
+//   slurm-vm map       the VM-node-to-host map (accounting/report_cmd.h)
 #include "catalog.h"
 #include "config.h"
 #include "error.h"
@@ -10,6 +12,7 @@
 #include "job_vm.h"
 #include "libvirt_handles.h"
 #include "plugstack_args.h"
+#include "report_cmd.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,7 +27,10 @@ namespace {
 
 constexpr const char *kUsage =
     "usage: slurm-vm try IMAGE [--destroy] [--uid N] [--plugstack FILE] [-- CMD...]\n"
-    "       slurm-vm list\n";
+    "       slurm-vm list\n"
+    "       slurm-vm report --from YYYY-MM-DD[THH:MM] --to YYYY-MM-DD[THH:MM] "
+    "[--format table|csv|json] [--map FILE]\n"
+    "       slurm-vm map start VMNODE HOST | stop VMNODE | list [--map FILE]\n";
 
 // Domain names carry a job id: `try` uses ids above any real Slurm job id (Slurm's
 // MaxJobId is at most 0x03ff0000) so it can never collide with a job's VM.
@@ -139,6 +145,12 @@ int main(int argc, char **argv) {
         }
         if (!args.empty() && args[0] == "list") {
             return cmd_list();
+        }
+        if (!args.empty() && args[0] == "report") {
+            return svm::cmd_report({args.begin() + 1, args.end()});
+        }
+        if (!args.empty() && args[0] == "map") {
+            return svm::cmd_map({args.begin() + 1, args.end()});
         }
         fputs(kUsage, stderr);
         return 2;

@@ -1,0 +1,21 @@
+// The accounting subcommands of the admin tool `slurm-vm`:
+//   slurm-vm report --from YYYY-MM-DD[THH:MM] --to YYYY-MM-DD[THH:MM]
+//                   [--format table|csv|json] [--map FILE] [--sacct-output FILE]
+//       usage per physical host and per image in [from, to), from sacct and the host map.
+//   slurm-vm map start VMNODE HOST [--at TIME] | stop VMNODE [--at TIME] | list  [--map FILE]
+//       record and list which physical host runs each long-lived VM node.
+// Both return the process's exit status: 0 done, 2 bad arguments (one line on stderr); other
+// failures throw svm::Error for main() to print.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace svm {
+
+inline constexpr const char *kDefaultHostMap = "/var/lib/slurm-vm/host-map";
+
+int cmd_report(const std::vector<std::string> &args);
+int cmd_map(const std::vector<std::string> &args);
+
+}  // namespace svm

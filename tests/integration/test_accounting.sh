@@ -1,0 +1,96 @@
+# Accounting: VM jobs attributed to the hosts that ran them, in sacct (AdminComment), in the
+# JSON-lines stream, and in `slurm-vm report`.
+
+SVM_RECORDS=${SVM_LOG}/guests/vm-jobs.jsonl
+SACCT_FIELDS=JobID,User,NodeList,AllocCPUS,Start,End,State,AdminComment
+
+# sacct_lines_of JOBID FILE: the job's allocation line, as `slurm-vm report` reads sacct.
+sacct_lines_of() { sacct -j "$1" -X -P -n -o "$SACCT_FIELDS" >"$2"; }
+
+# report_window JOBID: "--from X --to Y" covering the job, in sacct's minutes.
+report_window() {
+  local start end
+  start=$(sacct -j "$1" -X -P -n -o Start | cut -c1-16)
+  end=$(date -d "$(sacct -j "$1" -X -P -n -o End) 1 minute" +%Y-%m-%dT%H:%M)
+  echo "--from $start --to $end"
+}
+
+test_vm_job_on_two_nodes_is_in_sacct_the_record_stream_and_the_report() {
+  local j comment csv cpu_sacct cpu_report
+  j=$(as_user "sbatch --parsable -N2 --vm-image=tiny -o /dev/null --wrap 'srun sleep 3'")
+  wait_job_done "$j" 120
+  for ((i = 0; i < 60; i++)); do
+    comment=$(sacct -j "$j" -X -P -n -o AdminComment)
+    [[ "$comment" == *node1-vm$j@node1* && "$comment" == *node2-vm$j@node2* ]] && break
+    sleep 0.5
+  done
+  assert_contains "$comment" "^slurm-vm:image=tiny;vms=" "sacct AdminComment"
+  assert_contains "$comment" "node1-vm$j@node1" "sacct AdminComment"
+  assert_contains "$comment" "node2-vm$j@node2" "sacct AdminComment"
+
+  wait_for_vm_stopped "$j" >/dev/null
+  for n in 1 2; do
+    local rec
+    rec=$(grep "\"jobid\":$j," "$SVM_RECORDS" | grep "\"node\":\"node$n\"")
+    assert_contains "$rec" "\"image\":\"tiny\"" "record of node$n"
+    assert_contains "$rec" "\"vm_hostname\":\"node$n-vm$j\"" "record of node$n"
+    assert_contains "$rec" "\"physical_host\":\"node$n\"" "record of node$n"
+    assert_contains "$rec" "\"user\":\"$SVM_TEST_USER\"" "record of node$n"
+    assert_contains "$rec" "\"stop\":\"graceful\"" "record of node$n"
+  done
+
+  sacct_lines_of "$j" "$TEST_DIR/sacct.txt"
+  # shellcheck disable=SC2046 # the window is two options
+  csv=$(slurm-vm report $(report_window "$j") --format csv --sacct-output "$TEST_DIR/sacct.txt")
+  assert_contains "$csv" "^host,node1,vm_jobs,1," "report"
+  assert_contains "$csv" "^host,node2,vm_jobs,1," "report"
+  assert_contains "$csv" "^image,tiny,vm_jobs,1," "report"
+  cpu_sacct=$(sacct -j "$j" -X -P -n -o CPUTimeRAW | awk '{printf "%.4f", $1 / 3600}')
+  cpu_report=$(printf '%s\n' "$csv" | awk -F, '$1=="host" && $3=="vm_jobs" {s += $5} END {printf "%.4f", s}')
+  awk -v a="$cpu_sacct" -v b="$cpu_report" 'BEGIN{exit !(a - b < 0.0002 && b - a < 0.0002)}' ||
+    fail "CPU-hours: sacct says $cpu_sacct, the report $cpu_report"
+}
+
+test_bare_job_on_a_vm_node_is_charged_to_the_host_in_the_map() {
+  local j map=$TEST_DIR/host-map csv
+  # node3 stands for a long-lived VM registered as a Slurm node, hosted on node1.
+  slurm-vm map --map "$map" start node3 node1
+  j=$(as_user "sbatch --parsable -w node3 -o /dev/null --wrap 'sleep 2'")
+  wait_job_done "$j" 60
+  slurm-vm map --map "$map" stop node3
+  assert_contains "$(slurm-vm map --map "$map" list)" "^node3  *node1 " "map list"
+  sacct_lines_of "$j" "$TEST_DIR/sacct.txt"
+  # shellcheck disable=SC2046
+  csv=$(slurm-vm report $(report_window "$j") --format csv --map "$map" --sacct-output "$TEST_DIR/sacct.txt")
+  assert_contains "$csv" "^host,node1,vm_node_jobs,1," "report"
+  assert_not_contains "$csv" "^host,node3,bare,1," "report"
+}
+
+test_record_arrives_when_slurmdbd_is_down_during_the_job() {
+  local j here i comment
+  here=$(dirname "${BASH_SOURCE[0]}")
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o /dev/null --wrap 'sleep 12'")
+  wait_job_state "$j" RUNNING 60
+  "$here/../../contrib/cluster.sh" stop-slurmdbd
+  sleep 8
+  "$here/../../contrib/cluster.sh" start-slurmdbd
+  wait_job_done "$j" 120
+  for ((i = 0; i < 120; i++)); do
+    comment=$(sacct -j "$j" -X -P -n -o AdminComment 2>/dev/null)
+    [ -n "$comment" ] && break
+    sleep 0.5
+  done
+  assert_contains "$comment" "slurm-vm:image=tiny;vms=node1-vm$j@node1" "sacct AdminComment after the restart"
+  wait_sacct_field "$j" State COMPLETED
+}
+
+test_bad_report_arguments_give_one_line_and_an_empty_window_is_empty() {
+  local out
+  out=$(slurm-vm report --from yesterday --to 2026-01-01 2>&1) && fail "a bad window was accepted"
+  assert_eq "$(printf '%s\n' "$out" | wc -l)" "1" "lines of the error"
+  assert_contains "$out" "yesterday" "the error"
+  out=$(slurm-vm report --from 2026-01-01 --to 2026-01-02 --format xml 2>&1) && fail "format xml was accepted"
+  assert_contains "$out" "xml" "the error"
+  out=$(slurm-vm report --from 2000-01-01 --to 2000-01-02 --format csv)
+  assert_eq "$out" "section,name,class,jobs,cpu_hours,elapsed_hours" "report of an empty window"
+}
