@@ -5,6 +5,7 @@
 #include "host_map.h"
 #include "process.h"
 #include "protocol/fd.h"
+#include "running_jobs.h"
 #include "usage_report.h"
 
 #include <fcntl.h>
@@ -225,6 +226,40 @@ int cmd_map(const std::vector<std::string> &args) {
         return 1;
     }
     map.save(map_path);
+    return 0;
+}
+
+int cmd_running(const std::vector<std::string> &args) {
+    std::string host, map_path = kDefaultHostMap;
+    try {
+        for (size_t i = 0; i < args.size(); ++i) {
+            if (args[i] == "--map") {
+                map_path = option_value(args, i);
+            } else if (host.empty() && !args[i].empty() && args[i][0] != '-') {
+                host = args[i];
+            } else {
+                throw UsageError{"unexpected argument '" + args[i] + "'"};
+            }
+        }
+        if (host.empty()) {
+            throw UsageError{"which host? usage: slurm-vm running HOST [--map FILE]"};
+        }
+    } catch (const UsageError &e) {
+        return usage_failure("running", e);
+    }
+    const HostMap map = HostMap::load(map_path);
+    print_warnings("running", map.warnings());
+    const ProcessResult r =
+        run_process({find_program("scontrol"), "show", "job", "-o"}, std::chrono::seconds(60));
+    if (r.timed_out || r.status != 0) {
+        throw Error("scontrol show job failed: " + r.err);
+    }
+    const auto jobs = jobs_running_on_host(r.out, map, host, static_cast<int64_t>(time(nullptr)));
+    printf("%-10s %-12s %-10s %s\n", "JOBID", "USER", "NODE", "WHERE");
+    for (const auto &j : jobs) {
+        printf("%-10s %-12s %-10s %s\n", j.jobid.c_str(), j.user.c_str(), j.node.c_str(),
+               j.kind.c_str());
+    }
     return 0;
 }
 

@@ -17,5 +17,8 @@ inline constexpr const char *kDefaultHostMap = "/var/lib/slurm-vm/host-map";
 
 int cmd_report(const std::vector<std::string> &args);
 int cmd_map(const std::vector<std::string> &args);
+// slurm-vm running HOST [--map FILE]: the jobs running on HOST now, bare, in its VMs, and on
+// the VM nodes it hosts.
+int cmd_running(const std::vector<std::string> &args);
 
 }  // namespace svm

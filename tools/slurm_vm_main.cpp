@@ -30,7 +30,8 @@ constexpr const char *kUsage =
     "       slurm-vm list\n"
     "       slurm-vm report --from YYYY-MM-DD[THH:MM] --to YYYY-MM-DD[THH:MM] "
     "[--format table|csv|json] [--map FILE]\n"
-    "       slurm-vm map start VMNODE HOST | stop VMNODE | list [--map FILE]\n";
+    "       slurm-vm map start VMNODE HOST | stop VMNODE | list [--map FILE]\n"
+    "       slurm-vm running HOST [--map FILE]\n";
 
 // Domain names carry a job id: `try` uses ids above any real Slurm job id (Slurm's
 // MaxJobId is at most 0x03ff0000) so it can never collide with a job's VM.
@@ -148,6 +149,9 @@ int main(int argc, char **argv) {
         }
         if (!args.empty() && args[0] == "report") {
             return svm::cmd_report({args.begin() + 1, args.end()});
+        }
+        if (!args.empty() && args[0] == "running") {
+            return svm::cmd_running({args.begin() + 1, args.end()});
         }
         if (!args.empty() && args[0] == "map") {
             return svm::cmd_map({args.begin() + 1, args.end()});

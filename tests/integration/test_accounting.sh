@@ -94,3 +94,24 @@ test_bad_report_arguments_give_one_line_and_an_empty_window_is_empty() {
   out=$(slurm-vm report --from 2000-01-01 --to 2000-01-02 --format csv)
   assert_eq "$out" "section,name,class,jobs,cpu_hours,elapsed_hours" "report of an empty window"
 }
+
+test_running_view_lists_jobs_in_a_hosts_vms_and_on_its_vm_nodes() {
+  local vmjob bare map=$TEST_DIR/host-map out
+  slurm-vm map --map "$map" start node3 node1
+  vmjob=$(as_user "sbatch --parsable -w node1 --vm-image=tiny -o /dev/null --wrap 'sleep 30'")
+  bare=$(as_user "sbatch --parsable -w node3 -o /dev/null --wrap 'sleep 30'")
+  wait_job_state "$vmjob" RUNNING 60
+  wait_job_state "$bare" RUNNING 60
+  # The job is RUNNING while its prolog still boots the VM; the VM is recorded once ready.
+  for ((i = 0; i < 120; i++)); do
+    scontrol show job -o "$vmjob" | grep -q 'AdminComment=slurm-vm:' && break
+    sleep 0.5
+  done
+  out=$(slurm-vm running node1 --map "$map")
+  scancel "$vmjob" "$bare"
+  assert_contains "$out" "^$vmjob  *$SVM_TEST_USER  *node1  *vm node1-vm$vmjob (image tiny)" "slurm-vm running node1"
+  assert_contains "$out" "^$bare  *$SVM_TEST_USER  *node3  *on VM node node3" "slurm-vm running node1"
+  assert_not_contains "$(slurm-vm running node2 --map "$map")" "^$vmjob " "slurm-vm running node2"
+  wait_job_done "$vmjob" 60
+  assert_no_leftovers
+}
