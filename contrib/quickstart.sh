@@ -39,6 +39,12 @@ wait_for 30 grep -q "slurm-vm: job $job .*VM stopped" "$SVM_LOG"/slurmd-node*.lo
 echo "$ grep 'slurm-vm: job $job' $SVM_LOG/slurmd-node*.log"
 grep -h "slurm-vm: job $job " "$SVM_LOG"/slurmd-node*.log
 
+phase "accounting: which physical host ran the VM, and usage per host"
+echo "$ sacct -j $job -X -o JobID,NodeList,AdminComment%60"
+sacct -j "$job" -X -o JobID,NodeList,AdminComment%60
+echo "$ slurm-vm report --from $(date +%F) --to $(date -d tomorrow +%F)"
+slurm-vm report --from "$(date +%F)" --to "$(date -d tomorrow +%F)"
+
 phase_summary
 cat <<MSG
 
