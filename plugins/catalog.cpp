@@ -122,21 +122,6 @@ json_object *expect_object(json_object *value, const Where &where, const std::st
     return value;
 }
 
-std::string control_character_problem(std::string_view text) {
-    for (char c : text) {
-        if (c == '\0') {
-            return "contains a NUL byte";
-        }
-        if (c == '\n') {
-            return "contains a newline";
-        }
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-            return "contains a control character";
-        }
-    }
-    return "";
-}
-
 std::string expect_string(json_object *value, const Where &where, const std::string &field) {
     if (!json_object_is_type(value, json_type_string)) {
         where.fail(field, "expected a string, got " + shown(value));

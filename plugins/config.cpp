@@ -200,11 +200,8 @@ std::string hostname_problem(std::string_view hostname) {
     }
 }
 
-std::string absolute_path_problem(std::string_view path) {
-    if (path.empty()) {
-        return "is empty";
-    }
-    for (char c : path) {
+std::string control_character_problem(std::string_view text) {
+    for (char c : text) {
         if (c == '\0') {
             return "contains a NUL byte";
         }
@@ -214,6 +211,16 @@ std::string absolute_path_problem(std::string_view path) {
         if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
             return "contains a control character";
         }
+    }
+    return "";
+}
+
+std::string absolute_path_problem(std::string_view path) {
+    if (path.empty()) {
+        return "is empty";
+    }
+    if (std::string problem = control_character_problem(path); !problem.empty()) {
+        return problem;
     }
     if (path.front() != '/') {
         return "is not absolute";

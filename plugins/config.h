@@ -47,4 +47,7 @@ std::string hostname_problem(std::string_view hostname);
 // exactly what they say.
 std::string absolute_path_problem(std::string_view path);
 
+// "" when `text` holds no NUL, newline or other control character; else which one it holds.
+std::string control_character_problem(std::string_view text);
+
 }  // namespace svm
