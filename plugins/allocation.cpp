@@ -94,6 +94,16 @@ std::vector<std::string> expand_hostlist(std::string_view hostlist) {
     return names;
 }
 
+std::string job_field(const std::string &line, std::string_view key) {
+    const std::string needle = " " + std::string(key) + "=";
+    const auto at = (" " + line).find(needle);
+    if (at == std::string::npos) {
+        return "";
+    }
+    const auto start = at + needle.size() - 1;
+    return line.substr(start, line.find(' ', start) - start);
+}
+
 NodeAllocation node_allocation(const std::string &detail, std::string_view node) {
     NodeAllocation found;
     std::stringstream words(detail);

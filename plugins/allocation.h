@@ -18,6 +18,10 @@ struct NodeAllocation {
     uint64_t memory_mib = 0;
 };
 
+// The value of `key=` in a one-line job record (`scontrol show job -o`), "" when absent. The
+// fields read this way hold no spaces.
+std::string job_field(const std::string &oneliner, std::string_view key);
+
 // The allocation of `node` in the one-line detailed job record; zeros where not found.
 NodeAllocation node_allocation(const std::string &scontrol_detail, std::string_view node);
 

@@ -8,37 +8,21 @@
 
 namespace svm {
 
-namespace {
-
-// The value of `key=` in a one-line job record (values there hold no spaces, except for
-// fields we do not read).
-std::string field(const std::string &line, const std::string &key) {
-    const std::string needle = " " + key + "=";
-    const auto at = (" " + line).find(needle);
-    if (at == std::string::npos) {
-        return "";
-    }
-    const auto start = at + needle.size() - 1;
-    return line.substr(start, line.find(' ', start) - start);
-}
-
-}  // namespace
-
 std::vector<RunningJob> jobs_running_on_host(const std::string &text, const HostMap &map,
                                              const std::string &host, int64_t now) {
     std::vector<RunningJob> out;
     std::istringstream lines(text);
     std::string line;
     while (std::getline(lines, line)) {
-        if (field(line, "JobState") != "RUNNING") {
+        if (job_field(line, "JobState") != "RUNNING") {
             continue;
         }
-        const std::string jobid = field(line, "JobId");
-        std::string user = field(line, "UserId");
+        const std::string jobid = job_field(line, "JobId");
+        std::string user = job_field(line, "UserId");
         user = user.substr(0, user.find('('));
         std::vector<VmPlacement> vms;
         try {
-            if (const auto c = parse_admin_comment(field(line, "AdminComment"))) {
+            if (const auto c = parse_admin_comment(job_field(line, "AdminComment"))) {
                 vms = c->vms;
                 for (const auto &vm : vms) {
                     if (vm.physical_host == host) {
@@ -52,7 +36,7 @@ std::vector<RunningJob> jobs_running_on_host(const std::string &text, const Host
         }
         std::vector<std::string> nodes;
         try {
-            nodes = expand_hostlist(field(line, "NodeList"));
+            nodes = expand_hostlist(job_field(line, "NodeList"));
         } catch (const Error &) {
             continue;
         }

@@ -45,9 +45,7 @@ bool job_facts(spank_t sp, JobFacts &facts) {
 // memory. Zeros (the image's defaults) when it cannot be read in time.
 NodeAllocation allocation_here(const JobFacts &f) {
     try {
-        const ProcessResult r = run_process(
-            {find_program("scontrol"), "show", "job", "-d", "-o", std::to_string(f.jobid)},
-            std::chrono::seconds(15));
+        const ProcessResult r = scontrol_show_job(f.jobid, true, std::chrono::seconds(15));
         if (!r.timed_out && r.status == 0) {
             return node_allocation(r.out, f.node);
         }
@@ -64,9 +62,7 @@ NodeAllocation allocation_here(const JobFacts &f) {
 // asked in time, the answer is yes: a VM is removed only when its job is known to be over.
 bool job_may_own_vm(uint32_t jobid) {
     try {
-        const ProcessResult r =
-            run_process({find_program("scontrol"), "show", "job", "-o", std::to_string(jobid)},
-                        std::chrono::seconds(10));
+        const ProcessResult r = scontrol_show_job(jobid, false, std::chrono::seconds(10));
         if (r.timed_out) {
             return true;
         }
@@ -110,6 +106,15 @@ void sweep_orphans(const JobFacts &f) {
 }
 
 }  // namespace
+
+ProcessResult scontrol_show_job(uint32_t jobid, bool detailed, std::chrono::seconds timeout) {
+    std::vector<std::string> argv = {find_program("scontrol"), "show", "job", "-o"};
+    if (detailed) {
+        argv.push_back("-d");
+    }
+    argv.push_back(std::to_string(jobid));
+    return run_process(argv, timeout);
+}
 
 int on_job_prolog(spank_t sp) {
     JobFacts f;

@@ -10,8 +10,10 @@ extern "C" {
 }
 
 #include "config.h"
+#include "process.h"
 #include "vm_lifecycle.h"  // StopReport
 
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -34,6 +36,9 @@ struct spank_option *image_option();
 std::string requested_image(spank_t sp);
 
 int on_submit_init_post_opt(spank_t sp);
+
+// `scontrol show job -o [-d] JOBID`, with a timeout (prolog and epilog must never hang).
+ProcessResult scontrol_show_job(uint32_t jobid, bool detailed, std::chrono::seconds timeout);
 
 // Accounting (vm_accounting.cpp). Both throw svm::Error.
 void record_vm_placement(uint32_t jobid, const std::string &node, const std::string &image,

@@ -7,6 +7,7 @@
 // stream <log_dir>/vm-jobs.jsonl: a record survives a crash between the two.
 #include "spank_common.h"
 
+#include "allocation.h"
 #include "error.h"
 #include "process.h"
 #include "vm_record.h"
@@ -37,18 +38,11 @@ std::string env_or(const char *name, const char *fallback) {
 }
 
 std::string current_admin_comment(uint32_t jobid) {
-    const ProcessResult r =
-        run_process({find_program("scontrol"), "show", "job", "-o", std::to_string(jobid)},
-                    std::chrono::seconds(10));
+    const ProcessResult r = scontrol_show_job(jobid, false, std::chrono::seconds(10));
     if (r.timed_out || r.status != 0) {
         throw Error("scontrol show job " + std::to_string(jobid) + " failed: " + r.err);
     }
-    const auto at = r.out.find(" AdminComment=");
-    if (at == std::string::npos) {
-        return "";
-    }
-    const auto start = at + 14;
-    return r.out.substr(start, r.out.find(' ', start) - start);
+    return job_field(r.out, "AdminComment");
 }
 
 }  // namespace
