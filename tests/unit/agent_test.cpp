@@ -1,5 +1,6 @@
 // End to end on the host, without a VM: the real agent binary serves unix sockets (as QEMU's
 // virtio-serial sockets would be), and the exec client library talks to it.
+#include "agent_harness.h"
 #include "exec_client.h"
 #include "protocol/fd.h"
 #include "protocol/frame.h"
@@ -35,7 +36,8 @@ using protocol::FrameReader;
 using protocol::FrameType;
 using protocol::UniqueFd;
 
-constexpr int kWaitTries = 200;  // x 50 ms: bounds for conditions that should come true at once
+using test::kWaitTries;
+using test::wait_until;
 
 void sleep_ms(int ms) {
     ::usleep(ms * 1000);
@@ -70,16 +72,6 @@ bool process_gone(pid_t pid) {
     std::getline(stat, line);
     auto paren = line.rfind(')');
     return paren != std::string::npos && line.size() > paren + 2 && line[paren + 2] == 'Z';
-}
-
-bool wait_until(const std::function<bool()> &condition) {
-    for (int i = 0; i < kWaitTries; ++i) {
-        if (condition()) {
-            return true;
-        }
-        sleep_ms(50);
-    }
-    return condition();
 }
 
 // Reads a pipe in a thread, so a test can wait for some output while the command runs.
@@ -137,48 +129,13 @@ class AgentTest : public ::testing::Test {
         for (int i = 0; i < 2; ++i) {
             std::ofstream(lock_path(i)).put('\n');
         }
-        pid_t pid = ::fork();
-        ASSERT_GE(pid, 0);
-        if (pid == 0) {
-            ::setpgid(0, 0);
-            // A test killed by ctest's timeout must not leave the agent behind.
-            ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-            // Own UTS and mount namespaces, so SETUP cannot rename or mount on the test host.
-            if (::unshare(CLONE_NEWUTS | CLONE_NEWNS) == 0) {
-                ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
-            }
-            std::string s0 = socket_path(0), s1 = socket_path(1);
-            ::execl(SVM_AGENT_PATH, "slurm-vm-agent", "--listen", s0.c_str(), "--listen",
-                    s1.c_str(), static_cast<char *>(nullptr));
-            ::_exit(127);
-        }
-        agent_ = pid;
-        for (int i = 0; i < 2; ++i) {
-            ASSERT_TRUE(wait_until([&] {
-                try {
-                    ping_agent(socket_path(i), 1000);
-                    return true;
-                } catch (const Error &) {
-                    return false;
-                }
-            })) << "the agent never answered on "
-                << socket_path(i);
-        }
-        namespaced_ = fs::read_symlink("/proc/" + std::to_string(agent_) + "/ns/uts") !=
+        ASSERT_NO_FATAL_FAILURE(agent_.start(dir_, {}, true));
+        namespaced_ = fs::read_symlink("/proc/" + std::to_string(agent_.pid()) + "/ns/uts") !=
                       fs::read_symlink("/proc/self/ns/uts");
     }
 
     void TearDown() override {
-        if (agent_ > 0) {
-            ::kill(agent_, SIGTERM);
-            int status;
-            bool ended = wait_until([&] { return ::waitpid(agent_, &status, WNOHANG) == agent_; });
-            EXPECT_TRUE(ended) << "the agent did not stop on SIGTERM";
-            if (!ended) {
-                ::kill(-agent_, SIGKILL);
-                ::waitpid(agent_, &status, 0);
-            }
-        }
+        agent_.stop();
         std::error_code ignored;
         fs::remove_all(dir_, ignored);
     }
@@ -243,7 +200,7 @@ class AgentTest : public ::testing::Test {
     }
 
     std::string dir_;
-    pid_t agent_ = -1;
+    test::AgentProcess agent_;
     bool namespaced_ = false;
 };
 

@@ -1,6 +1,7 @@
 // Host calls end to end on the host, without a VM: the real agent serves unix sockets, a
 // session's command runs the agent binary under the name srun (a link, as in the guest), and
 // the exec client runs fake Slurm commands from a test folder in place of the real ones.
+#include "agent_harness.h"
 #include "exec_client.h"
 #include "host_calls.h"
 #include "protocol/fd.h"
@@ -31,20 +32,11 @@ namespace fs = std::filesystem;
 using protocol::FrameType;
 using protocol::UniqueFd;
 
-constexpr int kWaitTries = 200;  // x 50 ms: bounds for conditions that should come true at once
+using test::kWaitTries;
+using test::wait_until;
 
 const char *const kAllowed =
     "allowed: srun, sbatch, scancel, scontrol, squeue, sacct, sinfo, sstat, salloc";
-
-bool wait_until(const std::function<bool()> &condition) {
-    for (int i = 0; i < kWaitTries; ++i) {
-        if (condition()) {
-            return true;
-        }
-        ::usleep(50 * 1000);
-    }
-    return condition();
-}
 
 UniqueFd memfd() {
     UniqueFd fd(::memfd_create("svm-hostcall-test", MFD_CLOEXEC));
@@ -84,42 +76,11 @@ class HostCallTest : public ::testing::Test {
         for (int i = 0; i < 2; ++i) {
             std::ofstream(dir_ + "/exec." + std::to_string(i) + ".lock").put('\n');
         }
-        pid_t pid = ::fork();
-        ASSERT_GE(pid, 0);
-        if (pid == 0) {
-            ::setpgid(0, 0);
-            // A test killed by ctest's timeout must not leave the agent behind.
-            ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-            const std::string s0 = socket_path(0), s1 = socket_path(1), hc = hostcall_dir();
-            ::execl(SVM_AGENT_PATH, "slurm-vm-agent", "--listen", s0.c_str(), "--listen",
-                    s1.c_str(), "--hostcall-dir", hc.c_str(), static_cast<char *>(nullptr));
-            ::_exit(127);
-        }
-        agent_ = pid;
-        for (int i = 0; i < 2; ++i) {
-            ASSERT_TRUE(wait_until([&] {
-                try {
-                    ping_agent(socket_path(i), 1000);
-                    return true;
-                } catch (const Error &) {
-                    return false;
-                }
-            })) << "the agent never answered on "
-                << socket_path(i);
-        }
+        ASSERT_NO_FATAL_FAILURE(agent_.start(dir_, {"--hostcall-dir", hostcall_dir()}, false));
     }
 
     void TearDown() override {
-        if (agent_ > 0) {
-            ::kill(agent_, SIGTERM);
-            int status;
-            bool ended = wait_until([&] { return ::waitpid(agent_, &status, WNOHANG) == agent_; });
-            EXPECT_TRUE(ended) << "the agent did not stop on SIGTERM";
-            if (!ended) {
-                ::kill(-agent_, SIGKILL);
-                ::waitpid(agent_, &status, 0);
-            }
-        }
+        agent_.stop();
         std::error_code ignored;
         fs::remove_all(dir_, ignored);
     }
@@ -174,7 +135,7 @@ class HostCallTest : public ::testing::Test {
     }
 
     std::string dir_;
-    pid_t agent_ = -1;
+    test::AgentProcess agent_;
 };
 
 TEST_F(HostCallTest, RunsSrunOnTheHostWithItsOutputStreamsAndExitCode) {
