@@ -14,7 +14,10 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <memory>
+#include <optional>
 #include <thread>
+#include <utility>
 
 namespace svm {
 
@@ -79,19 +82,37 @@ int decode_wait_status(int wstatus) {
     return -1;
 }
 
-void append_bounded(std::string &dst, const char *data, std::size_t len) {
-    if (dst.size() < kMaxCapturedOutput) {
-        dst.append(data, std::min(len, kMaxCapturedOutput - dst.size()));
+int wait_for(pid_t pid) {
+    int wstatus = 0;
+    while (waitpid(pid, &wstatus, 0) < 0) {
+        if (errno != EINTR) {
+            return -1;
+        }
     }
+    return decode_wait_status(wstatus);
+}
+
+// Where the bytes of one output stream go.
+using Sink = std::function<void(std::string_view)>;
+
+// Keeps the first kMaxCapturedOutput bytes and notes that more came.
+Sink bounded_sink(std::string &dst, bool &truncated) {
+    return [&dst, &truncated](std::string_view data) {
+        const std::size_t room = kMaxCapturedOutput - std::min(dst.size(), kMaxCapturedOutput);
+        if (data.size() > room) {
+            truncated = true;
+        }
+        dst.append(data.substr(0, room));
+    };
 }
 
 // Reads what is available; returns false at end of file or on error.
-bool read_some(int fd, std::string &dst) {
+bool read_some(int fd, const Sink &sink) {
     std::array<char, 8192> buf;
     for (;;) {
         ssize_t n = read(fd, buf.data(), buf.size());
         if (n > 0) {
-            append_bounded(dst, buf.data(), static_cast<std::size_t>(n));
+            sink(std::string_view(buf.data(), static_cast<std::size_t>(n)));
             return true;
         }
         if (n < 0 && errno == EINTR) {
@@ -105,7 +126,7 @@ bool read_some(int fd, std::string &dst) {
 }
 
 // Takes what is left in a pipe whose writer may never close it, without waiting for more.
-void drain(int fd, std::string &dst) {
+void drain(int fd, const Sink &sink) {
     std::array<char, 8192> buf;
     for (int chunks = 0; chunks < 64; ++chunks) {
         ssize_t n = read(fd, buf.data(), buf.size());
@@ -115,23 +136,55 @@ void drain(int fd, std::string &dst) {
         if (n <= 0) {
             return;
         }
-        append_bounded(dst, buf.data(), static_cast<std::size_t>(n));
+        sink(std::string_view(buf.data(), static_cast<std::size_t>(n)));
     }
 }
 
-int wait_for(pid_t pid) {
-    int wstatus = 0;
-    while (waitpid(pid, &wstatus, 0) < 0) {
-        if (errno != EINTR) {
-            return -1;
+// A started program, in its own process group. Until it is reaped, destroying this kills the
+// group and reaps it: an exception from a sink must not leave a program running or a zombie.
+class Child {
+  public:
+    explicit Child(pid_t pid) : pid_(pid) {}
+    Child(const Child &) = delete;
+    Child &operator=(const Child &) = delete;
+    ~Child() {
+        if (pid_ > 0) {
+            kill_group();
+            wait_for(pid_);
         }
     }
-    return decode_wait_status(wstatus);
-}
 
-}  // namespace
+    void kill_group() const {
+        kill(-pid_, SIGKILL);
+        kill(pid_, SIGKILL);
+    }
+    // Waits for the program to end; its status as in ProcessResult.
+    int reap() { return wait_for(std::exchange(pid_, -1)); }
+    // The status if the program has ended, without waiting; -1 also when it cannot be learnt.
+    std::optional<int> try_reap() {
+        int wstatus = 0;
+        const pid_t r = waitpid(pid_, &wstatus, WNOHANG);
+        if (r == pid_) {
+            pid_ = -1;
+            return decode_wait_status(wstatus);
+        }
+        if (r < 0 && errno != EINTR) {
+            pid_ = -1;
+            return -1;
+        }
+        return std::nullopt;
+    }
 
-ProcessResult run_process(const std::vector<std::string> &argv, std::chrono::milliseconds timeout) {
+  private:
+    pid_t pid_;
+};
+
+struct Started {
+    std::unique_ptr<Child> child;
+    UniqueFd out, err;
+};
+
+Started start(const std::vector<std::string> &argv) {
     if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
         throw Error("cannot run '" + (argv.empty() ? std::string() : argv[0]) +
                     "': the program must be given by absolute path");
@@ -139,12 +192,7 @@ ProcessResult run_process(const std::vector<std::string> &argv, std::chrono::mil
     const std::string &program = argv[0];
 
     // Everything the child needs is prepared before fork: it must not allocate.
-    std::vector<char *> cargv;
-    cargv.reserve(argv.size() + 1);
-    for (const std::string &arg : argv) {
-        cargv.push_back(const_cast<char *>(arg.c_str()));
-    }
-    cargv.push_back(nullptr);
+    std::vector<char *> cargv = protocol::c_strings(argv);
     struct rlimit nofile {};
     int max_fd = 1024;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
@@ -155,7 +203,6 @@ ProcessResult run_process(const std::vector<std::string> &argv, std::chrono::mil
     Pipe err = make_pipe(program);
     Pipe report = make_pipe(program);
 
-    const auto deadline = Clock::now() + timeout;
     pid_t pid = fork();
     if (pid < 0) {
         throw Error("cannot run " + program + ": fork: " + errno_text(errno));
@@ -165,6 +212,7 @@ ProcessResult run_process(const std::vector<std::string> &argv, std::chrono::mil
     }
     // Both sides set the group, so a kill that comes early still reaches it.
     setpgid(pid, pid);
+    Started started{std::make_unique<Child>(pid), std::move(out.read), std::move(err.read)};
     out.write.reset();
     err.write.reset();
     report.write.reset();
@@ -176,17 +224,20 @@ ProcessResult run_process(const std::vector<std::string> &argv, std::chrono::mil
         n = read(report.read.get(), &exec_errno, sizeof exec_errno);
     } while (n < 0 && errno == EINTR);
     if (n == static_cast<ssize_t>(sizeof exec_errno)) {
-        wait_for(pid);
+        started.child->reap();
         throw Error("cannot run " + program + ": " + errno_text(exec_errno));
     }
+    fcntl(started.out.get(), F_SETFL, O_NONBLOCK);
+    fcntl(started.err.get(), F_SETFL, O_NONBLOCK);
+    return started;
+}
 
-    fcntl(out.read.get(), F_SETFL, O_NONBLOCK);
-    fcntl(err.read.get(), F_SETFL, O_NONBLOCK);
-
-    ProcessResult result;
+// Feeds the program's output to the sinks until it ends or the deadline passes, then reaps it
+// and sets result.status and result.timed_out.
+void collect(Started &p, Clock::time_point deadline, const Sink &on_out, const Sink &on_err,
+             ProcessResult &result) {
+    Child &child = *p.child;
     bool out_open = true, err_open = true;
-    bool reaped = false;
-    int wstatus = 0;
     while (out_open || err_open) {
         auto now = Clock::now();
         if (now >= deadline) {
@@ -197,60 +248,102 @@ ProcessResult run_process(const std::vector<std::string> &argv, std::chrono::mil
         // check for its exit now and then instead of waiting for end of file.
         auto slice = std::min<Clock::duration>(deadline - now, std::chrono::milliseconds(100));
         int wait_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(slice).count());
-        std::array<pollfd, 2> fds{{{out_open ? out.read.get() : -1, POLLIN, 0},
-                                   {err_open ? err.read.get() : -1, POLLIN, 0}}};
+        std::array<pollfd, 2> fds{
+            {{out_open ? p.out.get() : -1, POLLIN, 0}, {err_open ? p.err.get() : -1, POLLIN, 0}}};
         int ready = poll(fds.data(), fds.size(), wait_ms);
         if (ready < 0 && errno != EINTR) {
             break;
         }
         if (ready > 0) {
             if (out_open && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-                out_open = read_some(out.read.get(), result.out);
+                out_open = read_some(p.out.get(), on_out);
             }
             if (err_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-                err_open = read_some(err.read.get(), result.err);
+                err_open = read_some(p.err.get(), on_err);
             }
             continue;
         }
-        if (waitpid(pid, &wstatus, WNOHANG) == pid) {
-            reaped = true;
-            drain(out.read.get(), result.out);
-            drain(err.read.get(), result.err);
-            break;
+        if (const std::optional<int> status = child.try_reap()) {
+            drain(p.out.get(), on_out);
+            drain(p.err.get(), on_err);
+            result.status = *status;
+            return;
         }
     }
 
-    if (result.timed_out) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-    }
-    if (reaped) {
-        result.status = decode_wait_status(wstatus);
-        return result;
-    }
-    // The pipes are closed: the program is exiting, or was killed above.
-    if (!result.timed_out) {
-        for (;;) {
-            pid_t r = waitpid(pid, &wstatus, WNOHANG);
-            if (r == pid) {
-                result.status = decode_wait_status(wstatus);
-                return result;
-            }
-            if (r < 0 && errno != EINTR) {
-                result.status = -1;
-                return result;
-            }
-            if (Clock::now() >= deadline) {
-                result.timed_out = true;
-                kill(-pid, SIGKILL);
-                kill(pid, SIGKILL);
-                break;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // The pipes are closed: the program is exiting. Or it timed out.
+    while (!result.timed_out) {
+        if (const std::optional<int> status = child.try_reap()) {
+            result.status = *status;
+            return;
         }
+        if (Clock::now() >= deadline) {
+            result.timed_out = true;
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    wait_for(pid);
+    child.kill_group();
+    child.reap();
     result.status = 128 + SIGKILL;
+}
+
+}  // namespace
+
+void LineSplitter::feed(std::string_view bytes) {
+    while (!bytes.empty()) {
+        const std::size_t nl = bytes.find('\n');
+        const std::string_view piece = bytes.substr(0, nl);
+        if (nl != std::string_view::npos && partial_.empty() && !cut_ &&
+            piece.size() <= kMaxLineLength) {
+            on_line_(piece, true);  // the common case: a whole line in the chunk, no copy
+        } else {
+            const std::size_t room = kMaxLineLength - partial_.size();
+            if (piece.size() > room) {
+                cut_ = true;
+            }
+            partial_.append(piece.substr(0, room));
+            if (nl == std::string_view::npos) {
+                return;
+            }
+            on_line_(partial_, !cut_);
+            partial_.clear();
+            cut_ = false;
+        }
+        bytes.remove_prefix(nl + 1);
+    }
+}
+
+void LineSplitter::finish() {
+    if (!partial_.empty() || cut_) {
+        on_line_(partial_, !cut_);
+        partial_.clear();
+        cut_ = false;
+    }
+}
+
+ProcessResult run_process(const std::vector<std::string> &argv, std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    Started p = start(argv);
+    ProcessResult result;
+    collect(p, deadline, bounded_sink(result.out, result.out_truncated),
+            bounded_sink(result.err, result.err_truncated), result);
+    return result;
+}
+
+ProcessResult run_process_lines(const std::vector<std::string> &argv,
+                                std::chrono::milliseconds timeout, const LineHandler &on_line) {
+    const auto deadline = Clock::now() + timeout;
+    Started p = start(argv);
+    ProcessResult result;
+    LineSplitter lines(on_line);
+    collect(
+        p, deadline, [&lines](std::string_view data) { lines.feed(data); },
+        bounded_sink(result.err, result.err_truncated), result);
+    // After a timeout the last line is a fragment; the caller refuses the output anyway.
+    if (!result.timed_out) {
+        lines.finish();
+    }
     return result;
 }
 
