@@ -4,51 +4,44 @@
 #include "error.h"
 #include "vm_record.h"
 
-#include <sstream>
-
 namespace svm {
 
-std::vector<RunningJob> jobs_running_on_host(const std::string &text, const HostMap &map,
-                                             const std::string &host, int64_t now) {
+std::vector<RunningJob> running_on_host(const std::string &line, const HostMap &map,
+                                        const std::string &host, int64_t now) {
     std::vector<RunningJob> out;
-    std::istringstream lines(text);
-    std::string line;
-    while (std::getline(lines, line)) {
-        if (job_field(line, "JobState") != "RUNNING") {
-            continue;
-        }
-        const std::string jobid = job_field(line, "JobId");
-        std::string user = job_field(line, "UserId");
-        user = user.substr(0, user.find('('));
-        std::vector<VmPlacement> vms;
-        try {
-            if (const auto c = parse_admin_comment(job_field(line, "AdminComment"))) {
-                vms = c->vms;
-                for (const auto &vm : vms) {
+    if (job_field(line, "JobState") != "RUNNING") {
+        return out;
+    }
+    const std::string jobid = job_field(line, "JobId");
+    std::string user = job_field(line, "UserId");
+    user = user.substr(0, user.find('('));
+    try {
+        if (const auto c = parse_admin_comment(job_field(line, "AdminComment"))) {
+            if (!c->vms.empty()) {
+                // A VM job: it is where its VMs are, whatever its nodes are called.
+                for (const auto &vm : c->vms) {
                     if (vm.physical_host == host) {
                         out.push_back({jobid, user, host,
                                        "vm " + vm.vm_hostname + " (image " + c->image + ")"});
                     }
                 }
+                return out;
             }
-        } catch (const Error &) {
-            // A comment that is not ours: the job is judged by its nodes alone.
         }
-        std::vector<std::string> nodes;
-        try {
-            nodes = expand_hostlist(job_field(line, "NodeList"));
-        } catch (const Error &) {
-            continue;
-        }
-        for (const auto &node : nodes) {
-            if (!vms.empty()) {
-                continue;  // a VM job: counted by its VMs above
-            }
-            if (node == host) {
-                out.push_back({jobid, user, node, "bare"});
-            } else if (map.host_of(node, now) == host) {
-                out.push_back({jobid, user, node, "on VM node " + node});
-            }
+    } catch (const Error &) {
+        // A comment that is not ours: the job is judged by its nodes alone.
+    }
+    std::vector<std::string> nodes;
+    try {
+        nodes = expand_hostlist(job_field(line, "NodeList"));
+    } catch (const Error &) {
+        return out;
+    }
+    for (const auto &node : nodes) {
+        if (node == host) {
+            out.push_back({jobid, user, node, "bare"});
+        } else if (map.host_of(node, now) == host) {
+            out.push_back({jobid, user, node, "on VM node " + node});
         }
     }
     return out;

@@ -16,8 +16,10 @@ struct RunningJob {
     std::string kind;  // "bare", "vm <vm_hostname> (image <image>)" or "on VM node <node>"
 };
 
-std::vector<RunningJob> jobs_running_on_host(const std::string &scontrol_oneliners,
-                                             const HostMap &map, const std::string &host,
-                                             int64_t now);
+// The entries of one job record (one line of `scontrol show job -o`) for `host`: none when the
+// job is not running there, else one per VM or node of the job on that host. One line at a
+// time, so the caller can stream scontrol's output however many jobs the cluster has.
+std::vector<RunningJob> running_on_host(const std::string &oneliner, const HostMap &map,
+                                        const std::string &host, int64_t now);
 
 }  // namespace svm

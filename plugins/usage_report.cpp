@@ -11,7 +11,7 @@
 #include <ctime>
 #include <map>
 #include <set>
-#include <sstream>
+#include <utility>
 
 namespace svm {
 
@@ -19,17 +19,15 @@ namespace {
 
 using protocol::JsonPtr;
 
-std::vector<std::string> split_fields(const std::string &line) {
+std::vector<std::string> split_fields(std::string_view line) {
     std::vector<std::string> fields;
-    size_t start = 0;
     for (;;) {
-        const size_t bar = line.find('|', start);
-        if (bar == std::string::npos) {
-            fields.push_back(line.substr(start));
+        const size_t bar = line.find('|');
+        fields.emplace_back(line.substr(0, bar));
+        if (bar == std::string_view::npos) {
             return fields;
         }
-        fields.push_back(line.substr(start, bar - start));
-        start = bar + 1;
+        line.remove_prefix(bar + 1);
     }
 }
 
@@ -37,68 +35,7 @@ bool not_a_time(const std::string &text) {
     return text == "Unknown" || text == "None" || text.empty();
 }
 
-JobUsage parse_sacct_line(const std::string &line) {
-    std::vector<std::string> f = split_fields(line);
-    if (f.size() < 8) {
-        throw Error("expected 8 '|'-separated fields (" + std::string(kSacctFields) + "), got " +
-                    std::to_string(f.size()));
-    }
-    // AdminComment is the last column and is not ours alone: a '|' in it splits nothing.
-    for (size_t i = 8; i < f.size(); ++i) {
-        f[7] += "|" + f[i];
-    }
-    JobUsage job;
-    job.jobid = f[0];
-    if (job.jobid.empty()) {
-        throw Error("empty JobID");
-    }
-    job.user = f[1];
-    if (f[2] != "None assigned" && !f[2].empty()) {
-        job.nodes = expand_hostlist(f[2]);
-    }
-    unsigned cpus = 0;
-    const auto [end, ec] = std::from_chars(f[3].data(), f[3].data() + f[3].size(), cpus);
-    if (ec != std::errc() || end != f[3].data() + f[3].size()) {
-        throw Error("AllocCPUS '" + f[3] + "': expected a number");
-    }
-    job.alloc_cpus = cpus;
-    if (!not_a_time(f[4])) {
-        job.start = parse_local_time(f[4], "Start");
-    }
-    if (!not_a_time(f[5])) {
-        job.end = parse_local_time(f[5], "End");
-    }
-    job.state = f[6];
-    job.admin_comment = f[7];
-    return job;
-}
-
-std::vector<JobUsage> parse_sacct(const std::string &text, std::vector<std::string> *warnings) {
-    std::vector<JobUsage> jobs;
-    std::istringstream in(text);
-    std::string line;
-    for (int number = 1; std::getline(in, line); ++number) {
-        if (!line.empty() && line.back() == '\r') {
-            line.pop_back();
-        }
-        if (line.empty()) {
-            continue;
-        }
-        try {
-            jobs.push_back(parse_sacct_line(line));
-        } catch (const Error &e) {
-            const std::string message =
-                "sacct output line " + std::to_string(number) + ": " + e.what();
-            if (!warnings) {
-                throw Error(message);
-            }
-            warnings->push_back(message);
-        }
-    }
-    return jobs;
-}
-
-void add(Usage &u, double cpu_hours, double elapsed_hours) {
+void add_usage(Usage &u, double cpu_hours, double elapsed_hours) {
     u.cpu_hours += cpu_hours;
     u.elapsed_hours += elapsed_hours;
 }
@@ -245,13 +182,40 @@ std::string render_json(const UsageReport &r) {
 
 }  // namespace
 
-std::vector<JobUsage> parse_sacct_parsable(const std::string &text,
-                                           std::vector<std::string> &warnings) {
-    return parse_sacct(text, &warnings);
-}
-
-std::vector<JobUsage> parse_sacct_parsable(const std::string &text) {
-    return parse_sacct(text, nullptr);
+JobUsage parse_sacct_line(std::string_view line) {
+    std::vector<std::string> f = split_fields(line);
+    if (f.size() < 8) {
+        throw Error("expected 8 '|'-separated fields (" + std::string(kSacctFields) + "), got " +
+                    std::to_string(f.size()));
+    }
+    // AdminComment is the last column and is not ours alone: a '|' in it splits nothing.
+    for (size_t i = 8; i < f.size(); ++i) {
+        f[7] += "|" + f[i];
+    }
+    JobUsage job;
+    job.jobid = f[0];
+    if (job.jobid.empty()) {
+        throw Error("empty JobID");
+    }
+    job.user = f[1];
+    if (f[2] != "None assigned" && !f[2].empty()) {
+        job.nodes = expand_hostlist(f[2]);
+    }
+    unsigned cpus = 0;
+    const auto [end, ec] = std::from_chars(f[3].data(), f[3].data() + f[3].size(), cpus);
+    if (ec != std::errc() || end != f[3].data() + f[3].size()) {
+        throw Error("AllocCPUS '" + f[3] + "': expected a number");
+    }
+    job.alloc_cpus = cpus;
+    if (!not_a_time(f[4])) {
+        job.start = parse_local_time(f[4], "Start");
+    }
+    if (!not_a_time(f[5])) {
+        job.end = parse_local_time(f[5], "End");
+    }
+    job.state = f[6];
+    job.admin_comment = f[7];
+    return job;
 }
 
 int64_t parse_local_time(std::string_view text, const std::string &what) {
@@ -312,86 +276,132 @@ std::string format_local_time(int64_t t) {
     return buf;
 }
 
-UsageReport compute_usage(const std::vector<JobUsage> &jobs, const HostMap &map, int64_t from,
-                          int64_t to, int64_t now) {
-    UsageReport report;
-    report.from = from;
-    report.to = to;
-    if (to <= from) {
-        return report;
-    }
-    std::map<std::string, HostUsage> hosts;
-    std::map<std::string, Usage> images;
-    for (const JobUsage &job : jobs) {
-        if (!job.start || job.nodes.empty()) {
-            continue;
-        }
-        const int64_t start = std::max(*job.start, from);
-        const int64_t end = std::min(job.end.value_or(std::max(now, *job.start)), to);
-        if (end <= start) {
-            continue;
-        }
-        const double elapsed = static_cast<double>(end - start) / 3600.0;
-        const double cpu_hours = elapsed * job.alloc_cpus;
+ReportWindow default_report_window(int64_t now) {
+    const time_t t = static_cast<time_t>(now);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+    tm.tm_isdst = -1;  // midnight may be in the other DST period than now
+    std::tm yesterday = tm;
+    ReportWindow w;
+    w.to = static_cast<int64_t>(mktime(&tm));
+    yesterday.tm_mday -= 1;  // mktime carries the day into the previous month or year
+    w.from = static_cast<int64_t>(mktime(&yesterday));
+    return w;
+}
 
-        // (host, class) of each node of the job.
-        enum Class { Bare, Vm, VmNode };
-        std::vector<std::pair<std::string, Class>> units;
-        std::optional<VmJobComment> comment;
-        try {
-            comment = parse_admin_comment(job.admin_comment);
-        } catch (const Error &e) {
-            report.warnings.push_back("job " + job.jobid + ": " + e.what() +
-                                      "; charged to its nodes");
+UsageAccumulator::UsageAccumulator(HostMap map, int64_t from, int64_t to, int64_t now)
+    : map_(std::move(map)), now_(now) {
+    report_.from = from;
+    report_.to = to;
+}
+
+void UsageAccumulator::warn(std::string message) {
+    if (report_.warnings.size() < kMaxReportWarnings) {
+        report_.warnings.push_back(std::move(message));
+    } else {
+        ++dropped_warnings_;
+    }
+}
+
+void UsageAccumulator::add_sacct_line(std::string_view line, bool complete) {
+    ++line_number_;
+    const std::string where = "sacct output line " + std::to_string(line_number_) + ": ";
+    if (!complete) {
+        warn(where + "longer than " + std::to_string(line.size()) + " bytes; skipped");
+        return;
+    }
+    if (!line.empty() && line.back() == '\r') {
+        line.remove_suffix(1);
+    }
+    if (line.empty()) {
+        return;
+    }
+    try {
+        add(parse_sacct_line(line));
+    } catch (const Error &e) {
+        warn(where + e.what());
+    }
+}
+
+void UsageAccumulator::add(const JobUsage &job) {
+    const int64_t from = report_.from, to = report_.to;
+    if (to <= from || !job.start || job.nodes.empty()) {
+        return;
+    }
+    const int64_t start = std::max(*job.start, from);
+    const int64_t end = std::min(job.end.value_or(std::max(now_, *job.start)), to);
+    if (end <= start) {
+        return;
+    }
+    const double elapsed = static_cast<double>(end - start) / 3600.0;
+    const double cpu_hours = elapsed * job.alloc_cpus;
+
+    // (host, class) of each node of the job.
+    enum Class { Bare, Vm, VmNode };
+    std::vector<std::pair<std::string, Class>> units;
+    std::optional<VmJobComment> comment;
+    try {
+        comment = parse_admin_comment(job.admin_comment);
+    } catch (const Error &e) {
+        warn("job " + job.jobid + ": " + e.what() + "; charged to its nodes");
+        for (const std::string &node : job.nodes) {
+            units.emplace_back(node, Vm);
+        }
+    }
+    if (comment) {
+        for (const VmPlacement &vm : comment->vms) {
+            units.emplace_back(vm.physical_host, Vm);
+        }
+        if (units.empty()) {
             for (const std::string &node : job.nodes) {
                 units.emplace_back(node, Vm);
             }
         }
-        if (comment) {
-            for (const VmPlacement &vm : comment->vms) {
-                units.emplace_back(vm.physical_host, Vm);
-            }
-            if (units.empty()) {
-                for (const std::string &node : job.nodes) {
-                    units.emplace_back(node, Vm);
-                }
-            }
-            Usage &image = images[comment->image];
-            ++image.jobs;
-            add(image, cpu_hours, elapsed);
-        } else if (units.empty()) {
-            for (const std::string &node : job.nodes) {
-                if (auto host = map.host_of(node, *job.start)) {
-                    units.emplace_back(*host, VmNode);
-                } else {
-                    units.emplace_back(node, Bare);
-                }
+        Usage &image = images_[comment->image];
+        ++image.jobs;
+        add_usage(image, cpu_hours, elapsed);
+    } else if (units.empty()) {
+        for (const std::string &node : job.nodes) {
+            if (auto host = map_.host_of(node, *job.start)) {
+                units.emplace_back(*host, VmNode);
+            } else {
+                units.emplace_back(node, Bare);
             }
         }
+    }
 
-        const double share = 1.0 / static_cast<double>(units.size());
-        std::set<std::pair<std::string, int>> counted;
-        for (const auto &[host, cls] : units) {
-            HostUsage &h = hosts[host];
-            h.host = host;
-            Usage &u = cls == Bare ? h.bare : cls == Vm ? h.vm_jobs : h.vm_node_jobs;
-            add(u, cpu_hours * share, elapsed);
-            add(h.total, cpu_hours * share, elapsed);
-            if (counted.insert({host, cls}).second) {
-                ++u.jobs;
-            }
-            if (counted.insert({host, -1}).second) {
-                ++h.total.jobs;
-            }
+    const double share = 1.0 / static_cast<double>(units.size());
+    std::set<std::pair<std::string, int>> counted;
+    for (const auto &[host, cls] : units) {
+        HostUsage &h = hosts_[host];
+        h.host = host;
+        Usage &u = cls == Bare ? h.bare : cls == Vm ? h.vm_jobs : h.vm_node_jobs;
+        add_usage(u, cpu_hours * share, elapsed);
+        add_usage(h.total, cpu_hours * share, elapsed);
+        if (counted.insert({host, cls}).second) {
+            ++u.jobs;
+        }
+        if (counted.insert({host, -1}).second) {
+            ++h.total.jobs;
         }
     }
-    for (auto &[name, h] : hosts) {
-        report.hosts.push_back(std::move(h));
+}
+
+UsageReport UsageAccumulator::finish() {
+    if (dropped_warnings_ > 0) {
+        report_.warnings.push_back(std::to_string(dropped_warnings_) + " more warnings not shown");
+        dropped_warnings_ = 0;
     }
-    for (auto &[name, u] : images) {
-        report.images.push_back({name, u});
+    for (auto &[name, h] : hosts_) {
+        report_.hosts.push_back(std::move(h));
     }
-    return report;
+    for (auto &[name, u] : images_) {
+        report_.images.push_back({name, u});
+    }
+    hosts_.clear();
+    images_.clear();
+    return std::move(report_);
 }
 
 ReportFormat parse_report_format(std::string_view text) {

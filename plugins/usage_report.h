@@ -1,5 +1,6 @@
 // Usage per physical host and per image over a time window, from Slurm's accounting (sacct)
-// and the VM-to-host map. Pure computation: the report command fetches the inputs.
+// and the VM-to-host map. Pure computation: the report command fetches the inputs and streams
+// them in.
 //
 // Attribution, per job and per node of the job (AllocCPUS is shared evenly among them):
 // - vm_jobs: the AdminComment holds "slurm-vm:..." (vm_record.h): charged to the physical
@@ -14,7 +15,9 @@
 
 #include "host_map.h"
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,20 +37,26 @@ struct JobUsage {
     std::string state, admin_comment;
 };
 
-// The sacct fields parse_sacct_parsable expects, in order.
+// The sacct fields parse_sacct_line expects, in order.
 inline constexpr const char *kSacctFields =
     "JobID,User,NodeList,AllocCPUS,Start,End,State,AdminComment";
 
-// Malformed lines are skipped and named in warnings ("sacct output line 3: <reason>").
-std::vector<JobUsage> parse_sacct_parsable(const std::string &text,
-                                           std::vector<std::string> &warnings);
-// As above, but the first malformed line throws Error.
-std::vector<JobUsage> parse_sacct_parsable(const std::string &text);
+// One line of that output, without its newline. Throws Error with the reason when malformed
+// ("AllocCPUS 'x': expected a number").
+JobUsage parse_sacct_line(std::string_view line);
 
 // Local time "YYYY-MM-DD", "YYYY-MM-DDTHH:MM" or "YYYY-MM-DDTHH:MM:SS" (sacct's standard
 // format) to seconds since the epoch. Throws Error "<what> '<text>': expected ...".
 int64_t parse_local_time(std::string_view text, const std::string &what);
 std::string format_local_time(int64_t t);  // "YYYY-MM-DDTHH:MM:SS"
+
+struct ReportWindow {
+    int64_t from = 0, to = 0;
+};
+
+// sreport's default window, for a report asked without --from/--to: yesterday 00:00 to today
+// 00:00, local time, as seen at `now`.
+ReportWindow default_report_window(int64_t now);
 
 struct Usage {
     unsigned jobs = 0;
@@ -71,9 +80,36 @@ struct UsageReport {
     std::vector<std::string> warnings;
 };
 
-// An empty or reversed window gives an empty report.
-UsageReport compute_usage(const std::vector<JobUsage> &jobs, const HostMap &map, int64_t from,
-                          int64_t to, int64_t now);
+// At most this many warnings are kept; the rest are counted in one last warning, so a sacct
+// output that is wrong throughout cannot make the report grow with it.
+inline constexpr std::size_t kMaxReportWarnings = 100;
+
+// Adds up jobs one at a time into a report, so the memory needed is that of the hosts and
+// images, not of the jobs: sacct's output is streamed through add_sacct_line. An empty or
+// reversed window gives an empty report.
+class UsageAccumulator {
+  public:
+    UsageAccumulator(HostMap map, int64_t from, int64_t to, int64_t now);
+
+    void add(const JobUsage &job);
+    // The next line of sacct's output (see JobUsage). An empty line is skipped; a malformed
+    // or cut one (`complete` false) is skipped with a warning that has its line number
+    // ("sacct output line 3: <reason>").
+    void add_sacct_line(std::string_view line, bool complete = true);
+    void warn(std::string message);
+
+    // The report; the accumulator is spent.
+    UsageReport finish();
+
+  private:
+    HostMap map_;
+    int64_t now_;
+    UsageReport report_;
+    std::map<std::string, HostUsage> hosts_;
+    std::map<std::string, Usage> images_;
+    unsigned long line_number_ = 0;
+    unsigned long dropped_warnings_ = 0;
+};
 
 enum class ReportFormat { Table, Csv, Json };
 // Throws Error "format '<text>': expected table, csv or json".

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 namespace svm {
 namespace {
 
@@ -12,6 +14,19 @@ const char *kJobs =
     "JobId=9 JobName=c UserId=carol(1003) JobState=RUNNING NodeList=vm7\n"
     "JobId=10 JobName=d UserId=dave(1004) JobState=COMPLETED NodeList=node1\n"
     "JobId=11 JobName=e UserId=erin(1005) JobState=RUNNING NodeList=node3\n";
+
+// What `slurm-vm running` collects, one scontrol line at a time.
+std::vector<RunningJob> jobs_running_on_host(const std::string &oneliners, const HostMap &map,
+                                             const std::string &host, int64_t now) {
+    std::vector<RunningJob> out;
+    std::istringstream in(oneliners);
+    for (std::string line; std::getline(in, line);) {
+        for (RunningJob &j : running_on_host(line, map, host, now)) {
+            out.push_back(std::move(j));
+        }
+    }
+    return out;
+}
 
 TEST(RunningJobs, ListsBareJobsVmJobsAndJobsOnHostedVmNodes) {
     HostMap map;
@@ -41,6 +56,20 @@ TEST(RunningJobs, AnotherHostSeesOnlyItsOwn) {
     const auto jobs = jobs_running_on_host(kJobs, HostMap{}, "node2", 200);
     ASSERT_EQ(jobs.size(), 1u);
     EXPECT_EQ(jobs[0].kind, "vm node2-vm8 (image tiny)");
+}
+
+TEST(RunningJobs, AVmJobOnTwoVmsOfOneHostIsListedOncePerVm) {
+    const auto jobs = running_on_host(
+        "JobId=12 UserId=u(1) JobState=RUNNING NodeList=node[1-2] "
+        "AdminComment=slurm-vm:image=tiny;vms=node1-vm12@host1,node2-vm12@host1",
+        HostMap{}, "host1", 200);
+    ASSERT_EQ(jobs.size(), 2u);
+    EXPECT_EQ(jobs[0].kind, "vm node1-vm12 (image tiny)");
+    EXPECT_EQ(jobs[1].kind, "vm node2-vm12 (image tiny)");
+}
+
+TEST(RunningJobs, ALineThatIsNotAJobGivesNothing) {
+    EXPECT_TRUE(running_on_host("No jobs in the system", HostMap{}, "node1", 200).empty());
 }
 
 }  // namespace

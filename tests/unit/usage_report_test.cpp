@@ -1,10 +1,14 @@
 #include "usage_report.h"
 
 #include "error.h"
+#include "process.h"
 
 #include <gtest/gtest.h>
 #include <json-c/json.h>
 
+#include <cstdlib>
+#include <ctime>
+#include <optional>
 #include <sstream>
 
 namespace svm {
@@ -30,15 +34,6 @@ HostMap vm7_on_node1() {
     return map;
 }
 
-const HostUsage &host(const UsageReport &r, const std::string &name) {
-    for (const HostUsage &h : r.hosts) {
-        if (h.host == name) {
-            return h;
-        }
-    }
-    throw std::runtime_error("no host " + name);
-}
-
 std::vector<std::string> lines(const std::string &text) {
     std::vector<std::string> out;
     std::istringstream in(text);
@@ -48,8 +43,36 @@ std::vector<std::string> lines(const std::string &text) {
     return out;
 }
 
+// The jobs of sacct output whose every line is well formed.
+std::vector<JobUsage> jobs_of(const std::string &sacct) {
+    std::vector<JobUsage> jobs;
+    for (const std::string &line : lines(sacct)) {
+        jobs.push_back(parse_sacct_line(line));
+    }
+    return jobs;
+}
+
+// The report over sacct output, fed line by line as `slurm-vm report` streams it.
+UsageReport report_of(const std::string &sacct, const HostMap &map, int64_t from, int64_t to,
+                      int64_t now) {
+    UsageAccumulator usage(map, from, to, now);
+    for (const std::string &line : lines(sacct)) {
+        usage.add_sacct_line(line);
+    }
+    return usage.finish();
+}
+
+const HostUsage &host(const UsageReport &r, const std::string &name) {
+    for (const HostUsage &h : r.hosts) {
+        if (h.host == name) {
+            return h;
+        }
+    }
+    throw std::runtime_error("no host " + name);
+}
+
 TEST(ParseSacct, ReadsFieldsAndExpandsNodes) {
-    const auto jobs = parse_sacct_parsable(kDay);
+    const auto jobs = jobs_of(kDay);
     ASSERT_EQ(jobs.size(), 3u);
     EXPECT_EQ(jobs[0].jobid, "100");
     EXPECT_EQ(jobs[0].user, "alice");
@@ -62,7 +85,7 @@ TEST(ParseSacct, ReadsFieldsAndExpandsNodes) {
 }
 
 TEST(ParseSacct, RunningAndPendingJobsHaveNoEndOrNoStart) {
-    const auto jobs = parse_sacct_parsable(
+    const auto jobs = jobs_of(
         "7|u|node1|1|2026-01-01T10:00:00|Unknown|RUNNING|\n"
         "8|u|None assigned|1|Unknown|Unknown|PENDING|\n");
     ASSERT_EQ(jobs.size(), 2u);
@@ -73,23 +96,23 @@ TEST(ParseSacct, RunningAndPendingJobsHaveNoEndOrNoStart) {
 }
 
 TEST(ParseSacct, KeepsABarInTheLastColumn) {
-    const auto jobs =
-        parse_sacct_parsable("7|u|node1|1|2026-01-01T10:00:00|Unknown|RUNNING|site|note\n");
+    const auto jobs = jobs_of("7|u|node1|1|2026-01-01T10:00:00|Unknown|RUNNING|site|note\n");
     ASSERT_EQ(jobs.size(), 1u);
     EXPECT_EQ(jobs[0].admin_comment, "site|note");
 }
 
-TEST(ParseSacct, ReportsMalformedLinesWithTheirNumbers) {
-    std::vector<std::string> warnings;
-    const auto jobs = parse_sacct_parsable(
+TEST(ParseSacct, ReportsMalformedLinesWithTheirNumbersAndSkipsThem) {
+    const UsageReport r = report_of(
         "1|u|node1|1|2026-01-01T10:00:00|Unknown|RUNNING|\n"
         "2|u|node1|1|2026-01-01T10:00:00\n"
         "3|u|node1|x|2026-01-01T10:00:00|Unknown|RUNNING|\n"
         "4|u|node1|1|yesterday|Unknown|RUNNING|\n"
         "5|u|node[1-|1|2026-01-01T10:00:00|Unknown|RUNNING|\n"
         "|u|node1|1|2026-01-01T10:00:00|Unknown|RUNNING|\n",
-        warnings);
-    ASSERT_EQ(jobs.size(), 1u);
+        HostMap{}, kFrom, kTo, kTo);
+    ASSERT_EQ(r.hosts.size(), 1u);
+    EXPECT_EQ(host(r, "node1").bare.jobs, 1u);
+    const std::vector<std::string> &warnings = r.warnings;
     ASSERT_EQ(warnings.size(), 5u);
     EXPECT_EQ(warnings[0],
               "sacct output line 2: expected 8 '|'-separated fields "
@@ -101,13 +124,24 @@ TEST(ParseSacct, ReportsMalformedLinesWithTheirNumbers) {
     EXPECT_EQ(warnings[4], "sacct output line 6: empty JobID");
 }
 
-TEST(ParseSacct, TheStrictFormThrowsAtTheFirstBadLine) {
+TEST(ParseSacct, ALineThrowsItsReason) {
     try {
-        parse_sacct_parsable("\n1|u|node1|x|2026-01-01T10:00:00|Unknown|RUNNING|\n");
+        parse_sacct_line("1|u|node1|x|2026-01-01T10:00:00|Unknown|RUNNING|");
         FAIL() << "accepted a bad line";
     } catch (const Error &e) {
-        EXPECT_STREQ(e.what(), "sacct output line 2: AllocCPUS 'x': expected a number");
+        EXPECT_STREQ(e.what(), "AllocCPUS 'x': expected a number");
     }
+}
+
+TEST(ParseSacct, EmptyLinesKeepTheirNumberAndACarriageReturnIsDropped) {
+    UsageAccumulator usage(HostMap{}, kFrom, kTo, kTo);
+    usage.add_sacct_line("");
+    usage.add_sacct_line("1|u|node1|1|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|\r");
+    usage.add_sacct_line("2|u|node1|x|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|");
+    const UsageReport r = usage.finish();
+    EXPECT_EQ(host(r, "node1").bare.jobs, 1u);
+    EXPECT_EQ(r.warnings,
+              std::vector<std::string>{"sacct output line 3: AllocCPUS 'x': expected a number"});
 }
 
 TEST(LocalTime, AcceptsDateMinuteAndSecondForms) {
@@ -136,8 +170,7 @@ TEST(LocalTime, RejectsWhatIsNotADate) {
 }
 
 TEST(UsageReport, ChargesVmJobsBareJobsAndVmNodeJobsToTheirHosts) {
-    const UsageReport r =
-        compute_usage(parse_sacct_parsable(kDay), vm7_on_node1(), kFrom, kTo, kTo);
+    const UsageReport r = report_of(kDay, vm7_on_node1(), kFrom, kTo, kTo);
     ASSERT_EQ(r.hosts.size(), 2u);
     EXPECT_TRUE(r.warnings.empty());
 
@@ -169,15 +202,15 @@ TEST(UsageReport, ChargesVmJobsBareJobsAndVmNodeJobsToTheirHosts) {
 TEST(UsageReport, VmNodeOutsideItsMappedIntervalIsABareNode) {
     HostMap map;
     map.record_start("vm7", "node1", at("2026-01-01T16:00"));  // after job 102 started
-    const UsageReport r = compute_usage(parse_sacct_parsable(kDay), map, kFrom, kTo, kTo);
+    const UsageReport r = report_of(kDay, map, kFrom, kTo, kTo);
     EXPECT_EQ(host(r, "vm7").bare.jobs, 1u);
     EXPECT_EQ(host(r, "node1").vm_node_jobs.jobs, 0u);
 }
 
 TEST(UsageReport, TwoVmsOfOneJobOnOneHostCountTheJobOnce) {
-    const UsageReport r = compute_usage(
-        parse_sacct_parsable("5|u|node[1-2]|4|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|"
-                             "slurm-vm:image=tiny;vms=node1-vm5@host1,node2-vm5@host1\n"),
+    const UsageReport r = report_of(
+        "5|u|node[1-2]|4|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|"
+        "slurm-vm:image=tiny;vms=node1-vm5@host1,node2-vm5@host1\n",
         HostMap{}, kFrom, kTo, kTo);
     ASSERT_EQ(r.hosts.size(), 1u);
     EXPECT_EQ(r.hosts[0].host, "host1");
@@ -187,23 +220,23 @@ TEST(UsageReport, TwoVmsOfOneJobOnOneHostCountTheJobOnce) {
 }
 
 TEST(UsageReport, ClipsJobsToTheWindowAndRunningJobsToNow) {
-    const auto jobs = parse_sacct_parsable(
+    const char *jobs =
         "1|u|node3|3|2025-12-31T23:00:00|2026-01-01T01:00:00|COMPLETED|\n"
         "2|u|node4|2|2026-01-01T23:00:00|Unknown|RUNNING|\n"
-        "3|u|node5|8|2025-12-30T00:00:00|2025-12-31T00:00:00|COMPLETED|\n");
-    const UsageReport after = compute_usage(jobs, HostMap{}, kFrom, kTo, kTo + 86400);
+        "3|u|node5|8|2025-12-30T00:00:00|2025-12-31T00:00:00|COMPLETED|\n";
+    const UsageReport after = report_of(jobs, HostMap{}, kFrom, kTo, kTo + 86400);
     EXPECT_DOUBLE_EQ(host(after, "node3").bare.cpu_hours, 3.0);  // 1 of its 2 hours
     EXPECT_DOUBLE_EQ(host(after, "node4").bare.cpu_hours, 2.0);  // up to the window's end
     EXPECT_EQ(after.hosts.size(), 2u);                           // node5 ran before the window
 
-    const UsageReport during = compute_usage(jobs, HostMap{}, kFrom, kTo, at("2026-01-01T23:30"));
+    const UsageReport during = report_of(jobs, HostMap{}, kFrom, kTo, at("2026-01-01T23:30"));
     EXPECT_DOUBLE_EQ(host(during, "node4").bare.cpu_hours, 1.0);  // half an hour so far
 }
 
 TEST(UsageReport, MalformedCommentIsWarnedAndChargedToTheNodes) {
-    const UsageReport r = compute_usage(
-        parse_sacct_parsable("9|u|node1|1|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|"
-                             "slurm-vm:vms=x\n"),
+    const UsageReport r = report_of(
+        "9|u|node1|1|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|"
+        "slurm-vm:vms=x\n",
         HostMap{}, kFrom, kTo, kTo);
     ASSERT_EQ(r.warnings.size(), 1u);
     EXPECT_EQ(r.warnings[0],
@@ -213,8 +246,7 @@ TEST(UsageReport, MalformedCommentIsWarnedAndChargedToTheNodes) {
 }
 
 TEST(UsageReport, EmptyWindowGivesHeadersOnly) {
-    const auto jobs = parse_sacct_parsable(kDay);
-    const UsageReport r = compute_usage(jobs, vm7_on_node1(), kFrom, kFrom, kTo);
+    const UsageReport r = report_of(kDay, vm7_on_node1(), kFrom, kFrom, kTo);
     EXPECT_TRUE(r.hosts.empty());
     EXPECT_TRUE(r.images.empty());
     EXPECT_EQ(render_report(r, ReportFormat::Csv),
@@ -229,8 +261,7 @@ TEST(UsageReport, EmptyWindowGivesHeadersOnly) {
 }
 
 TEST(UsageReport, CsvHasOneRowPerHostClassAndPerImage) {
-    const UsageReport r =
-        compute_usage(parse_sacct_parsable(kDay), vm7_on_node1(), kFrom, kTo, kTo);
+    const UsageReport r = report_of(kDay, vm7_on_node1(), kFrom, kTo, kTo);
     const std::vector<std::string> expected{
         "section,name,class,jobs,cpu_hours,elapsed_hours",
         "host,node1,bare,0,0.0000,0.0000",
@@ -247,8 +278,7 @@ TEST(UsageReport, CsvHasOneRowPerHostClassAndPerImage) {
 }
 
 TEST(UsageReport, TableAlignsColumnsAndShowsClassesThatHappened) {
-    const UsageReport r =
-        compute_usage(parse_sacct_parsable(kDay), vm7_on_node1(), kFrom, kTo, kTo);
+    const UsageReport r = report_of(kDay, vm7_on_node1(), kFrom, kTo, kTo);
     const std::vector<std::string> expected{
         "slurm-vm usage from 2026-01-01T00:00:00 to 2026-01-02T00:00:00",
         "",
@@ -267,8 +297,7 @@ TEST(UsageReport, TableAlignsColumnsAndShowsClassesThatHappened) {
 }
 
 TEST(UsageReport, JsonHasHostsWithEveryClassAndImages) {
-    const UsageReport r =
-        compute_usage(parse_sacct_parsable(kDay), vm7_on_node1(), kFrom, kTo, kTo);
+    const UsageReport r = report_of(kDay, vm7_on_node1(), kFrom, kTo, kTo);
     json_object *root = json_tokener_parse(render_report(r, ReportFormat::Json).c_str());
     ASSERT_NE(root, nullptr);
     json_object *hosts = json_object_object_get(root, "hosts");
@@ -292,6 +321,94 @@ TEST(UsageReport, JsonHasHostsWithEveryClassAndImages) {
                  "tiny");
     EXPECT_EQ(json_object_array_length(json_object_object_get(root, "warnings")), 0u);
     json_object_put(root);
+}
+
+// 5000 jobs are about 350 KB of sacct output: 1009 of 3000 were counted when the output was
+// cut at 64 KiB.
+TEST(UsageReport, CountsEveryJobOfSacctOutputLargerThan64KiB) {
+    const char *script =
+        "i=1; while [ $i -le 5000 ]; do "
+        "echo \"$i|u|node1|2|2026-01-01T10:00:00|2026-01-01T10:30:00|COMPLETED|\"; "
+        "i=$((i + 1)); done";
+    UsageAccumulator usage(HostMap{}, kFrom, kTo, kTo);
+    std::size_t bytes = 0;
+    const ProcessResult r = run_process_lines({"/bin/sh", "-c", script}, std::chrono::seconds(60),
+                                              [&](std::string_view line, bool complete) {
+                                                  bytes += line.size() + 1;
+                                                  usage.add_sacct_line(line, complete);
+                                              });
+    ASSERT_EQ(r.status, 0);
+    ASSERT_GT(bytes, 4 * kMaxCapturedOutput);
+    const UsageReport report = usage.finish();
+    EXPECT_TRUE(report.warnings.empty()) << report.warnings[0];
+    EXPECT_EQ(host(report, "node1").bare.jobs, 5000u);
+    EXPECT_DOUBLE_EQ(host(report, "node1").bare.cpu_hours, 5000.0);
+}
+
+TEST(UsageReport, ALineCutForLengthIsSkippedWithAWarning) {
+    UsageAccumulator usage(HostMap{}, kFrom, kTo, kTo);
+    usage.add_sacct_line("1|u|node1|1|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|");
+    usage.add_sacct_line(std::string(100, 'x'), false);  // what LineSplitter kept of it
+    const UsageReport r = usage.finish();
+    EXPECT_EQ(host(r, "node1").bare.jobs, 1u);
+    EXPECT_EQ(r.warnings,
+              std::vector<std::string>{"sacct output line 2: longer than 100 bytes; skipped"});
+}
+
+TEST(UsageReport, KeepsAHundredWarningsAndCountsTheRest) {
+    UsageAccumulator usage(HostMap{}, kFrom, kTo, kTo);
+    for (int i = 0; i < 150; ++i) {
+        usage.add_sacct_line("garbage");
+    }
+    const UsageReport r = usage.finish();
+    ASSERT_EQ(r.warnings.size(), kMaxReportWarnings + 1);
+    EXPECT_EQ(r.warnings[99].rfind("sacct output line 100: ", 0), 0u) << r.warnings[99];
+    EXPECT_EQ(r.warnings.back(), "50 more warnings not shown");
+}
+
+// Sets TZ for one test, then puts the old zone back for the others.
+class LocalZone {
+  public:
+    explicit LocalZone(const char *zone) {
+        if (const char *old = getenv("TZ")) {
+            old_ = old;
+        }
+        setenv("TZ", zone, 1);
+        tzset();
+    }
+    ~LocalZone() {
+        if (old_) {
+            setenv("TZ", old_->c_str(), 1);
+        } else {
+            unsetenv("TZ");
+        }
+        tzset();
+    }
+
+  private:
+    std::optional<std::string> old_;
+};
+
+TEST(DefaultReportWindow, IsYesterdayFromMidnightToMidnight) {
+    ReportWindow w = default_report_window(at("2026-03-15T13:45:10"));
+    EXPECT_EQ(format_local_time(w.from), "2026-03-14T00:00:00");
+    EXPECT_EQ(format_local_time(w.to), "2026-03-15T00:00:00");
+
+    w = default_report_window(at("2026-03-15"));  // at midnight: the day that just ended
+    EXPECT_EQ(format_local_time(w.from), "2026-03-14T00:00:00");
+    EXPECT_EQ(format_local_time(w.to), "2026-03-15T00:00:00");
+
+    w = default_report_window(at("2026-01-01T08:00"));
+    EXPECT_EQ(format_local_time(w.from), "2025-12-31T00:00:00");
+    EXPECT_EQ(format_local_time(w.to), "2026-01-01T00:00:00");
+}
+
+TEST(DefaultReportWindow, ADaylightSavingDayHas23Hours) {
+    const LocalZone berlin("Europe/Berlin");
+    const ReportWindow w = default_report_window(at("2026-03-30T12:00"));
+    EXPECT_EQ(format_local_time(w.from), "2026-03-29T00:00:00");
+    EXPECT_EQ(format_local_time(w.to), "2026-03-30T00:00:00");
+    EXPECT_EQ(w.to - w.from, 23 * 3600);
 }
 
 TEST(ReportFormat, AcceptsTheThreeNamesOnly) {
