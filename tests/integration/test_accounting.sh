@@ -115,3 +115,32 @@ test_running_view_lists_jobs_in_a_hosts_vms_and_on_its_vm_nodes() {
   wait_job_done "$vmjob" 60
   assert_no_leftovers
 }
+
+test_report_without_a_window_reports_yesterday_and_refuses_unknown_options() {
+  local out yesterday today rc=0
+  yesterday=$(date -d yesterday +%Y-%m-%d)
+  today=$(date +%Y-%m-%d)
+  out=$(slurm-vm report) || fail "slurm-vm report without a window failed: $out"
+  assert_eq "$(printf '%s\n' "$out" | head -1)" \
+    "slurm-vm usage from ${yesterday}T00:00:00 to ${today}T00:00:00" "the window of a bare report"
+  out=$(slurm-vm report --bogus 2>&1) || rc=$?
+  assert_eq "$rc" "2" "exit status of an unknown option"
+  assert_eq "$(printf '%s\n' "$out" | wc -l)" "1" "lines of the error"
+  assert_contains "$out" "'--bogus'" "the error"
+}
+
+# More than 64 KiB of sacct output: the report must count every job, not a prefix of them.
+test_report_counts_every_job_of_a_large_sacct_output() {
+  local j csv n=3000
+  j=$(as_user "sbatch --parsable -o /dev/null --wrap true")
+  wait_job_done "$j" 60
+  sacct_lines_of "$j" "$TEST_DIR/one.txt"
+  # The same allocation line under 3000 job ids: about 200 KB.
+  awk -F'|' -v n=$n 'BEGIN{OFS="|"} {for (i = 1; i <= n; i++) {$1 = i; print}}' \
+    "$TEST_DIR/one.txt" >"$TEST_DIR/sacct.txt"
+  [ "$(stat -c %s "$TEST_DIR/sacct.txt")" -gt 65536 ] || fail "the test output is too small"
+  # shellcheck disable=SC2046
+  csv=$(slurm-vm report $(report_window "$j") --format csv --sacct-output "$TEST_DIR/sacct.txt" 2>&1)
+  assert_contains "$csv" "^host,[^,]*,total,$n," "report"
+  assert_not_contains "$csv" "warning" "report"
+}
