@@ -111,13 +111,16 @@ class HostCallRelay {
     const std::string &socket_path() const { return path_; }
 
     // Appends the descriptors to poll; after poll(), process() takes the same vector and the
-    // index of the first of them. Frames for the host are appended to to_host.
-    void add_pollfds(std::vector<pollfd> &pfds);
+    // index of the first of them. Frames for the host are appended to to_host. Shims are read
+    // (and new ones accepted) only while `room`: to_host has space (backpressure from a host
+    // that reads slowly, instead of buffering without bound).
+    void add_pollfds(std::vector<pollfd> &pfds, bool room);
     void process(const std::vector<pollfd> &pfds, std::size_t first, std::string &to_host);
     // A HOSTCALL_STDOUT, HOSTCALL_STDERR or HOSTCALL_EXIT frame from the host.
     void from_host(const protocol::Frame &frame);
-    // True while a shim is slow to take its output: the port must not be read meanwhile, so
-    // the host feels the backpressure instead of the agent buffering without bound.
+    // True while shims are slow to take their output (one has over 1 MiB waiting, or all
+    // together over 4 MiB): the port must not be read meanwhile, so the host feels the
+    // backpressure instead of the agent buffering without bound.
     bool backlogged() const;
 
   private:

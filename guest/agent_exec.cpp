@@ -463,7 +463,7 @@ SessionResult ExecSession::run(const Frame &request) {
         pfds[3] = {stdin_.empty() ? -1 : child_.stdin_w.get(), POLLOUT, 0};
         pfds[4] = {signals_.fd(), POLLIN, 0};
         if (hostcalls_) {
-            hostcalls_->add_pollfds(pfds);
+            hostcalls_->add_pollfds(pfds, room);
         }
         int timeout = -1;
         if (exited_) {

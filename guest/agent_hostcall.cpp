@@ -28,8 +28,10 @@ using protocol::UniqueFd;
 
 namespace {
 
-// Output of one call waiting for its shim: above this, the port is not read (backpressure).
+// Output of one call waiting for its shim, and of all calls together: above this, the port is
+// not read (backpressure).
 constexpr std::size_t kMaxShimBacklog = 1024 * 1024;
+constexpr std::size_t kMaxTotalShimBacklog = 4 * 1024 * 1024;
 // Calls running at once in one session; more is a runaway loop, not a job.
 constexpr std::size_t kMaxCallsPerSession = 128;
 // On the local socket frames carry no session: the socket is the session's own.
@@ -91,12 +93,15 @@ HostCallRelay::~HostCallRelay() {
     }
 }
 
-void HostCallRelay::add_pollfds(std::vector<pollfd> &pfds) {
-    pfds.push_back({listen_.get(), POLLIN, 0});
+void HostCallRelay::add_pollfds(std::vector<pollfd> &pfds, bool room) {
+    // Beyond the limit, one more shim is accepted to be told so; the rest wait in the backlog
+    // until shims end, instead of each costing a descriptor and a buffer here.
+    const bool accept = room && shims_.size() <= kMaxCallsPerSession;
+    pfds.push_back({accept ? listen_.get() : -1, POLLIN, 0});
     polled_.clear();
     for (auto &[call, shim] : shims_) {
         // A shim whose call ended is only sent its last frames; what it says is of no use.
-        short events = shim.ended ? 0 : POLLIN;
+        short events = shim.ended || !room ? 0 : POLLIN;
         if (!shim.out.empty()) {
             events |= POLLOUT;
         }
@@ -165,6 +170,7 @@ void HostCallRelay::accept_shims() {
         if (shims_.size() > kMaxCallsPerSession) {
             fail_call(shim, "too many host calls at once in this job (at most " +
                                 std::to_string(kMaxCallsPerSession) + ")");
+            return;  // the others wait in the backlog (see add_pollfds)
         }
     }
 }
@@ -265,8 +271,14 @@ void HostCallRelay::from_host(const Frame &frame) {
 }
 
 bool HostCallRelay::backlogged() const {
-    return std::any_of(shims_.begin(), shims_.end(),
-                       [](const auto &entry) { return entry.second.out.size() > kMaxShimBacklog; });
+    std::size_t total = 0;
+    for (const auto &[call, shim] : shims_) {
+        if (shim.out.size() > kMaxShimBacklog) {
+            return true;
+        }
+        total += shim.out.size();
+    }
+    return total > kMaxTotalShimBacklog;
 }
 
 namespace {

@@ -442,6 +442,42 @@ TEST_F(AgentTest, ANewSessionReplacesOneWhoseHostLeftUnnoticed) {
     EXPECT_TRUE(wait_until([&] { return process_gone(first); }));
 }
 
+// Resident memory of the agent's port servers, in KiB.
+std::size_t servers_rss_kib(pid_t agent) {
+    std::ifstream children("/proc/" + std::to_string(agent) + "/task/" + std::to_string(agent) +
+                           "/children");
+    std::size_t total = 0;
+    pid_t pid;
+    while (children >> pid) {
+        std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+        std::string key;
+        while (status >> key) {
+            if (key == "VmRSS:") {
+                std::size_t kib = 0;
+                status >> kib;
+                total += kib;
+                break;
+            }
+        }
+    }
+    return total;
+}
+
+TEST_F(AgentTest, StopsReadingTheCommandWhileTheHostDoesNotRead) {
+    UniqueFd sock = connect_raw();
+    send_raw(sock.get(), FrameType::Exec, 9, protocol::encode_exec(shell("exec cat /dev/zero")));
+    send_raw(sock.get(), FrameType::StdinEof, 9);
+    sleep_ms(1000);
+    const std::size_t before = servers_rss_kib(agent_.pid());
+    ASSERT_GT(before, 0u);
+    // The command writes as fast as it can; a server that kept reading its pipe would grow by
+    // hundreds of MiB in this time.
+    sleep_ms(2000);
+    const std::size_t after = servers_rss_kib(agent_.pid());
+    EXPECT_LT(after, before + 8 * 1024)
+        << "the agent's servers grew from " << before << " to " << after << " KiB";
+}
+
 TEST_F(AgentTest, ReportsALostAgent) {
     // The command kills the agent's server serving it: the client must not hang.
     try {
