@@ -3,16 +3,20 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstring>
+#include <deque>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "host_calls.h"
+#include "image_name.h"
 #include "protocol/fd.h"
 #include "protocol/frame.h"
 
@@ -29,9 +33,24 @@ constexpr int kPortWaitMs = 60000;
 constexpr int kPortRetryMs = 100;
 // From EXEC to STARTED: the agent forks and execs; a VM this slow is broken.
 constexpr int kStartTimeoutMs = 60000;
+// Connecting to a port whose lock this client holds: QEMU takes the connection at once unless
+// its user stopped it, and then the task must not hang for ever either.
+constexpr int kConnectTimeoutMs = 30000;
+// Between two connects to a listener whose backlog is full.
+constexpr int kConnectRetryMaxMs = 50;
 constexpr std::size_t kChunk = 65536;
-// Stdin read ahead of the socket: above this, stop reading stdin until the socket drains.
+// Stdin and host-call output read ahead of the socket: above this, stop reading them.
 constexpr std::size_t kMaxPendingToAgent = 256 * 1024;
+// Everything waiting to go to the agent, including the answers to its own frames (a refused
+// host call answers at once): above this, the socket is not read, so an agent that sends
+// without reading cannot grow this process. Well above kMaxPendingToAgent, so that stdin read
+// ahead alone never stops the socket (the command may need its output read to take more input).
+constexpr std::size_t kMaxQueuedToAgent = 1024 * 1024;
+// The command's output that stdout/stderr have not taken yet: above this, no more frames are
+// taken (and the socket is not read) until the reader catches up.
+constexpr std::size_t kMaxPendingOutput = 256 * 1024;
+// Guest text in one message.
+constexpr std::size_t kMaxGuestText = 512;
 
 std::atomic<int> g_signal_write_fd{-1};
 struct sigaction g_previous_actions[NSIG];
@@ -52,65 +71,88 @@ std::string lost_connection(const std::string &reason) {
     return "lost the connection to the VM's agent (" + reason + ")";
 }
 
-UniqueFd connect_socket(const std::string &path) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) {
-        throw Error("exec channel " + path + ": socket path too long");
-    }
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) {
-        throw Error("exec channel " + path + ": socket: " + errno_text(errno));
-    }
-    int r;
-    while ((r = ::connect(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof addr)) != 0 &&
-           errno == EINTR) {
-    }
-    if (r != 0) {
-        throw Error("cannot connect to the VM's exec channel " + path + ": " + errno_text(errno));
-    }
-    protocol::set_nonblocking(fd.get());
-    return fd;
+int ms_left(std::int64_t deadline) {
+    return static_cast<int>(std::max<std::int64_t>(0, deadline - protocol::monotonic_ms()));
 }
 
-// One request, one reply, with a deadline: PING and SETUP.
-Frame request_reply(const std::string &socket_path, FrameType type, const std::string &payload,
-                    int timeout_ms) {
+// One request, one reply, both within the deadline: PING and SETUP.
+Frame request_reply(int sock, const std::string &channel, FrameType type,
+                    const std::string &payload, int timeout_ms, std::int64_t deadline) {
     const std::string what = std::string(protocol::frame_type_name(type));
-    const std::int64_t deadline = protocol::monotonic_ms() + timeout_ms;
-    UniqueFd sock = connect_socket(socket_path);
     const std::uint32_t session = protocol::random_session_id();
     const auto timed_out = [&] {
-        return Error("the VM's agent did not answer " + what + " on " + socket_path + " within " +
+        return Error("the VM's agent did not answer " + what + " on " + channel + " within " +
                      std::to_string(timeout_ms) + " ms");
     };
-    auto written = protocol::write_all(sock.get(), protocol::encode_frame(type, session, payload),
-                                       timeout_ms, "exec channel " + socket_path);
+    auto written = protocol::write_all(sock, protocol::encode_frame(type, session, payload),
+                                       ms_left(deadline), "exec channel " + channel);
     if (written == protocol::WriteResult::TimedOut) {
         throw timed_out();
     }
     if (written == protocol::WriteResult::PeerGone) {
-        throw Error(lost_connection("the channel " + socket_path + " was closed"));
+        throw Error(lost_connection("the channel " + channel + " was closed"));
     }
     FrameReader reader;
     reader.expect_session(session);
     for (;;) {
-        if (auto frame = reader.next()) {
-            return std::move(*frame);
+        try {
+            if (auto frame = reader.next()) {
+                return std::move(*frame);
+            }
+        } catch (const protocol::ProtocolError &e) {
+            throw Error(
+                lost_connection("protocol error on " + channel + ": " + guest_text(e.what())));
         }
-        std::int64_t left = deadline - protocol::monotonic_ms();
+        const int left = ms_left(deadline);
         if (left <= 0) {
             throw timed_out();
         }
-        pollfd pfd{sock.get(), POLLIN, 0};
-        int r = ::poll(&pfd, 1, static_cast<int>(left));
+        pollfd pfd{sock, POLLIN, 0};
+        int r = ::poll(&pfd, 1, left);
         if (r < 0 && errno != EINTR) {
-            throw Error("poll on exec channel " + socket_path + ": " + errno_text(errno));
+            throw Error("poll on exec channel " + channel + ": " + errno_text(errno));
         }
-        if (r > 0 && reader.fill_from(sock.get()) == FrameReader::Fill::Closed) {
-            throw Error(lost_connection("the channel " + socket_path + " was closed"));
+        if (r > 0 && reader.fill_from(sock) == FrameReader::Fill::Closed) {
+            throw Error(lost_connection("the channel " + channel + " was closed"));
         }
+    }
+}
+
+void ping_within(int sock, const std::string &channel, int timeout_ms, std::int64_t deadline) {
+    Frame reply = request_reply(sock, channel, FrameType::Ping, "", timeout_ms, deadline);
+    if (reply.type != FrameType::Pong) {
+        throw Error("the VM's agent on " + channel + " answered PING with " +
+                    protocol::frame_type_name(reply.type));
+    }
+    AgentInfo info;
+    try {
+        info = protocol::decode_pong(reply.payload);
+    } catch (const protocol::ProtocolError &e) {
+        throw Error("the VM's agent on " + channel + ": " + guest_text(e.what()));
+    }
+    if (info.version != protocol::kProtocolVersion) {
+        throw Error("the VM's agent on " + channel + " speaks protocol version " +
+                    std::to_string(info.version) + ", this host speaks version " +
+                    std::to_string(protocol::kProtocolVersion));
+    }
+}
+
+void setup_within(int sock, const std::string &channel, const SetupRequest &request, int timeout_ms,
+                  std::int64_t deadline) {
+    Frame reply = request_reply(sock, channel, FrameType::Setup, protocol::encode_setup(request),
+                                timeout_ms, deadline);
+    if (reply.type == FrameType::Error) {
+        std::string reason;
+        try {
+            reason = protocol::decode_error(reply.payload).message;
+        } catch (const protocol::ProtocolError &e) {
+            reason = e.what();
+        }
+        throw Error("guest setup of " + request.hostname + " failed: " + guest_text(reason));
+    }
+    if (reply.type != FrameType::Ok) {
+        throw Error("the VM's agent on " + channel + " answered SETUP with " +
+                    protocol::frame_type_name(reply.type));
     }
 }
 
@@ -162,6 +204,147 @@ PortLock acquire_port(const std::string &channel_dir, unsigned ports, SignalForw
     }
 }
 
+// The remote command's stdout and stderr on their way to the caller's descriptors. Nothing here
+// waits for a reader, so that signals are still forwarded while one is slow; the session takes
+// no more frames while size() is above kMaxPendingOutput. Bytes leave in the order they came,
+// as stdout and stderr may be one pipe.
+class OutputQueue {
+  public:
+    OutputQueue(int stdout_fd, int stderr_fd)
+        : sinks_{make_sink(stdout_fd, "stdout"), make_sink(stderr_fd, "stderr")} {}
+
+    // Output of a descriptor below 0 is dropped.
+    void push(bool is_stdout, std::string data);
+    std::size_t size() const { return size_; }
+    // The descriptor to poll for POLLOUT; -1 when nothing waits.
+    int waiting_fd() const { return chunks_.empty() ? -1 : sinks_[chunks_.front().sink].fd; }
+    // Writes what the descriptors take now. Throws Error when a reader went away.
+    void write_ready();
+    // Writes everything, waiting for the readers (the command has ended).
+    void drain();
+
+  private:
+    enum class Mode {
+        Plain,    // a file, or already non-blocking: write() never waits for a reader
+        Socket,   // send(MSG_DONTWAIT)
+        PipeBuf,  // a pipe or terminal that may be shared, so its flags stay as they are:
+                  // after POLLOUT, PIPE_BUF bytes go without waiting (on a terminal, a write
+                  // may still wait briefly for it to drain)
+    };
+    struct Sink {
+        int fd;
+        Mode mode;
+        const char *name;
+    };
+    struct Chunk {
+        std::size_t sink;
+        std::string data;
+        std::size_t offset = 0;
+    };
+
+    static Sink make_sink(int fd, const char *name);
+    // Bytes written; 0 when the descriptor takes nothing now.
+    static std::size_t write_some(const Sink &sink, std::string_view data);
+
+    Sink sinks_[2];
+    std::deque<Chunk> chunks_;
+    std::size_t size_ = 0;
+};
+
+OutputQueue::Sink OutputQueue::make_sink(int fd, const char *name) {
+    if (fd < 0) {
+        return {-1, Mode::Plain, name};
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        return {fd, Mode::Socket, name};
+    }
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (::fstat(fd, &st) != 0 || S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) ||
+        (flags >= 0 && (flags & O_NONBLOCK))) {
+        return {fd, Mode::Plain, name};
+    }
+    return {fd, Mode::PipeBuf, name};
+}
+
+std::size_t OutputQueue::write_some(const Sink &sink, std::string_view data) {
+    const auto gone = [&] {
+        return Error(std::string("writing the command's ") + sink.name + ": the reader went away");
+    };
+    for (;;) {
+        ssize_t n = 0;
+        if (sink.mode == Mode::Socket) {
+            n = ::send(sink.fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else if (sink.mode == Mode::Plain) {
+            n = ::write(sink.fd, data.data(), data.size());
+        } else {
+            pollfd pfd{sink.fd, POLLOUT, 0};
+            const int r = ::poll(&pfd, 1, 0);
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            if (r == 0) {
+                return 0;
+            }
+            if (r > 0 && !(pfd.revents & POLLOUT)) {
+                throw gone();  // POLLERR: no reader any more
+            }
+            n = ::write(sink.fd, data.data(), std::min<std::size_t>(data.size(), PIPE_BUF));
+        }
+        if (n >= 0) {
+            return static_cast<std::size_t>(n);
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        if (errno == EPIPE || errno == ECONNRESET || errno == EIO) {
+            throw gone();
+        }
+        throw Error(std::string("writing the command's ") + sink.name + ": " + errno_text(errno));
+    }
+}
+
+void OutputQueue::push(bool is_stdout, std::string data) {
+    const std::size_t sink = is_stdout ? 0 : 1;
+    if (sinks_[sink].fd < 0 || data.empty()) {
+        return;
+    }
+    size_ += data.size();
+    chunks_.push_back({sink, std::move(data)});
+}
+
+void OutputQueue::write_ready() {
+    while (!chunks_.empty()) {
+        Chunk &chunk = chunks_.front();
+        const std::size_t n =
+            write_some(sinks_[chunk.sink], std::string_view(chunk.data).substr(chunk.offset));
+        if (n == 0) {
+            return;
+        }
+        chunk.offset += n;
+        size_ -= n;
+        if (chunk.offset == chunk.data.size()) {
+            chunks_.pop_front();
+        }
+    }
+}
+
+void OutputQueue::drain() {
+    for (;;) {
+        write_ready();
+        if (chunks_.empty()) {
+            return;
+        }
+        pollfd pfd{waiting_fd(), POLLOUT, 0};
+        if (::poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+            throw Error("poll: " + errno_text(errno));
+        }
+    }
+}
+
 // One EXEC session from the host's side.
 class ClientSession {
   public:
@@ -170,8 +353,7 @@ class ClientSession {
         : sock_(std::move(sock)),
           path_(std::move(socket_path)),
           stdin_fd_(stdin_fd),
-          stdout_fd_(stdout_fd),
-          stderr_fd_(stderr_fd),
+          output_(stdout_fd, stderr_fd),
           signals_(signals),
           session_(protocol::random_session_id()),
           hostcalls_(hostcalls, session_) {
@@ -184,21 +366,26 @@ class ClientSession {
     void send(FrameType type, std::string_view payload = {}) {
         protocol::append_frame(out_, type, session_, payload);
     }
+    // False while the output or what waits for the agent is over its limit: the frames already
+    // read stay in the reader and the socket is not read.
+    bool taking_frames() const {
+        return output_.size() < kMaxPendingOutput && out_.size() < kMaxQueuedToAgent;
+    }
     void flush();
     void read_stdin();
     void forward_signals();
-    void write_output(int fd, const std::string &data, const char *stream);
-    std::optional<int> handle(const Frame &frame);
+    std::optional<int> handle(Frame &frame);
 
     UniqueFd sock_;
     std::string path_;
-    int stdin_fd_, stdout_fd_, stderr_fd_;
+    int stdin_fd_;
+    OutputQueue output_;
     SignalForwarder *signals_;
     std::uint32_t session_;
     // Declared after session_ (it stamps frames with it); stops its commands on destruction.
     HostCallRunner hostcalls_;
     FrameReader reader_;
-    std::string out_;
+    std::string out_;  // frames waiting to go to the agent
     bool started_ = false;
     bool stdin_open_ = false;
 };
@@ -239,16 +426,7 @@ void ClientSession::forward_signals() {
     }
 }
 
-void ClientSession::write_output(int fd, const std::string &data, const char *stream) {
-    if (fd < 0) {
-        return;
-    }
-    if (protocol::write_all(fd, data, -1, stream) != protocol::WriteResult::Done) {
-        throw Error(std::string("writing the command's ") + stream + ": the reader went away");
-    }
-}
-
-std::optional<int> ClientSession::handle(const Frame &frame) {
+std::optional<int> ClientSession::handle(Frame &frame) {
     switch (frame.type) {
         case FrameType::Started:
             protocol::decode_started(frame.payload);
@@ -259,13 +437,11 @@ std::optional<int> ClientSession::handle(const Frame &frame) {
             if (!started_) {
                 throw RemoteStartError(error);
             }
-            throw Error("the VM's agent reported: " + error.message);
+            throw Error("the VM's agent reported: " + guest_text(error.message));
         }
         case FrameType::Stdout:
-            write_output(stdout_fd_, frame.payload, "stdout");
-            break;
         case FrameType::Stderr:
-            write_output(stderr_fd_, frame.payload, "stderr");
+            output_.push(frame.type == FrameType::Stdout, std::move(frame.payload));
             break;
         case FrameType::Exit:
             return protocol::decode_exit(frame.payload).wait_status();
@@ -290,20 +466,31 @@ int ClientSession::run(const std::string &exec_payload) {
     const std::int64_t start_deadline = protocol::monotonic_ms() + kStartTimeoutMs;
     for (;;) {
         try {
-            while (auto frame = reader_.next()) {
+            while (taking_frames()) {
+                auto frame = reader_.next();
+                if (!frame) {
+                    break;
+                }
                 if (auto status = handle(*frame)) {
+                    // Host calls still running are stopped by hostcalls_'s destructor.
+                    output_.drain();
                     return *status;
                 }
             }
         } catch (const protocol::ProtocolError &e) {
-            throw Error(lost_connection(std::string("protocol error: ") + e.what()));
+            throw Error(lost_connection("protocol error: " + guest_text(e.what())));
         }
-        std::vector<pollfd> pfds(3);
-        pfds[0] = {sock_.get(), static_cast<short>(POLLIN | (out_.empty() ? 0 : POLLOUT)), 0};
+        // The socket is read only while frames are taken, and written while anything waits:
+        // with neither, it is left out of poll() (POLLHUP alone would wake it in a loop).
+        const short sock_events =
+            static_cast<short>((taking_frames() ? POLLIN : 0) | (out_.empty() ? 0 : POLLOUT));
         const bool room = out_.size() < kMaxPendingToAgent;
         const bool read_stdin_now = started_ && stdin_open_ && room;
+        std::vector<pollfd> pfds(4);
+        pfds[0] = {sock_events != 0 ? sock_.get() : -1, sock_events, 0};
         pfds[1] = {read_stdin_now ? stdin_fd_ : -1, POLLIN, 0};
         pfds[2] = {signals_ ? signals_->fd() : -1, POLLIN, 0};
+        pfds[3] = {output_.waiting_fd(), POLLOUT, 0};
         hostcalls_.add_pollfds(pfds, room);
         int timeout = hostcalls_.poll_timeout_ms();
         if (!started_) {
@@ -327,14 +514,17 @@ int ClientSession::run(const std::string &exec_payload) {
         if (pfds[1].revents) {
             read_stdin();
         }
-        if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (pfds[3].revents) {
+            output_.write_ready();
+        }
+        if ((sock_events & POLLIN) && (pfds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             if (reader_.fill_from(sock_.get()) == FrameReader::Fill::Closed) {
                 int err = reader_.last_read_errno();
                 throw Error(lost_connection(err ? "reading " + path_ + ": " + errno_text(err)
                                                 : "the channel " + path_ + " was closed"));
             }
         }
-        hostcalls_.process(pfds, 3, out_);
+        hostcalls_.process(pfds, 4, out_);
         flush();
     }
 }
@@ -386,31 +576,95 @@ const std::vector<int> &SignalForwarder::caught_signals() {
     return signals;
 }
 
-void ping_agent(const std::string &socket_path, int timeout_ms) {
-    Frame reply = request_reply(socket_path, FrameType::Ping, "", timeout_ms);
-    if (reply.type != FrameType::Pong) {
-        throw Error("the VM's agent on " + socket_path + " answered PING with " +
-                    protocol::frame_type_name(reply.type));
+std::string guest_text(std::string_view text) {
+    if (text.size() <= kMaxGuestText) {
+        return printable(text);
     }
-    AgentInfo info = protocol::decode_pong(reply.payload);
-    if (info.version != protocol::kProtocolVersion) {
-        throw Error("the VM's agent on " + socket_path + " speaks protocol version " +
-                    std::to_string(info.version) + ", this host speaks version " +
-                    std::to_string(protocol::kProtocolVersion));
+    return printable(text.substr(0, kMaxGuestText)) + "...";
+}
+
+UniqueFd connect_unix_with_deadline(const std::string &path, int timeout_ms) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) {
+        throw Error("exec channel " + path + ": socket path too long");
+    }
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    const std::int64_t deadline = protocol::monotonic_ms() + std::max(0, timeout_ms);
+    const auto failed = [&](int err) {
+        return Error("cannot connect to the VM's exec channel " + path + ": " + errno_text(err));
+    };
+    const auto timed_out = [&] {
+        return Error("cannot connect to the VM's exec channel " + path + " within " +
+                     std::to_string(timeout_ms) + " ms (nothing takes the connection)");
+    };
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) {
+        throw Error("exec channel " + path + ": socket: " + errno_text(errno));
+    }
+    int retry_ms = 1;
+    for (;;) {
+        if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0) {
+            return fd;
+        }
+        const int err = errno;
+        if (err == EAGAIN) {
+            // A unix listener whose backlog is full (QEMU stopped, or flooded by the socket's
+            // owner) refuses a non-blocking connect at once instead of queueing it: try again
+            // until the deadline.
+            const int left = ms_left(deadline);
+            if (left <= 0) {
+                throw timed_out();
+            }
+            ::poll(nullptr, 0, std::min(retry_ms, left));
+            retry_ms = std::min(retry_ms * 2, kConnectRetryMaxMs);
+            continue;
+        }
+        if (err != EINPROGRESS && err != EALREADY && err != EINTR) {
+            throw failed(err);
+        }
+        // In progress (other socket families behave so): writable once it completes.
+        pollfd pfd{fd.get(), POLLOUT, 0};
+        const int r = ::poll(&pfd, 1, ms_left(deadline));
+        if (r < 0 && errno != EINTR) {
+            throw Error("poll on exec channel " + path + ": " + errno_text(errno));
+        }
+        if (r == 0) {
+            throw timed_out();
+        }
+        if (r > 0) {
+            int so_error = 0;
+            socklen_t len = sizeof so_error;
+            if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) {
+                throw failed(errno);
+            }
+            if (so_error == 0) {
+                return fd;
+            }
+            throw failed(so_error);
+        }
     }
 }
 
+void ping_agent(const std::string &socket_path, int timeout_ms) {
+    const std::int64_t deadline = protocol::monotonic_ms() + timeout_ms;
+    UniqueFd sock = connect_unix_with_deadline(socket_path, timeout_ms);
+    ping_within(sock.get(), socket_path, timeout_ms, deadline);
+}
+
+void ping_agent(int socket, const std::string &channel, int timeout_ms) {
+    ping_within(socket, channel, timeout_ms, protocol::monotonic_ms() + timeout_ms);
+}
+
 void setup_guest(const std::string &socket_path, const SetupRequest &request, int timeout_ms) {
-    Frame reply =
-        request_reply(socket_path, FrameType::Setup, protocol::encode_setup(request), timeout_ms);
-    if (reply.type == FrameType::Error) {
-        throw Error("guest setup of " + request.hostname +
-                    " failed: " + protocol::decode_error(reply.payload).message);
-    }
-    if (reply.type != FrameType::Ok) {
-        throw Error("the VM's agent on " + socket_path + " answered SETUP with " +
-                    protocol::frame_type_name(reply.type));
-    }
+    const std::int64_t deadline = protocol::monotonic_ms() + timeout_ms;
+    UniqueFd sock = connect_unix_with_deadline(socket_path, timeout_ms);
+    setup_within(sock.get(), socket_path, request, timeout_ms, deadline);
+}
+
+void setup_guest(int socket, const std::string &channel, const SetupRequest &request,
+                 int timeout_ms) {
+    setup_within(socket, channel, request, timeout_ms, protocol::monotonic_ms() + timeout_ms);
 }
 
 int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecRequest &request,
@@ -429,8 +683,8 @@ int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecReque
         return port.signal;  // as if killed by it: WIFSIGNALED, WTERMSIG == signal
     }
     const std::string path = channel_dir + "/exec." + std::to_string(port.index) + ".sock";
-    ClientSession session(connect_socket(path), path, stdin_fd, stdout_fd, stderr_fd, signals,
-                          hostcalls);
+    ClientSession session(connect_unix_with_deadline(path, kConnectTimeoutMs), path, stdin_fd,
+                          stdout_fd, stderr_fd, signals, hostcalls);
     return session.run(payload);
 }
 

@@ -7,20 +7,29 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "error.h"
+#include "protocol/fd.h"        // UniqueFd
 #include "protocol/messages.h"  // ExecRequest, SetupRequest, GuestMount, RemoteExit
 
 namespace svm {
 
+// Text the guest sent, fit for a one-line message in a host log: at most 512 bytes of it, each
+// byte that is not printable ASCII written as \xNN (a newline from the guest must not forge a
+// line of slurmd's log).
+std::string guest_text(std::string_view text);
+
 // The agent could not start the command (ERROR before STARTED): the message is the agent's
-// ("execve(): nosuchcmd: No such file or directory"); stage and error_number say which step
-// failed and why, for exit codes like a shell's (127, 126).
+// ("execve(): nosuchcmd: No such file or directory"), made printable; stage and error_number
+// say which step failed and why, for exit codes like a shell's (127, 126).
 class RemoteStartError : public Error {
   public:
     explicit RemoteStartError(const AgentError &error)
-        : Error(error.message), stage_(error.stage), error_number_(error.error_number) {}
+        : Error(guest_text(error.message)),
+          stage_(error.stage),
+          error_number_(error.error_number) {}
     const std::string &stage() const { return stage_; }
     int error_number() const { return error_number_; }
 
@@ -62,18 +71,32 @@ struct HostCallPolicy {
     std::vector<std::string> search_dirs = {"/usr/bin", "/usr/local/bin", "/bin"};
 };
 
-// Connects to one exec port socket, sends PING and waits for PONG. Throws Error when the agent
-// does not answer within timeout_ms, or the socket cannot be reached.
-void ping_agent(const std::string &socket_path, int timeout_ms);
+// Connects a unix stream socket to `path`, giving up after timeout_ms: the listener belongs to
+// the job's user (QEMU runs as them), who can stop it or fill its backlog, and root must not
+// wait for ever. `path` is used as given, so a caller that validated the socket through an
+// O_PATH descriptor passes "/proc/self/fd/N". Returns the socket, non-blocking. Throws Error
+// ("cannot connect to the VM's exec channel PATH: ...").
+protocol::UniqueFd connect_unix_with_deadline(const std::string &path, int timeout_ms);
 
-// Sends SETUP (hostname, 9p mounts) and waits for the agent's OK. Throws Error with the agent's
-// reason when it refuses.
+// Connects to one exec port socket, sends PING and waits for PONG, all within timeout_ms.
+// Throws Error when the agent does not answer in time, or the socket cannot be reached.
+void ping_agent(const std::string &socket_path, int timeout_ms);
+// The same on a socket the caller connected (connect_unix_with_deadline); `channel` names it in
+// messages. The socket may take further requests afterwards.
+void ping_agent(int socket, const std::string &channel, int timeout_ms);
+
+// Sends SETUP (hostname, 9p mounts) and waits for the agent's OK, all within timeout_ms. Throws
+// Error with the agent's reason (made printable) when it refuses.
 void setup_guest(const std::string &socket_path, const SetupRequest &request, int timeout_ms);
+void setup_guest(int socket, const std::string &channel, const SetupRequest &request,
+                 int timeout_ms);
 
 // Runs request in the VM whose exec ports live in channel_dir (ports of them), waiting up to
 // 60 s for a free port. Streams stdin_fd (if >= 0; otherwise the command's stdin is at end of
 // file) and the command's stdout/stderr to stdout_fd/stderr_fd (discarded if < 0). With
-// signals, caught signals go to the remote command's process group.
+// signals, caught signals go to the remote command's process group. Output that the caller's
+// stdout/stderr do not take yet waits in a bounded buffer; while it is full the channel is not
+// read, so a guest writing faster than the reader pushes back instead of growing this process.
 // Returns a wait(2)-style status (WIFEXITED/WIFSIGNALED work). If a signal that would end the
 // caller arrives while no port is free, returns that signal as the status without running.
 // Throws RemoteStartError if the command could not start, Error for transport failures

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "image_name.h"
 #include "protocol/frame.h"
 
 extern char **environ;
@@ -31,6 +32,11 @@ constexpr int kWaitPollMs = 100;
 // The agent allows as many per session; more from the guest is a broken or hostile agent.
 constexpr std::size_t kMaxCalls = 128;
 
+// Of a command name the guest sent, a refusal shows at most this much: the refusal goes back at
+// once, so an echo of the whole name (up to a frame's 4 MiB) would let a guest multiply the
+// memory and bandwidth it costs the host.
+constexpr std::size_t kMaxShownName = 64;
+
 constexpr int kExitNotFound = 127;
 constexpr int kExitNotExecutable = 126;
 constexpr int kExitUnavailable = 255;
@@ -47,6 +53,14 @@ std::string join(const std::vector<std::string> &items, const char *separator) {
         text += (text.empty() ? "" : separator) + item;
     }
     return text;
+}
+
+// The command name as a refusal shows it: its start, printable.
+std::string shown_name(std::string_view name) {
+    if (name.size() <= kMaxShownName) {
+        return printable(name);
+    }
+    return printable(name.substr(0, kMaxShownName)) + "...";
 }
 
 bool is_directory(const std::string &path) {
@@ -145,7 +159,7 @@ void HostCallRunner::start(const HostCallRequest &request, std::string &out) {
     if (name.find('/') != std::string::npos ||
         std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
         refuse(request.call,
-               name + " cannot be run on the host from a VM job (allowed: " +
+               shown_name(name) + " cannot be run on the host from a VM job (allowed: " +
                    (allowed.empty() ? std::string("none") : join(allowed, ", ")) + ")",
                kExitNotFound, out);
         return;

@@ -13,6 +13,8 @@ namespace {
 constexpr char kMagic0 = 'S';
 constexpr char kMagic1 = 'V';
 constexpr std::size_t kReadChunk = 65536 + kHeaderSize;
+// A buffer that held a large frame (a batch script) gives its memory back once it is empty.
+constexpr std::size_t kKeepCapacity = 256 * 1024;
 
 void put_u32(std::string &out, std::uint32_t v) {
     out.push_back(static_cast<char>((v >> 24) & 0xff));
@@ -133,6 +135,11 @@ void FrameReader::feed(std::string_view bytes) {
 }
 
 FrameReader::Fill FrameReader::fill_from(int fd) {
+    if (buffered() >= kHeaderSize + kMaxPayload) {
+        // next() cuts a frame (or skips bytes) from this much: nothing more is read until the
+        // caller took it, so the buffer never exceeds a frame and a read.
+        return Fill::Data;
+    }
     char chunk[kReadChunk];
     for (;;) {
         ssize_t n = ::read(fd, chunk, sizeof chunk);
@@ -202,8 +209,7 @@ std::optional<Frame> FrameReader::next() {
         Frame frame{static_cast<FrameType>(type), session, std::string(p + kHeaderSize, length)};
         start_ += kHeaderSize + length;
         if (start_ == buffer_.size()) {
-            buffer_.clear();
-            start_ = 0;
+            reset();
         }
         return frame;
     }
@@ -216,7 +222,11 @@ std::size_t FrameReader::take_skipped() {
 }
 
 void FrameReader::reset() {
-    buffer_.clear();
+    if (buffer_.capacity() > kKeepCapacity) {
+        std::string().swap(buffer_);
+    } else {
+        buffer_.clear();
+    }
     start_ = 0;
 }
 

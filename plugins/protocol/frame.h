@@ -68,7 +68,9 @@ void append_frame(std::string &out, FrameType type, std::uint32_t session,
                   std::string_view payload = {});
 std::string encode_frame(FrameType type, std::uint32_t session, std::string_view payload = {});
 
-// Buffers bytes from the peer and cuts them into frames.
+// Buffers bytes from the peer and cuts them into frames. Memory is bounded: fill_from() holds at
+// most one frame of kMaxPayload and one read (about 4.4 MiB), provided frames are taken with
+// next() in between.
 class FrameReader {
   public:
     enum class Fill { Data, WouldBlock, Closed };
@@ -76,6 +78,7 @@ class FrameReader {
     void feed(std::string_view bytes);
     // One read(2) from a (non-blocking) fd into the buffer. Closed: end of file, or the peer
     // reset the connection (errno is then in last_read_errno()). Other read errors throw.
+    // Reads nothing (and says Data) while a whole frame's worth waits for next().
     Fill fill_from(int fd);
     int last_read_errno() const { return last_read_errno_; }
 
