@@ -36,7 +36,7 @@ fi
 
 PACKAGES=(
   # build
-  g++ make cmake pkg-config clang-format libjson-c-dev libgtest-dev googletest libvirt-dev
+  g++ make cmake pkg-config clang-format libjson-c-dev libgtest-dev googletest libvirt-dev libxml2-dev
   libslurm-dev dpkg-dev
   # slurm and accounting
   slurmctld slurmd slurm-client slurmdbd munge mariadb-server

@@ -3,121 +3,123 @@
 #include "error.h"
 #include "image_name.h"
 
-#include <set>
-#include <string_view>
+#include <libxml/parser.h>
+#include <libxml/xpath.h>
+
+#include <cctype>
+#include <memory>
 
 namespace svm {
 
 namespace {
 
-// The value of attribute `name` in the start tag beginning at `tag` (either quote style).
-std::string attribute_value(std::string_view tag, std::string_view name) {
-    const std::size_t tag_end = tag.find('>');
-    tag = tag.substr(0, tag_end);
-    for (std::size_t pos = tag.find(name); pos != std::string_view::npos;
-         pos = tag.find(name, pos + 1)) {
-        const bool starts_word =
-            pos > 0 && (tag[pos - 1] == ' ' || tag[pos - 1] == '\t' || tag[pos - 1] == '\n');
-        std::size_t i = pos + name.size();
-        while (i < tag.size() && tag[i] == ' ') {
-            ++i;
-        }
-        if (!starts_word || i >= tag.size() || tag[i] != '=') {
-            continue;
-        }
-        ++i;
-        while (i < tag.size() && tag[i] == ' ') {
-            ++i;
-        }
-        if (i >= tag.size() || (tag[i] != '\'' && tag[i] != '"')) {
-            continue;
-        }
-        const std::size_t close = tag.find(tag[i], i + 1);
-        if (close == std::string_view::npos) {
-            return "";
-        }
-        return std::string(tag.substr(i + 1, close - i - 1));
-    }
-    return "";
-}
+struct XmlDocFree {
+    void operator()(xmlDoc *doc) const noexcept { xmlFreeDoc(doc); }
+};
+struct XPathContextFree {
+    void operator()(xmlXPathContext *ctx) const noexcept { xmlXPathFreeContext(ctx); }
+};
+struct XPathObjectFree {
+    void operator()(xmlXPathObject *obj) const noexcept { xmlXPathFreeObject(obj); }
+};
 
-// Each element named `element` in `xml` (start tag to matching end tag, or the self-closing
-// tag). These elements do not nest in capabilities XML, so the first end tag is the match.
-template <typename Visit>
-void for_each_element(std::string_view xml, std::string_view element, Visit visit) {
-    const std::string open = "<" + std::string(element);
-    const std::string close = "</" + std::string(element) + ">";
-    for (std::size_t pos = xml.find(open); pos != std::string_view::npos;
-         pos = xml.find(open, pos + 1)) {
-        const std::size_t after = pos + open.size();
-        if (after >= xml.size() ||
-            !(xml[after] == ' ' || xml[after] == '>' || xml[after] == '/' || xml[after] == '\n')) {
-            continue;  // <guestfoo>, not <guest>
-        }
-        const std::size_t tag_end = xml.find('>', pos);
-        if (tag_end == std::string_view::npos) {
-            return;
-        }
-        std::size_t end = tag_end + 1;
-        if (xml[tag_end - 1] != '/') {
-            const std::size_t close_pos = xml.find(close, tag_end);
-            end = close_pos == std::string_view::npos ? xml.size() : close_pos + close.size();
-        }
-        visit(xml.substr(pos, end - pos));
-        pos = end - 1;
+bool is_valid_arch(const std::string &arch) {
+    if (arch.empty() || arch.size() > 32) {
+        return false;
     }
-}
-
-// The domain types libvirt offers for hvm guests of `arch`.
-std::set<std::string> offered_domain_types(std::string_view caps, const std::string &arch) {
-    std::set<std::string> types;
-    for_each_element(caps, "guest", [&](std::string_view guest) {
-        // Xen-style "xen"/"linux" os types cannot boot our guests; only hvm counts.
-        bool hvm = false;
-        for_each_element(guest, "os_type", [&](std::string_view os_type) {
-            hvm = hvm || os_type.find(">hvm<") != std::string_view::npos;
-        });
-        if (!hvm) {
-            return;
+    for (char c : arch) {
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) {
+            return false;
         }
-        for_each_element(guest, "arch", [&](std::string_view arch_element) {
-            if (attribute_value(arch_element, "name") != arch) {
-                return;
-            }
-            for_each_element(arch_element, "domain", [&](std::string_view domain) {
-                const std::string type = attribute_value(domain, "type");
-                if (!type.empty()) {
-                    types.insert(type);
-                }
-            });
-        });
-    });
-    return types;
+    }
+    return true;
 }
 
 }  // namespace
 
-std::string choose_domain_type(const std::string &capabilities_xml, const std::string &arch,
-                               const std::string &wanted) {
+std::set<std::string> offered_domain_types(const std::string &capabilities_xml,
+                                           const std::string &arch) {
+    if (!is_valid_arch(arch)) {
+        throw Error("architecture '" + printable(arch) + "' is not a valid name");
+    }
+    // No network, no entities, no error output on stderr (slurmd's stderr goes nowhere).
+    std::unique_ptr<xmlDoc, XmlDocFree> doc(xmlReadMemory(
+        capabilities_xml.data(), static_cast<int>(capabilities_xml.size()), "capabilities.xml",
+        nullptr, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
+    if (!doc) {
+        throw Error("libvirt's capabilities are not well-formed XML");
+    }
+    std::unique_ptr<xmlXPathContext, XPathContextFree> ctx(xmlXPathNewContext(doc.get()));
+    if (!ctx) {
+        throw Error("cannot read libvirt's capabilities: out of memory");
+    }
+    // Xen-style "xen"/"linux" os types cannot boot our guests: only hvm counts.
+    const std::string query = "/capabilities/guest[normalize-space(os_type)='hvm']/arch[@name='" +
+                              arch + "']/domain/@type";
+    std::unique_ptr<xmlXPathObject, XPathObjectFree> result(
+        xmlXPathEvalExpression(reinterpret_cast<const xmlChar *>(query.c_str()), ctx.get()));
+    std::set<std::string> types;
+    if (!result || result->nodesetval == nullptr) {
+        return types;
+    }
+    for (int i = 0; i < result->nodesetval->nodeNr; ++i) {
+        xmlChar *value = xmlNodeGetContent(result->nodesetval->nodeTab[i]);
+        if (value != nullptr) {
+            if (value[0] != '\0') {
+                types.insert(reinterpret_cast<const char *>(value));
+            }
+            xmlFree(value);
+        }
+    }
+    return types;
+}
+
+DomainTypeChoice choose_domain_type(const std::set<std::string> &offered, const std::string &wanted,
+                                    const std::optional<KvmVerdict> &verdict,
+                                    const std::string &device_problem) {
     if (wanted != "auto" && wanted != "kvm" && wanted != "qemu") {
         throw Error("domain_type=" + printable(wanted) + " is not one of auto, kvm, qemu");
     }
-    const std::set<std::string> offered = offered_domain_types(capabilities_xml, arch);
     const bool kvm = offered.contains("kvm");
-    const bool qemu = offered.contains("qemu");
-    if (wanted == "kvm" || (wanted == "auto" && kvm)) {
+    DomainTypeChoice choice;
+    if (wanted == "kvm") {
         if (!kvm) {
-            throw Error("domain_type=kvm requested but libvirt offers no kvm domain for " +
-                        printable(arch) + " on this host (is /dev/kvm present?)");
+            throw Error(
+                "domain_type=kvm requested but libvirt offers no kvm domain on this host (is "
+                "/dev/kvm present?)");
         }
-        return "kvm";
+        if (!device_problem.empty()) {
+            throw Error("domain_type=kvm requested but " + device_problem);
+        }
+        // Never falls back, even where KVM failed before: the admin asked for it.
+        choice.type = "kvm";
+        return choice;
     }
-    if (!qemu) {
-        throw Error("domain_type=" + wanted + ": libvirt offers no qemu domain for " +
-                    printable(arch) + " on this host (is qemu-system-" + printable(arch) +
-                    " installed?)");
+    if (wanted == "auto" && kvm) {
+        if (!device_problem.empty()) {
+            choice.fallback_reason = device_problem;
+        } else if (verdict && !verdict->works) {
+            choice.fallback_reason = "KVM does not run guests on this host: " + verdict->reason;
+        } else {
+            choice.type = "kvm";
+            choice.probe = !verdict.has_value();
+            return choice;
+        }
     }
-    return "qemu";
+    if (!offered.contains("qemu")) {
+        throw Error("domain_type=" + wanted +
+                    ": libvirt offers no qemu domain on this host (is qemu-system-x86 "
+                    "installed?)");
+    }
+    choice.type = "qemu";
+    return choice;
+}
+
+std::string choose_domain_type(const std::string &capabilities_xml, const std::string &arch,
+                               const std::string &wanted) {
+    return choose_domain_type(offered_domain_types(capabilities_xml, arch), wanted, std::nullopt,
+                              "")
+        .type;
 }
 
 }  // namespace svm

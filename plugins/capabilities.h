@@ -1,14 +1,41 @@
-// Which libvirt domain type to ask for: "kvm" where the host offers hardware virtualisation,
-// "qemu" (TCG emulation) elsewhere. Decided from the host's capabilities, never hard-coded, so
-// the same configuration works on a KVM cluster and in a container without /dev/kvm.
+// Which libvirt domain type to ask for: "kvm" where KVM really runs guests, "qemu" (TCG
+// emulation) elsewhere. libvirt's offer alone is not enough: a host can have a /dev/kvm that
+// libvirt offers and every guest dies on (nested virtualisation on cloud nodes, a kvm module
+// that loads but cannot run a guest), or one that QEMU, running as the job's user, cannot open.
+// So `auto` takes the offer, the device's mode and what this host has learnt about KVM
+// (kvm_verdict.h) into account; `kvm` and `qemu` are the admin's word and never fall back.
 #pragma once
 
+#include "kvm_verdict.h"
+
+#include <optional>
+#include <set>
 #include <string>
 
 namespace svm {
 
-// `capabilities_xml` is virConnectGetCapabilities() output; `wanted` is the configured
-// domain_type (auto | kvm | qemu). Throws Error when the wanted type is not offered for `arch`.
+// The domain types libvirt offers for hvm guests of `arch`, from virConnectGetCapabilities()
+// output. Throws Error when the text is not capabilities XML.
+std::set<std::string> offered_domain_types(const std::string &capabilities_xml,
+                                           const std::string &arch = "x86_64");
+
+struct DomainTypeChoice {
+    std::string type;  // "kvm" or "qemu"
+    // kvm under `auto` on a host that has not yet run a guest under it: a guest that dies
+    // before it is ready is booted again under qemu, and the outcome becomes the verdict.
+    bool probe = false;
+    // Why `auto` took qemu although libvirt offers kvm; "" otherwise. For the node's log.
+    std::string fallback_reason;
+};
+
+// `wanted` is the configured domain_type (auto | kvm | qemu). `verdict` is what this host
+// learnt about KVM, if anything; `device_problem` is kvm_device_problem() for the user QEMU
+// runs as ("" when it can open /dev/kvm). Throws Error when the wanted type cannot be had.
+DomainTypeChoice choose_domain_type(const std::set<std::string> &offered, const std::string &wanted,
+                                    const std::optional<KvmVerdict> &verdict,
+                                    const std::string &device_problem);
+
+// The offer alone, for callers with no verdict: `auto` is kvm when offered.
 std::string choose_domain_type(const std::string &capabilities_xml,
                                const std::string &arch = "x86_64",
                                const std::string &wanted = "auto");

@@ -131,6 +131,10 @@ const std::vector<std::pair<std::string, Setter>> &options() {
         {"domain_type",
          [](Config &c, const OptionWord &w) { c.domain_type = parse_domain_type(w); }},
         {"log_dir", [](Config &c, const OptionWord &w) { c.log_dir = parse_path(w); }},
+        {"kvm_probe_timeout",
+         [](Config &c, const OptionWord &w) {
+             c.kvm_probe_timeout_seconds = parse_unsigned(w, 1, max_seconds, "a number of seconds");
+         }},
     };
     return table;
 }

@@ -27,7 +27,11 @@ struct Config {
     // Concurrent exec channels (tasks) per VM. At most 30: one virtio-serial controller has 31
     // ports and QEMU keeps port 0 for a console.
     unsigned exec_ports = 8;
-    std::string domain_type = "auto";           // auto | kvm | qemu; see capabilities.h
+    std::string domain_type = "auto";  // auto | kvm | qemu; see capabilities.h
+    // How long the first VM under KVM on a host (the probe, see kvm_verdict.h) may take to
+    // answer before KVM is judged not to work here: where it is broken, guests may spin for
+    // ever instead of dying. A working KVM boots a guest in a few seconds.
+    unsigned kvm_probe_timeout_seconds = 20;
     std::string log_dir = "/var/log/slurm-vm";  // guest console logs
 };
 

@@ -1,18 +1,23 @@
 #include "job_vm.h"
 
+#include "atomic_file.h"
 #include "capabilities.h"
 #include "domain_xml.h"
 #include "error.h"
 #include "exec_client.h"
 #include "image_features.h"
 #include "orphans.h"
+#include "image_name.h"
+#include "kvm_verdict.h"
 #include "overlay.h"
+#include "protocol/json.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -100,40 +105,226 @@ std::vector<Share> shares_for(const Config &config, const std::string &work_dir)
     return shares;
 }
 
-void write_file(const std::string &path, const std::string &text) {
-    const std::string tmp = path + ".tmp";
-    const int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        throw Error("cannot write " + tmp + ": " + errno_text(errno));
-    }
-    const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    close(fd);
-    if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
-        throw Error("cannot write " + path + ": " + errno_text(errno));
-    }
-}
-
-std::string json_string(const std::string &s) {
-    std::string out = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (static_cast<unsigned char>(c) < 0x20) {
-            char buf[8];
-            snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
-        } else {
-            out += c;
-        }
-    }
-    return out + "\"";
+// Facts about the running VM for the epilog and accounting (vm_record.h reads them).
+void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const StartReport &report) {
+    using namespace protocol;
+    JsonPtr state = json_new_object();
+    json_set(state.get(), "domain", json_from_string(paths.domain));
+    json_set(state.get(), "image", json_from_string(r.image));
+    json_set(state.get(), "node", json_from_string(r.node));
+    json_set(state.get(), "jobid", json_from_int(r.jobid));
+    json_set(state.get(), "hostname", json_from_string(report.hostname));
+    json_set(state.get(), "vcpus", json_from_int(report.vcpus));
+    json_set(state.get(), "memory_mib", json_from_int(static_cast<int64_t>(report.memory_mib)));
+    json_set(state.get(), "domain_type", json_from_string(report.domain_type));
+    json_set(state.get(), "ready_at", json_from_int(time(nullptr)));
+    write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0644);
 }
 
 void remove_job_files(const JobVmPaths &paths) {
     std::error_code ec;
     fs::remove_all(paths.channel_dir, ec);
     fs::remove_all(paths.state_dir, ec);
+}
+
+// The last `count` non-empty lines of the guest's console, printable, joined by " | ".
+std::string console_tail(const std::string &path, std::size_t count = 2) {
+    std::ifstream in(path);
+    if (!in) {
+        return "";
+    }
+    in.seekg(0, std::ios::end);
+    const std::streamoff size = in.tellg();
+    in.seekg(std::max<std::streamoff>(0, size - 8192));
+    std::vector<std::string> lines;
+    std::string line;
+    while (std::getline(in, line)) {
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+            line.pop_back();
+        }
+        if (!line.empty()) {
+            lines.push_back(printable(line.substr(0, 200)));
+        }
+    }
+    std::string out;
+    const std::size_t first = lines.size() > count ? lines.size() - count : 0;
+    // A panic's first line says why; the lines after it are a stack trace.
+    for (std::size_t i = 0; i < first; ++i) {
+        if (lines[i].find("Kernel panic") != std::string::npos) {
+            out = lines[i] + " | ...";
+            break;
+        }
+    }
+    for (std::size_t i = first; i < lines.size(); ++i) {
+        out += (out.empty() ? "" : " | ") + lines[i];
+    }
+    return out;
+}
+
+// Which domain type this VM gets. `key` is set when KVM's verdict on this host matters.
+DomainTypeChoice choose_type(virConnectPtr conn, const Config &config, const JobVmRequest &r,
+                             std::string &key) {
+    char *caps = virConnectGetCapabilities(conn);
+    if (caps == nullptr) {
+        throw Error("cannot read libvirt's capabilities: " + libvirt_last_error());
+    }
+    const std::string caps_xml(caps);
+    free(caps);
+    const std::set<std::string> offered = offered_domain_types(caps_xml);
+    std::optional<KvmVerdict> verdict;
+    std::string device_problem;
+    if (config.domain_type != "qemu" && offered.contains("kvm")) {
+        // QEMU runs as the job's user: it is that user who must be able to open /dev/kvm.
+        device_problem = kvm_device_problem(r.uid, r.gid);
+        if (config.domain_type == "auto") {
+            key = host_key(conn);
+            verdict = load_kvm_verdict(config.state_dir, key);
+        }
+    }
+    return choose_domain_type(offered, config.domain_type, verdict, device_problem);
+}
+
+// Stores what this boot taught about KVM; a state folder that cannot take it only means
+// another probe later.
+void keep_verdict(const Config &config, KvmVerdict verdict, StartReport &report) {
+    try {
+        verdict.decided_at = time(nullptr);
+        save_kvm_verdict(config.state_dir, verdict);
+        report.kvm_verdict = verdict.works ? "works" : "broken";
+    } catch (const Error &e) {
+        report.kvm_verdict = std::string("not saved: ") + e.what();
+    }
+}
+
+// Boots the VM under `domain_type`, waits for its agent and sets the guest up. On failure,
+// removes whatever it made and throws GuestDiedError (the guest stopped while booting) or Error.
+void boot(virConnectPtr conn, const Config &config, const Image &image, const JobVmRequest &r,
+          const JobVmPaths &paths, const std::string &domain_type, bool kvm_probe,
+          StartReport &report) {
+    VmLifecycle vm(conn, paths.domain);
+    report.domain_type = domain_type;
+    try {
+        // slurmd may run with umask 077: the parents must stay traversable for the job's
+        // user (its exec client and its QEMU), whatever the umask made them.
+        for (const auto &dir :
+             {config.state_dir, config.state_dir + "/jobs", config.run_dir, config.log_dir}) {
+            std::error_code ec;
+            fs::create_directories(dir, ec);
+            if (ec || chmod(dir.c_str(), 0755) != 0) {
+                throw Error("cannot create " + dir + ": " +
+                            (ec ? ec.message() : errno_text(errno)));
+            }
+        }
+        make_dir(paths.state_dir, 0755, 0, 0);
+        make_dir(paths.channel_dir, 0700, r.uid, r.gid);
+        make_lock_files(paths, config.exec_ports, r.uid, r.gid);
+
+        VmSpec spec;
+        spec.name = paths.domain;
+        spec.domain_type = domain_type;
+        spec.vcpus = report.vcpus;
+        spec.memory_mib = report.memory_mib;
+        // QEMU runs as the job's user and libvirt relabels nothing (relabel='no'): the
+        // catalog's files stay root's and only need to be readable.
+        spec.kernel = image.kernel;
+        spec.initrd = image.initrd;
+        spec.cmdline = image.cmdline;
+        if (!spec.kernel.empty() && spec.cmdline.find("panic=") == std::string::npos) {
+            // A kernel that panics while booting would otherwise hang until the ready
+            // timeout; rebooting ends the domain at once (<on_reboot>destroy</on_reboot>).
+            spec.cmdline += spec.cmdline.empty() ? "panic=1" : " panic=1";
+        }
+        if (!image.disk.empty()) {
+            spec.disk = paths.state_dir + "/disk.qcow2";
+            spec.disk_format = "qcow2";
+            create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
+        }
+        spec.shares = shares_for(config, r.work_dir);
+        spec.console_log = paths.console_log;
+        spec.channel_dir = paths.channel_dir;
+        spec.exec_ports = config.exec_ports;
+        spec.run_as = std::make_pair(r.uid, r.gid);
+        spec.metadata = {{"jobid", std::to_string(r.jobid)},
+                         {"node", r.node},
+                         {"image", r.image},
+                         {"uid", std::to_string(r.uid)}};
+        // A console log of an earlier boot of this domain would be read as this one's.
+        unlink(paths.console_log.c_str());
+
+        auto t = Clock::now();
+        vm.create(render_domain_xml(spec));
+        give_sockets_to_user(paths, config.exec_ports, r.uid, r.gid);
+        report.create_seconds = seconds_since(t);
+
+        t = Clock::now();
+        unsigned timeout_s =
+            image.ready_timeout != 0 ? image.ready_timeout : config.ready_timeout_seconds;
+        if (r.ready_timeout_seconds != 0) {
+            timeout_s = r.ready_timeout_seconds;
+        }
+        if (kvm_probe) {
+            timeout_s = std::min(timeout_s, config.kvm_probe_timeout_seconds);
+        }
+        const std::string control = paths.channel_dir + "/exec.0.sock";
+        bool ready = false;
+        try {
+            // Short pings: between two, the domain's state is looked at, so a guest that dies
+            // is noticed within about a second.
+            ready = vm.wait_ready(
+                std::chrono::seconds(timeout_s), [&](std::chrono::milliseconds remaining) {
+                    try {
+                        ping_agent(control,
+                                   static_cast<int>(std::min<long long>(remaining.count(), 1000)));
+                        return true;
+                    } catch (const Error &) {
+                        return false;
+                    }
+                });
+        } catch (const VmStoppedError &e) {
+            const std::string qemu = qemu_log_error(paths.domain);
+            std::string message =
+                std::string("the VM stopped while it booted (") + domain_type + "): " + e.what();
+            if (!qemu.empty()) {
+                message += "; QEMU: " + qemu;
+            }
+            const std::string console = console_tail(paths.console_log);
+            message += "; console: " + (console.empty() ? "(empty)" : console);
+            throw GuestDiedError(message, qemu);
+        }
+        if (!ready) {
+            const std::string console = console_tail(paths.console_log);
+            if (kvm_probe) {
+                // Where KVM is broken, a guest may spin instead of dying: the same as dying.
+                throw GuestDiedError(
+                    "the VM did not answer within " + std::to_string(timeout_s) +
+                        " s under KVM (console: " + (console.empty() ? "(empty)" : console) + ")",
+                    "");
+            }
+            throw Error("the VM did not become ready within " + std::to_string(timeout_s) +
+                        " s (its agent never answered; console: " +
+                        (console.empty() ? "(empty)" : console) + ")");
+        }
+        report.ready_seconds = seconds_since(t);
+
+        t = Clock::now();
+        SetupRequest setup;
+        setup.hostname = report.hostname;
+        for (const auto &s : spec.shares) {
+            setup.mounts.push_back({s.tag, s.guest_path, s.readonly});
+        }
+        setup_guest(control, setup, 30000);
+        report.setup_seconds = seconds_since(t);
+
+        write_state_file(paths, r, report);
+    } catch (const Error &) {
+        try {
+            vm.destroy();
+        } catch (const Error &) {
+            // The domain may never have existed; the original error is what matters.
+        }
+        remove_job_files(paths);
+        throw;
+    }
 }
 
 }  // namespace
@@ -155,119 +346,55 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
         throw Error(describe(r) + ": the image is not in the catalog " + config.catalog);
     }
     // Per-node image folders: %n in the catalog's paths is this node's name.
-    const Image resolved = resolve_for_node(*listed, r.node);
-    const Image *image = &resolved;
+    const Image image = resolve_for_node(*listed, r.node);
     const JobVmPaths paths = job_vm_paths(config, r.jobid, r.node);
     StartReport report;
     report.domain = paths.domain;
     report.hostname = expand_hostname(config.hostname_template, r.node, r.jobid);
     report.vcpus =
-        r.cpus == 0 ? image->limits.default_vcpus : std::min(r.cpus, image->limits.max_vcpus);
-    report.memory_mib = r.memory_mib == 0 ? image->limits.default_memory_mib
-                                          : std::min(r.memory_mib, image->limits.max_memory_mib);
+        r.cpus == 0 ? image.limits.default_vcpus : std::min(r.cpus, image.limits.max_vcpus);
+    report.memory_mib = r.memory_mib == 0 ? image.limits.default_memory_mib
+                                          : std::min(r.memory_mib, image.limits.max_memory_mib);
 
     ConnectionPtr conn = open_connection(config.libvirt_uri);
-    VmLifecycle vm(conn.get(), paths.domain);
+    DomainTypeChoice choice;
+    KvmVerdict verdict;
     try {
-        // slurmd may run with umask 077: the parents must stay traversable for the job's
-        // user (its exec client and its QEMU), whatever the umask made them.
-        for (const auto &dir :
-             {config.state_dir, config.state_dir + "/jobs", config.run_dir, config.log_dir}) {
-            std::error_code ec;
-            fs::create_directories(dir, ec);
-            if (ec || chmod(dir.c_str(), 0755) != 0) {
-                throw Error("cannot create " + dir + ": " +
-                            (ec ? ec.message() : errno_text(errno)));
-            }
-        }
-        make_dir(paths.state_dir, 0755, 0, 0);
-        make_dir(paths.channel_dir, 0700, r.uid, r.gid);
-        make_lock_files(paths, config.exec_ports, r.uid, r.gid);
-
-        VmSpec spec;
-        spec.name = paths.domain;
-        char *caps = virConnectGetCapabilities(conn.get());
-        if (caps == nullptr) {
-            throw Error("cannot read libvirt's capabilities: " + libvirt_last_error());
-        }
-        const std::string caps_xml(caps);
-        free(caps);
-        spec.domain_type = choose_domain_type(caps_xml, "x86_64", config.domain_type);
-        report.domain_type = spec.domain_type;
-        spec.vcpus = report.vcpus;
-        spec.memory_mib = report.memory_mib;
-        // QEMU runs as the job's user and libvirt relabels nothing (relabel='no'): the
-        // catalog's files stay root's and only need to be readable.
-        spec.kernel = image->kernel;
-        spec.initrd = image->initrd;
-        spec.cmdline = image->cmdline;
-        if (!image->disk.empty()) {
-            spec.disk = paths.state_dir + "/disk.qcow2";
-            spec.disk_format = "qcow2";
-            create_overlay(image->disk, image->disk_format, spec.disk, r.uid, r.gid);
-        }
-        spec.shares = shares_for(config, r.work_dir);
-        spec.console_log = paths.console_log;
-        spec.channel_dir = paths.channel_dir;
-        spec.exec_ports = config.exec_ports;
-        spec.run_as = std::make_pair(r.uid, r.gid);
-        spec.metadata = {{"jobid", std::to_string(r.jobid)},
-                         {"node", r.node},
-                         {"image", r.image},
-                         {"uid", std::to_string(r.uid)}};
-
-        auto t = Clock::now();
-        vm.create(render_domain_xml(spec));
-        give_sockets_to_user(paths, config.exec_ports, r.uid, r.gid);
-        report.create_seconds = seconds_since(t);
-
-        t = Clock::now();
-        const unsigned timeout_s =
-            image->ready_timeout != 0 ? image->ready_timeout : config.ready_timeout_seconds;
-        const std::string control = paths.channel_dir + "/exec.0.sock";
-        const bool ready = vm.wait_ready(
-            std::chrono::seconds(timeout_s), [&](std::chrono::milliseconds remaining) {
-                try {
-                    ping_agent(control,
-                               static_cast<int>(std::min<long long>(remaining.count(), 2000)));
-                    return true;
-                } catch (const Error &) {
-                    return false;
-                }
-            });
-        if (!ready) {
-            throw Error("the VM did not become ready within " + std::to_string(timeout_s) +
-                        " s (its agent never answered; guest console: " + paths.console_log + ")");
-        }
-        report.ready_seconds = seconds_since(t);
-
-        t = Clock::now();
-        SetupRequest setup;
-        setup.hostname = report.hostname;
-        for (const auto &s : spec.shares) {
-            setup.mounts.push_back({s.tag, s.guest_path, s.readonly});
-        }
-        setup_guest(control, setup, 30000);
-        report.setup_seconds = seconds_since(t);
-
-        std::ostringstream state;
-        state << "{\"domain\":" << json_string(paths.domain)
-              << ",\"image\":" << json_string(r.image) << ",\"node\":" << json_string(r.node)
-              << ",\"jobid\":" << r.jobid << ",\"hostname\":" << json_string(report.hostname)
-              << ",\"vcpus\":" << report.vcpus << ",\"memory_mib\":" << report.memory_mib
-              << ",\"domain_type\":" << json_string(report.domain_type)
-              << ",\"ready_at\":" << time(nullptr) << "}\n";
-        write_file(paths.state_file, state.str());
-        return report;
+        choice = choose_type(conn.get(), config, r, verdict.key);
     } catch (const Error &e) {
-        try {
-            vm.destroy();
-        } catch (const Error &) {
-            // The domain may never have existed; the original error is what matters.
-        }
-        remove_job_files(paths);
         throw Error(describe(r) + ": " + e.what());
     }
+    report.kvm_fallback_reason = choice.fallback_reason;
+    verdict.node = r.node;
+    try {
+        boot(conn.get(), config, image, r, paths, choice.type, choice.probe, report);
+    } catch (const GuestDiedError &died) {
+        if (!choice.probe) {
+            throw GuestDiedError(describe(r) + ": " + died.what(), died.qemu_error);
+        }
+        // KVM was on trial on this host and the guest died under it: the same guest under
+        // TCG tells whether KVM or the image is to blame.
+        verdict.works = false;
+        verdict.reason = died.qemu_error.empty() ? died.what() : died.qemu_error;
+        try {
+            boot(conn.get(), config, image, r, paths, "qemu", false, report);
+        } catch (const Error &again) {
+            if (blames_kvm(died.qemu_error)) {
+                keep_verdict(config, verdict, report);
+            }
+            throw Error(describe(r) + ": " + again.what());
+        }
+        report.kvm_fallback_reason = "KVM does not run guests on this host: " + verdict.reason;
+        keep_verdict(config, verdict, report);
+        return report;
+    } catch (const Error &e) {
+        throw Error(describe(r) + ": " + e.what());
+    }
+    if (choice.probe) {
+        verdict.works = true;
+        keep_verdict(config, verdict, report);
+    }
+    return report;
 }
 
 StopReport stop_job_vm(const Config &config, uint32_t jobid, std::string_view node) {
@@ -290,7 +417,7 @@ void record_job_vm_error(const Config &config, uint32_t jobid, std::string_view 
     try {
         std::error_code ec;
         fs::create_directories(paths.state_dir, ec);
-        write_file(paths.error_file, message + "\n");
+        write_file_atomically(paths.error_file, message + "\n", 0644);
     } catch (const Error &) {
         // Nothing better to do: the caller logs the message too.
     }

@@ -5,6 +5,7 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "error.h"
 #include "vm_lifecycle.h"
 
 #include <cstdint>
@@ -23,6 +24,8 @@ struct JobVmRequest {
     unsigned cpus = 0;        // 0: the image's default
     uint64_t memory_mib = 0;  // 0: the image's default
     std::string work_dir;     // shared into the guest at the same path
+    // Overrides the ready timeout when not 0 (slurm-vm check's probe boots).
+    unsigned ready_timeout_seconds = 0;
 };
 
 // Where a job VM's files live. The state folder is root's (the user cannot plant links where
@@ -43,6 +46,20 @@ struct StartReport {
     unsigned vcpus = 0;
     uint64_t memory_mib = 0;
     double create_seconds = 0, ready_seconds = 0, setup_seconds = 0;
+    // Why `auto` runs this VM under TCG although libvirt offers KVM; "" otherwise. The node's
+    // log says it once (first_warning_for_node), not once per job.
+    std::string kvm_fallback_reason;
+    // "works" or "broken" when this start decided KVM's verdict for the host, "" otherwise.
+    std::string kvm_verdict;
+};
+
+// The guest died while it booted (as opposed to never answering, or a set-up failure): what
+// libvirt and QEMU said and the console's last lines are in the message.
+class GuestDiedError : public Error {
+  public:
+    GuestDiedError(const std::string &message, std::string qemu)
+        : Error(message), qemu_error(std::move(qemu)) {}
+    std::string qemu_error;  // QEMU's own error line (kvm_verdict.h), "" when it said nothing
 };
 
 // Boots the job's VM and waits until its agent answers; sets the guest's hostname and mounts

@@ -63,9 +63,19 @@ std::string describe_not_running(std::optional<int> state, int reason) {
         case VIR_DOMAIN_CRASHED:
             return "it crashed";
         case VIR_DOMAIN_SHUTDOWN:
-            return "it is shutting down";
+            return "it is shutting down or rebooting (a kernel panic reboots it)";
         case VIR_DOMAIN_PAUSED:
-            return "it paused on an I/O error (is the file system of its disks full?)";
+            switch (reason) {
+                case VIR_DOMAIN_PAUSED_IOERROR:
+                    return "it paused on an I/O error (is the file system of its disks full?)";
+                case VIR_DOMAIN_PAUSED_WATCHDOG:
+                    return "its watchdog fired";
+                case VIR_DOMAIN_PAUSED_CRASHED:
+                    return "it crashed (guest panic)";
+                default:
+                    return "QEMU stopped it (libvirt state paused, reason " +
+                           std::to_string(reason) + ": an internal error)";
+            }
         case VIR_DOMAIN_PMSUSPENDED:
             return "its guest suspended itself";
         default:
@@ -83,9 +93,22 @@ bool still_booting(std::optional<int> state, int reason) {
         case VIR_DOMAIN_BLOCKED:
             return true;
         case VIR_DOMAIN_PAUSED:
-            // Paused by someone (it will be resumed) or while starting; an I/O error pause is
-            // final.
-            return reason != VIR_DOMAIN_PAUSED_IOERROR;
+            // Paused by someone (it will be resumed) or while starting is not a failure. QEMU
+            // itself stops a guest that hit an I/O error, a watchdog, a panic or a KVM
+            // internal error (libvirt reports that last one as "unknown"): none of those
+            // recovers by waiting, so the boot has failed.
+            switch (reason) {
+                case VIR_DOMAIN_PAUSED_USER:
+                case VIR_DOMAIN_PAUSED_MIGRATION:
+                case VIR_DOMAIN_PAUSED_SAVE:
+                case VIR_DOMAIN_PAUSED_DUMP:
+                case VIR_DOMAIN_PAUSED_FROM_SNAPSHOT:
+                case VIR_DOMAIN_PAUSED_SNAPSHOT:
+                case VIR_DOMAIN_PAUSED_STARTING_UP:
+                    return true;
+                default:
+                    return false;
+            }
         default:
             return false;
     }
@@ -210,8 +233,9 @@ bool VmLifecycle::wait_ready(milliseconds timeout,
         int reason = 0;
         std::optional<int> state = libvirt_state(&reason);
         if (!still_booting(state, reason)) {
-            fail("domain " + name_ +
-                 " stopped running before it was ready: " + describe_not_running(state, reason));
+            state_ = VmState::Failed;
+            throw VmStoppedError("domain " + name_ + " stopped running before it was ready: " +
+                                 describe_not_running(state, reason));
         }
         if (!first && Clock::now() >= deadline) {
             state_ = VmState::Failed;

@@ -9,6 +9,7 @@
 // name with a new VmLifecycle. Destroying a VmLifecycle never touches the domain.
 #pragma once
 
+#include "error.h"
 #include "libvirt_handles.h"
 
 #include <chrono>
@@ -31,6 +32,12 @@ struct StopReport {
     std::string detail;  // one line for the log: what happened and why
 };
 
+// The domain stopped running (crashed, powered off, or QEMU paused it for good) while it booted.
+class VmStoppedError : public Error {
+  public:
+    using Error::Error;
+};
+
 // The domain named `name`, if it exists. Throws Error for failures other than "no such domain".
 std::optional<DomainPtr> lookup_domain(virConnectPtr conn, const std::string &name);
 
@@ -44,10 +51,10 @@ class VmLifecycle {
     // Absent -> Starting. Throws Error naming the domain and libvirt's reason (state Failed).
     void create(const std::string &xml);
 
-    // Calls probe(remaining time) until it returns true (-> Ready, returns true). Throws Error
-    // (state Failed) as soon as the domain stops running: it crashed or powered off while
-    // booting. Returns false (state Failed) when the timeout passes first. probe is called at
-    // least once, and should itself return within the remaining time.
+    // Calls probe(remaining time) until it returns true (-> Ready, returns true). Throws
+    // VmStoppedError (state Failed) as soon as the domain stops running or QEMU pauses it: it
+    // crashed or powered off while booting. Returns false (state Failed) when the timeout passes
+    // first. probe is called at least once, and should itself return within the remaining time.
     bool wait_ready(std::chrono::milliseconds timeout,
                     const std::function<bool(std::chrono::milliseconds remaining)> &probe);
 

@@ -9,7 +9,9 @@
 #include "allocation.h"
 #include "catalog.h"
 #include "error.h"
+#include "image_name.h"
 #include "job_vm.h"
+#include "kvm_verdict.h"
 #include "libvirt_handles.h"
 #include "orphans.h"
 #include "process.h"
@@ -142,6 +144,19 @@ int on_job_prolog(spank_t sp) {
             request.work_dir = wd;
         }
         const StartReport r = start_job_vm(config(), catalog, request);
+        if (!r.kvm_fallback_reason.empty() &&
+            first_warning_for_node(config().state_dir, f.node, r.kvm_fallback_reason)) {
+            // Once per node and reason, not once per job: the admin needs to read it once.
+            slurm_info(
+                "%s: WARNING: node %s: domain_type=auto uses TCG (software emulation, "
+                "much slower) instead of KVM: %s",
+                kTag, f.node.c_str(), printable(r.kvm_fallback_reason).c_str());
+        }
+        if (!r.kvm_verdict.empty()) {
+            slurm_info("%s: node %s: KVM verdict for this host: %s (kept in %s)", kTag,
+                       f.node.c_str(), r.kvm_verdict.c_str(),
+                       kvm_verdict_path(config().state_dir).c_str());
+        }
         slurm_info(
             "%s: job %u node %s image %s: VM %s ready as %s (%s, %u vCPU, %llu MiB): "
             "created in %.2f s, agent ready after %.2f s, set up in %.2f s",

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -43,8 +44,8 @@ TEST(Capabilities, HonoursQemuEvenWhereKvmIsOffered) {
 
 TEST(Capabilities, RefusesKvmWhenNotOffered) {
     EXPECT_EQ(choose_error(read_data("capabilities_tcg.xml"), "x86_64", "kvm"),
-              "domain_type=kvm requested but libvirt offers no kvm domain for x86_64 on this "
-              "host (is /dev/kvm present?)");
+              "domain_type=kvm requested but libvirt offers no kvm domain on this host (is "
+              "/dev/kvm present?)");
 }
 
 TEST(Capabilities, LooksOnlyAtTheRequestedArch) {
@@ -70,11 +71,97 @@ TEST(Capabilities, LooksOnlyAtTheRequestedArch) {
 
 TEST(Capabilities, ReportsArchWithoutAnyDomain) {
     EXPECT_EQ(choose_error(read_data("capabilities_tcg.xml"), "aarch64", "auto"),
-              "domain_type=auto: libvirt offers no qemu domain for aarch64 on this host (is "
-              "qemu-system-aarch64 installed?)");
-    EXPECT_EQ(choose_error("", "x86_64", "auto"),
-              "domain_type=auto: libvirt offers no qemu domain for x86_64 on this host (is "
-              "qemu-system-x86_64 installed?)");
+              "domain_type=auto: libvirt offers no qemu domain on this host (is qemu-system-x86 "
+              "installed?)");
+}
+
+TEST(Capabilities, RejectsTextThatIsNotXml) {
+    EXPECT_EQ(choose_error("", "x86_64", "auto"), "libvirt's capabilities are not well-formed XML");
+    EXPECT_EQ(choose_error("<capabilities><guest>", "x86_64", "auto"),
+              "libvirt's capabilities are not well-formed XML");
+}
+
+TEST(Capabilities, RejectsAnArchThatCouldChangeTheQuery) {
+    EXPECT_EQ(choose_error(read_data("capabilities_kvm.xml"), "x86_64' or '1'='1", "auto"),
+              "architecture 'x86_64' or '1'='1' is not a valid name");
+}
+
+TEST(Capabilities, ListsOnlyHvmDomainTypes) {
+    EXPECT_EQ(offered_domain_types(read_data("capabilities_kvm.xml")),
+              (std::set<std::string>{"kvm", "qemu"}));
+    EXPECT_EQ(offered_domain_types(read_data("capabilities_tcg.xml")),
+              (std::set<std::string>{"qemu"}));
+}
+
+// The decision `auto` makes from libvirt's offer, the device and what the host learnt.
+const std::set<std::string> kKvmOffered = {"kvm", "qemu"};
+const std::set<std::string> kTcgOnly = {"qemu"};
+
+KvmVerdict verdict(bool works, const std::string &reason = "") {
+    KvmVerdict v;
+    v.works = works;
+    v.reason = reason;
+    v.key = "k";
+    return v;
+}
+
+TEST(DomainTypeChoice, AutoTriesKvmOnAHostThatHasNotRunAGuestUnderItYet) {
+    const DomainTypeChoice c = choose_domain_type(kKvmOffered, "auto", std::nullopt, "");
+    EXPECT_EQ(c.type, "kvm");
+    EXPECT_TRUE(c.probe);
+    EXPECT_EQ(c.fallback_reason, "");
+}
+
+TEST(DomainTypeChoice, AutoUsesKvmWithoutProbeWhereItWorked) {
+    const DomainTypeChoice c = choose_domain_type(kKvmOffered, "auto", verdict(true), "");
+    EXPECT_EQ(c.type, "kvm");
+    EXPECT_FALSE(c.probe);
+}
+
+TEST(DomainTypeChoice, AutoFallsBackToTcgWhereKvmIsOfferedButBroken) {
+    const DomainTypeChoice c = choose_domain_type(
+        kKvmOffered, "auto", verdict(false, "KVM internal error. Suberror: 1"), "");
+    EXPECT_EQ(c.type, "qemu");
+    EXPECT_FALSE(c.probe);
+    EXPECT_EQ(c.fallback_reason,
+              "KVM does not run guests on this host: KVM internal error. Suberror: 1");
+}
+
+TEST(DomainTypeChoice, AutoFallsBackToTcgWhenQemuCannotOpenTheDevice) {
+    const DomainTypeChoice c = choose_domain_type(kKvmOffered, "auto", verdict(true),
+                                                  "/dev/kvm is mode 0600 owned by root:root");
+    EXPECT_EQ(c.type, "qemu");
+    EXPECT_EQ(c.fallback_reason, "/dev/kvm is mode 0600 owned by root:root");
+}
+
+TEST(DomainTypeChoice, AutoUsesTcgQuietlyWhereKvmIsNotOffered) {
+    const DomainTypeChoice c = choose_domain_type(kTcgOnly, "auto", std::nullopt, "");
+    EXPECT_EQ(c.type, "qemu");
+    EXPECT_FALSE(c.probe);
+    EXPECT_EQ(c.fallback_reason, "");
+}
+
+TEST(DomainTypeChoice, KvmNeverFallsBackEvenWhereItFailedBefore) {
+    const DomainTypeChoice c =
+        choose_domain_type(kKvmOffered, "kvm", verdict(false, "KVM internal error"), "");
+    EXPECT_EQ(c.type, "kvm");
+    EXPECT_FALSE(c.probe);
+}
+
+TEST(DomainTypeChoice, KvmFailsWithTheDeviceProblem) {
+    try {
+        choose_domain_type(kKvmOffered, "kvm", std::nullopt, "/dev/kvm is mode 0600");
+        FAIL() << "expected an error";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(), "domain_type=kvm requested but /dev/kvm is mode 0600");
+    }
+}
+
+TEST(DomainTypeChoice, QemuNeverTouchesKvm) {
+    const DomainTypeChoice c = choose_domain_type(kKvmOffered, "qemu", verdict(true), "");
+    EXPECT_EQ(c.type, "qemu");
+    EXPECT_FALSE(c.probe);
+    EXPECT_EQ(c.fallback_reason, "");
 }
 
 TEST(Capabilities, RejectsUnknownWantedType) {
