@@ -43,8 +43,9 @@ constexpr std::size_t kChunk = 65536;
 constexpr std::size_t kMaxPendingToAgent = 256 * 1024;
 // Everything waiting to go to the agent, including the answers to its own frames (a refused
 // host call answers at once): above this, the socket is not read, so an agent that sends
-// without reading cannot grow this process. Well above kMaxPendingToAgent, so that stdin read
-// ahead alone never stops the socket (the command may need its output read to take more input).
+// without reading cannot grow this process. Well above kMaxPendingToAgent plus a chunk each of
+// stdin and host-call output, so that read ahead alone never stops the socket (the guest may
+// need its output read to take more input: a deadlock).
 constexpr std::size_t kMaxQueuedToAgent = 1024 * 1024;
 // The command's output that stdout/stderr have not taken yet: above this, no more frames are
 // taken (and the socket is not read) until the reader catches up.
@@ -68,7 +69,10 @@ void on_forwarded_signal(int signo) {
 }
 
 std::string lost_connection(const std::string &reason) {
-    return "lost the connection to the VM's agent (" + reason + ")";
+    // Seen by the user when QEMU dies under a running task: say what it means for them.
+    return "the VM stopped or its agent went away while the command ran: lost the connection to "
+           "the VM's agent (" +
+           reason + ")";
 }
 
 int ms_left(std::int64_t deadline) {
@@ -524,7 +528,7 @@ int ClientSession::run(const std::string &exec_payload) {
                                                 : "the channel " + path_ + " was closed"));
             }
         }
-        hostcalls_.process(pfds, 4, out_);
+        hostcalls_.process(pfds, 4, out_, kMaxPendingToAgent);
         flush();
     }
 }

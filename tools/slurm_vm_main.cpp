@@ -2,14 +2,17 @@
 //   slurm-vm try IMAGE [--destroy] [--uid N] [--plugstack FILE] [-- CMD...]
 //       boot IMAGE on this host as a job would, run CMD (default: uname -a) in it, stop it,
 //       and print how long each phase took. Exit status: CMD's, or 1 when the VM failed.
+//   slurm-vm check     what a VM job needs on this node, one line per check (check_cmd.h)
 //   slurm-vm list      the job VMs running on this host
 //   slurm-vm report    usage per physical host and image (accounting/report_cmd.h)
 //   slurm-vm map       the VM-node-to-host map (accounting/report_cmd.h)
 #include "catalog.h"
+#include "check_cmd.h"
 #include "config.h"
 #include "error.h"
 #include "exec_client.h"
 #include "job_vm.h"
+#include "kvm_verdict.h"
 #include "libvirt_handles.h"
 #include "plugstack_args.h"
 #include "report_cmd.h"
@@ -27,6 +30,7 @@ namespace {
 
 constexpr const char *kUsage =
     "usage: slurm-vm try IMAGE [--destroy] [--uid N] [--plugstack FILE] [-- CMD...]\n"
+    "       slurm-vm check [--json] [--image NAME] [--no-boot] [--plugstack FILE]\n"
     "       slurm-vm list\n"
     "       slurm-vm report --from YYYY-MM-DD[THH:MM] --to YYYY-MM-DD[THH:MM] "
     "[--format table|csv|json] [--map FILE]\n"
@@ -83,6 +87,13 @@ int cmd_try(const std::vector<std::string> &args) {
     printf("  %s domain, %u vCPU, %llu MiB, hostname %s\n", started.domain_type.c_str(),
            started.vcpus, static_cast<unsigned long long>(started.memory_mib),
            started.hostname.c_str());
+    if (!started.kvm_fallback_reason.empty()) {
+        printf("  TCG, not KVM: %s\n", started.kvm_fallback_reason.c_str());
+    }
+    if (!started.kvm_verdict.empty()) {
+        printf("  KVM verdict for this host: %s (kept in %s)\n", started.kvm_verdict.c_str(),
+               svm::kvm_verdict_path(config.state_dir).c_str());
+    }
     printf("  created in %.2f s, agent ready after %.2f s more, set up in %.2f s\n",
            started.create_seconds, started.ready_seconds, started.setup_seconds);
     fflush(stdout);
@@ -143,6 +154,9 @@ int main(int argc, char **argv) {
     try {
         if (!args.empty() && args[0] == "try") {
             return cmd_try({args.begin() + 1, args.end()});
+        }
+        if (!args.empty() && args[0] == "check") {
+            return svm::cmd_check({args.begin() + 1, args.end()});
         }
         if (!args.empty() && args[0] == "list") {
             return cmd_list();

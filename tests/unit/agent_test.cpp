@@ -484,8 +484,10 @@ TEST_F(AgentTest, ReportsALostAgent) {
         run(shell("kill -KILL $PPID; sleep 1"));
         FAIL() << "the session ended normally";
     } catch (const Error &e) {
-        EXPECT_EQ(std::string(e.what()), "lost the connection to the VM's agent (the channel " +
-                                             socket_path(0) + " was closed)");
+        EXPECT_EQ(std::string(e.what()),
+                  "the VM stopped or its agent went away while the command ran: lost the "
+                  "connection to the VM's agent (the channel " +
+                      socket_path(0) + " was closed)");
     }
 }
 

@@ -1,0 +1,498 @@
+#include "check_cmd.h"
+
+#include "capabilities.h"
+#include "catalog.h"
+#include "config.h"
+#include "error.h"
+#include "image_name.h"
+#include "job_vm.h"
+#include "kvm_verdict.h"
+#include "libvirt_handles.h"
+#include "plugstack_args.h"
+#include "protocol/json.h"
+
+#include <getopt.h>
+#include <libxml/parser.h>
+#include <libxml/xpath.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <set>
+
+namespace svm {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+enum class Status { Ok, Warn, Fail };
+
+const char *status_word(Status s) {
+    switch (s) {
+        case Status::Ok:
+            return "OK";
+        case Status::Warn:
+            return "WARN";
+        case Status::Fail:
+            return "FAIL";
+    }
+    return "?";
+}
+
+struct Check {
+    std::string name;
+    Status status = Status::Ok;
+    std::string detail;
+    std::string fix;  // what to do, where it is not OK
+};
+
+class Report {
+  public:
+    explicit Report(bool json) : json_(json) {}
+    void add(std::string name, Status status, std::string detail, std::string fix = "") {
+        checks_.push_back({std::move(name), status, std::move(detail), std::move(fix)});
+        if (!json_) {
+            const Check &c = checks_.back();
+            printf("%-4s  %-16s %s\n", status_word(c.status), c.name.c_str(), c.detail.c_str());
+            if (!c.fix.empty()) {
+                printf("      %-16s fix: %s\n", "", c.fix.c_str());
+            }
+            fflush(stdout);
+        }
+    }
+    int finish() const {
+        Status worst = Status::Ok;
+        for (const auto &c : checks_) {
+            worst = std::max(worst, c.status);
+        }
+        if (json_) {
+            using namespace protocol;
+            JsonPtr root = json_new_object();
+            JsonPtr list(json_object_new_array());
+            for (const auto &c : checks_) {
+                JsonPtr item = json_new_object();
+                json_set(item.get(), "check", json_from_string(c.name));
+                json_set(item.get(), "status", json_from_string(status_word(c.status)));
+                json_set(item.get(), "detail", json_from_string(c.detail));
+                json_set(item.get(), "fix", json_from_string(c.fix));
+                json_object_array_add(list.get(), item.release());
+            }
+            json_set(root.get(), "checks", std::move(list));
+            json_set(root.get(), "status", json_from_string(status_word(worst)));
+            printf("%s\n", json_to_text(root.get()).c_str());
+        }
+        return worst == Status::Ok ? 0 : worst == Status::Warn ? 1 : 2;
+    }
+
+  private:
+    bool json_;
+    std::vector<Check> checks_;
+};
+
+std::string mode_text(mode_t mode) {
+    char buf[8];
+    snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+    return buf;
+}
+
+// Whether every user can read `path` (and traverse the folders above it): QEMU runs as the
+// job's user.
+std::string unreadable_by_others(const std::string &path) {
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) {
+        return path + ": " + errno_text(errno);
+    }
+    if ((st.st_mode & 0004) == 0) {
+        return path + " is mode " + mode_text(st.st_mode) + " (not readable by other users)";
+    }
+    for (fs::path dir = fs::path(path).parent_path(); !dir.empty() && dir != dir.root_path();
+         dir = dir.parent_path()) {
+        if (stat(dir.c_str(), &st) == 0 && (st.st_mode & 0001) == 0) {
+            return dir.string() + " is mode " + mode_text(st.st_mode) +
+                   " (other users cannot traverse it)";
+        }
+    }
+    return "";
+}
+
+// The filesystem driver types libvirt's QEMU offers ("path" is 9p, "virtiofs" virtiofs).
+std::set<std::string> filesystem_drivers(virConnectPtr conn, const std::string &domain_type) {
+    std::set<std::string> out;
+    char *caps =
+        virConnectGetDomainCapabilities(conn, nullptr, "x86_64", nullptr, domain_type.c_str(), 0);
+    if (caps == nullptr) {
+        return out;
+    }
+    const std::string text(caps);
+    free(caps);
+    xmlDoc *doc = xmlReadMemory(text.data(), static_cast<int>(text.size()), "domcaps.xml", nullptr,
+                                XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    if (doc == nullptr) {
+        return out;
+    }
+    xmlXPathContext *ctx = xmlXPathNewContext(doc);
+    xmlXPathObject *res =
+        ctx == nullptr
+            ? nullptr
+            : xmlXPathEvalExpression(reinterpret_cast<const xmlChar *>(
+                                         "/domainCapabilities/devices/filesystem[@supported='yes']"
+                                         "/enum[@name='driverType']/value"),
+                                     ctx);
+    if (res != nullptr && res->nodesetval != nullptr) {
+        for (int i = 0; i < res->nodesetval->nodeNr; ++i) {
+            xmlChar *v = xmlNodeGetContent(res->nodesetval->nodeTab[i]);
+            if (v != nullptr) {
+                out.insert(reinterpret_cast<const char *>(v));
+                xmlFree(v);
+            }
+        }
+    }
+    xmlXPathFreeObject(res);
+    xmlXPathFreeContext(ctx);
+    xmlFreeDoc(doc);
+    return out;
+}
+
+// The catalog image the probe boots: the one with a kernel and the least memory (the
+// fastest to boot), unless the admin names one.
+const Image *probe_image(const Catalog &catalog, const std::string &wanted) {
+    if (!wanted.empty()) {
+        return catalog.find(wanted);
+    }
+    const Image *best = nullptr;
+    for (const auto &image : catalog.images()) {
+        if (image.kernel.empty() || image.kernel.find("%n") != std::string::npos ||
+            image.cmdline.find("rdinit=") != std::string::npos || !image.access.users.empty() ||
+            !image.access.groups.empty() || !image.access.accounts.empty() ||
+            !fs::exists(image.kernel)) {
+            continue;
+        }
+        if (best == nullptr || image.limits.default_memory_mib < best->limits.default_memory_mib) {
+            best = &image;
+        }
+    }
+    return best;
+}
+
+struct ProbeResult {
+    bool ok = false;
+    double seconds = 0;
+    std::string error, qemu_error;
+    bool died = false;
+};
+
+// Boots `image` under `domain_type` as a job of user nobody would, waits for its agent, and
+// destroys it. Job ids like `try`'s: above any real Slurm job id.
+ProbeResult probe_boot(const Config &base, const Catalog &catalog, const Image &image,
+                       const std::string &domain_type, uint32_t offset) {
+    Config config = base;
+    config.domain_type = domain_type;
+    config.grace_seconds = 0;
+    config.shared_paths.clear();
+    JobVmRequest request;
+    request.jobid = 0x7e000000u + static_cast<uint32_t>(getpid() % 0xffff) * 4 + offset;
+    request.node = "check";
+    request.image = image.name;
+    request.uid = 65534;  // QEMU runs as the job's user: probe as an unprivileged one
+    request.gid = 65534;
+    if (domain_type == "kvm") {
+        // As the first job's probe: a KVM that spins instead of booting counts as broken.
+        request.ready_timeout_seconds = base.kvm_probe_timeout_seconds;
+    }
+    ProbeResult result;
+    const auto t = std::chrono::steady_clock::now();
+    try {
+        start_job_vm(config, catalog, request);
+        result.ok = true;
+        result.seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    } catch (const GuestDiedError &e) {
+        result.died = true;
+        result.error = e.what();
+        result.qemu_error = e.qemu_error;
+    } catch (const Error &e) {
+        result.error = e.what();
+    }
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    try {
+        stop_job_vm(config, request.jobid, request.node);
+    } catch (const Error &) {
+        // Nothing was left, or the next check's sweep removes it.
+    }
+    return result;
+}
+
+char seconds_buf[32];
+const char *secs(double s) {
+    snprintf(seconds_buf, sizeof seconds_buf, "%.2f s", s);
+    return seconds_buf;
+}
+
+}  // namespace
+
+int cmd_check(const std::vector<std::string> &args) {
+    bool json = false, boot = true;
+    std::string plugstack = "/etc/slurm/plugstack.conf", image_name;
+    std::vector<std::string> argv_store = {"slurm-vm check"};
+    argv_store.insert(argv_store.end(), args.begin(), args.end());
+    std::vector<char *> argv;
+    for (auto &a : argv_store) {
+        argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    static const option options[] = {{"json", no_argument, nullptr, 'j'},
+                                     {"no-boot", no_argument, nullptr, 'n'},
+                                     {"image", required_argument, nullptr, 'i'},
+                                     {"plugstack", required_argument, nullptr, 'p'},
+                                     {nullptr, 0, nullptr, 0}};
+    optind = 1;
+    opterr = 0;
+    for (int c; (c = getopt_long(static_cast<int>(argv.size()) - 1, argv.data(), "", options,
+                                 nullptr)) != -1;) {
+        switch (c) {
+            case 'j':
+                json = true;
+                break;
+            case 'n':
+                boot = false;
+                break;
+            case 'i':
+                image_name = optarg;
+                break;
+            case 'p':
+                plugstack = optarg;
+                break;
+            default:
+                fprintf(stderr,
+                        "slurm-vm: check: unknown option '%s'\nusage: slurm-vm check [--json] "
+                        "[--image NAME] [--no-boot] [--plugstack FILE]\n",
+                        argv[optind - 1]);
+                return 2;
+        }
+    }
+    Report report(json);
+
+    Config config;
+    try {
+        const auto words = plugstack_args(plugstack);
+        config = parse_config(words);
+        report.add("plugstack", words.empty() ? Status::Warn : Status::Ok,
+                   words.empty() ? "no spank_slurm_vm.so line in " + plugstack + ": defaults used"
+                                 : "slurm-vm line of " + plugstack + " parses",
+                   words.empty() ? "add the plugin's line (see the admin guide)" : "");
+    } catch (const Error &e) {
+        report.add("plugstack", Status::Fail, e.what(),
+                   "correct the slurm-vm line of " + plugstack);
+        return report.finish();
+    }
+
+    // libvirt and QEMU.
+    ConnectionPtr conn;
+    try {
+        conn = open_connection(config.libvirt_uri);
+    } catch (const Error &e) {
+        report.add("libvirt", Status::Fail, e.what(),
+                   "start libvirtd (and virtlogd), or set libvirt_uri= in plugstack.conf");
+        return report.finish();
+    }
+    std::set<std::string> offered;
+    std::string key;
+    try {
+        key = host_key(conn.get());
+        char *caps = virConnectGetCapabilities(conn.get());
+        if (caps == nullptr) {
+            throw Error("cannot read libvirt's capabilities: " + libvirt_last_error());
+        }
+        const std::string caps_xml(caps);
+        free(caps);
+        offered = offered_domain_types(caps_xml);
+        std::string types;
+        for (const auto &t : offered) {
+            types += (types.empty() ? "" : " ") + t;
+        }
+        report.add("libvirt", Status::Ok, config.libvirt_uri + " answers (" + key + ")");
+        report.add("qemu", offered.contains("qemu") ? Status::Ok : Status::Fail,
+                   "domain types offered for x86_64: " + (types.empty() ? "none" : types),
+                   offered.contains("qemu") ? "" : "apt-get install qemu-system-x86");
+    } catch (const Error &e) {
+        report.add("libvirt", Status::Fail, e.what(), "check libvirtd's log");
+        return report.finish();
+    }
+
+    // /dev/kvm: present, and usable by the users QEMU runs as (every job user).
+    struct stat st {};
+    const bool have_kvm = stat("/dev/kvm", &st) == 0;
+    const std::string device_problem = have_kvm ? kvm_device_problem(65534, 65534) : "";
+    if (!have_kvm) {
+        report.add("kvm device", Status::Warn, "no /dev/kvm: every VM runs under TCG (slow)",
+                   "enable virtualisation in the firmware and load kvm_intel or kvm_amd");
+    } else if (!device_problem.empty()) {
+        report.add("kvm device", Status::Warn,
+                   device_problem +
+                       "; libvirt then probes QEMU again on "
+                       "every call (VM creation takes seconds)",
+                   "chgrp kvm /dev/kvm && chmod 0666 /dev/kvm (what udev's rule does)");
+    } else {
+        report.add("kvm device", Status::Ok,
+                   "/dev/kvm is mode " + mode_text(st.st_mode) + ", usable by job users");
+    }
+
+    // The catalog, and the image the probes boot.
+    std::optional<Catalog> catalog;
+    try {
+        catalog = Catalog::load(config.catalog);
+        std::string problems;
+        for (const auto &image : catalog->images()) {
+            for (const std::string *file : {&image.kernel, &image.initrd, &image.disk}) {
+                if (file->empty() || file->find("%n") != std::string::npos) {
+                    continue;  // per-node paths are checked by each node's feature list
+                }
+                const std::string p = unreadable_by_others(*file);
+                if (!p.empty()) {
+                    problems += (problems.empty() ? "" : "; ") + image.name + ": " + p;
+                }
+            }
+        }
+        report.add("catalog", problems.empty() ? Status::Ok : Status::Fail,
+                   problems.empty()
+                       ? config.catalog + ": " + std::to_string(catalog->images().size()) +
+                             " images, every file readable by job users"
+                       : printable(problems),
+                   problems.empty() ? "" : "chmod o+r the files and o+x their folders");
+    } catch (const Error &e) {
+        report.add("catalog", Status::Fail, e.what(), "correct the catalog");
+    }
+
+    // Folders.
+    {
+        std::string problems;
+        for (const auto &dir : {config.state_dir, config.run_dir, config.log_dir}) {
+            if (stat(dir.c_str(), &st) != 0) {
+                continue;  // made by the first VM job
+            }
+            if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 0022) != 0 ||
+                (st.st_mode & 0001) == 0) {
+                problems += (problems.empty() ? "" : "; ") + dir + " is mode " +
+                            mode_text(st.st_mode) + " owner uid " + std::to_string(st.st_uid);
+            }
+        }
+        report.add("folders", problems.empty() ? Status::Ok : Status::Fail,
+                   problems.empty() ? config.state_dir + ", " + config.run_dir + ", " +
+                                          config.log_dir + ": root's, 0755 (or made on first use)"
+                                    : problems,
+                   problems.empty() ? "" : "chown root and chmod 0755 those folders");
+        const bool traversable = stat("/var/lib/libvirt/qemu", &st) == 0 && (st.st_mode & 0001);
+        report.add("libvirt folder", traversable ? Status::Ok : Status::Fail,
+                   "/var/lib/libvirt/qemu is mode " + mode_text(st.st_mode),
+                   traversable ? "" : "chmod 0711 /var/lib/libvirt/qemu (QEMU runs as job users)");
+    }
+
+    // Shared folders: 9p (libvirt's "path" driver) or virtiofs.
+    {
+        const auto drivers = filesystem_drivers(conn.get(), "qemu");
+        const bool ninep = drivers.contains("path");
+        report.add("9p", ninep ? Status::Ok : Status::Fail,
+                   ninep ? "QEMU exports host folders over 9p"
+                         : "QEMU offers no 9p export: jobs cannot see their folders",
+                   ninep ? "" : "install a QEMU built with virtfs");
+    }
+
+    // Probe boots: does KVM really run a guest, and does TCG?
+    const Image *image = catalog ? probe_image(*catalog, image_name) : nullptr;
+    std::optional<KvmVerdict> verdict =
+        key.empty() ? std::nullopt : load_kvm_verdict(config.state_dir, key);
+    if (!boot) {
+        report.add("probe", Status::Ok, "skipped (--no-boot)");
+    } else if (image == nullptr) {
+        report.add("probe", Status::Warn,
+                   image_name.empty()
+                       ? "no catalog image with a kernel to boot"
+                       : "image '" + printable(image_name) + "' is not in the catalog",
+                   "name an image: slurm-vm check --image NAME");
+    } else {
+        ProbeResult kvm;
+        if (offered.contains("kvm") && device_problem.empty()) {
+            kvm = probe_boot(config, *catalog, *image, "kvm", 1);
+        }
+        const ProbeResult tcg = probe_boot(config, *catalog, *image, "qemu", 2);
+        if (!offered.contains("kvm")) {
+            report.add("kvm probe", Status::Warn, "not run: libvirt offers no kvm domain");
+        } else if (!device_problem.empty()) {
+            report.add("kvm probe", Status::Warn, "not run: " + device_problem,
+                       "chgrp kvm /dev/kvm && chmod 0666 /dev/kvm");
+        } else if (kvm.ok) {
+            report.add("kvm probe", Status::Ok,
+                       "image '" + image->name + "' ready under KVM in " + secs(kvm.seconds));
+            KvmVerdict v;
+            v.works = true;
+            v.key = key;
+            v.node = "check";
+            try {
+                save_kvm_verdict(config.state_dir, v);
+                verdict = v;
+            } catch (const Error &) {
+            }
+        } else {
+            // "image 'tiny' on check (job N): the VM ..." -> "the VM ...": the line names
+            // the image already.
+            std::string reason = kvm.qemu_error.empty() ? kvm.error : kvm.qemu_error;
+            if (const auto cut = reason.find("): ");
+                reason.rfind("image '", 0) == 0 && cut != std::string::npos) {
+                reason.erase(0, cut + 3);
+            }
+            const bool kvm_to_blame = tcg.ok || blames_kvm(kvm.qemu_error);
+            const Status s = config.domain_type == "kvm" ? Status::Fail : Status::Warn;
+            report.add("kvm probe", s,
+                       "KVM is offered but " +
+                           std::string(kvm_to_blame ? "broken: guests do not boot under it ("
+                                                    : "the probe failed (") +
+                           reason + ")",
+                       config.domain_type == "kvm"
+                           ? "set domain_type=auto (or qemu) in plugstack.conf, or fix KVM "
+                             "(nested virtualisation, kvm module)"
+                           : "nothing needed: domain_type=auto uses TCG here; fix KVM for speed");
+            if (kvm_to_blame) {
+                KvmVerdict v;
+                v.works = false;
+                v.reason = reason;
+                v.key = key;
+                v.node = "check";
+                try {
+                    save_kvm_verdict(config.state_dir, v);
+                    verdict = v;
+                } catch (const Error &) {
+                }
+            }
+        }
+        report.add("tcg probe", tcg.ok ? Status::Ok : Status::Fail,
+                   tcg.ok ? "image '" + image->name + "' ready under TCG in " + secs(tcg.seconds)
+                          : tcg.error,
+                   tcg.ok ? "" : "see the guest console in " + config.log_dir);
+    }
+
+    // What `auto` (or the configured type) picks here.
+    try {
+        const DomainTypeChoice choice =
+            choose_domain_type(offered, config.domain_type, verdict, device_problem);
+        std::string detail = "domain_type=" + config.domain_type + " runs VMs under " +
+                             (choice.type == "kvm" ? "KVM" : "TCG (qemu)");
+        if (choice.probe) {
+            detail += " (KVM not yet proven here: the first VM job probes it)";
+        }
+        if (!choice.fallback_reason.empty()) {
+            detail += ": " + choice.fallback_reason;
+        }
+        report.add("domain type", Status::Ok, detail);
+    } catch (const Error &e) {
+        report.add("domain type", Status::Fail, e.what(), "set domain_type= in plugstack.conf");
+    }
+    return report.finish();
+}
+
+}  // namespace svm
