@@ -11,6 +11,7 @@
 #include "kvm_verdict.h"
 #include "overlay.h"
 #include "protocol/json.h"
+#include "safe_fs.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -39,16 +40,14 @@ std::string describe(const JobVmRequest &r) {
     return "image '" + r.image + "' on " + r.node + " (job " + std::to_string(r.jobid) + ")";
 }
 
-void make_dir(const std::string &path, mode_t mode, uid_t uid, gid_t gid) {
-    std::error_code ec;
-    fs::remove_all(path, ec);  // a stale folder of an earlier job with the same id
+// A root-owned folder of `mode` (the umask does not apply), after removing a stale one of an
+// earlier job with the same id.
+void make_dir(const std::string &path, mode_t mode) {
+    remove_tree(path);
     if (mkdir(path.c_str(), mode) != 0) {
         throw Error("cannot create " + path + ": " + errno_text(errno));
     }
-    if (chown(path.c_str(), uid, gid) != 0 || chmod(path.c_str(), mode) != 0) {
-        throw Error("cannot give " + path + " to uid " + std::to_string(uid) + ": " +
-                    errno_text(errno));
-    }
+    hand_over_folder(path, 0, 0, mode);
 }
 
 // exec.<i>.lock: exec clients take a free channel by locking its file (see exec_client.h).
@@ -68,17 +67,15 @@ void make_lock_files(const JobVmPaths &paths, unsigned ports, uid_t uid, gid_t g
     }
 }
 
-// libvirt creates the channel sockets as root (it passes them to QEMU as open files). Until
-// they are the user's, only root can connect; the folder is the user's alone, so nobody else
-// could reach them in between either.
-void give_sockets_to_user(const JobVmPaths &paths, unsigned ports, uid_t uid, gid_t gid) {
+// The channel folder stays root's while the VM boots, so nothing of the user's can be in it
+// while root pings and sets up the guest through its sockets. libvirt made the sockets (it
+// passes them to QEMU as open files); each is checked and handed over through a descriptor,
+// then the folder itself.
+void give_channels_to_user(const JobVmPaths &paths, unsigned ports, uid_t uid, gid_t gid) {
     for (unsigned i = 0; i < ports; ++i) {
-        const std::string sock = paths.channel_dir + "/exec." + std::to_string(i) + ".sock";
-        if (lchown(sock.c_str(), uid, gid) != 0 || chmod(sock.c_str(), 0600) != 0) {
-            throw Error("cannot give " + sock + " to uid " + std::to_string(uid) + ": " +
-                        errno_text(errno));
-        }
+        hand_over_socket(paths.channel_dir, "exec." + std::to_string(i) + ".sock", 0, uid, gid);
     }
+    hand_over_folder(paths.channel_dir, uid, gid, 0700);
 }
 
 bool is_under(const std::string &path, const std::string &dir) {
@@ -89,6 +86,9 @@ bool is_under(const std::string &path, const std::string &dir) {
     return path.compare(0, prefix.size(), prefix) == 0;
 }
 
+// The configured shared paths that exist here. The job's working directory must lie under
+// one of them: sharing it wherever it points would put the host's `/` (--chdir=/) or any
+// folder over the guest's own.
 std::vector<Share> shares_for(const Config &config, const std::string &work_dir) {
     std::vector<Share> shares;
     for (const auto &p : config.shared_paths) {
@@ -96,11 +96,21 @@ std::vector<Share> shares_for(const Config &config, const std::string &work_dir)
             shares.push_back({"svm" + std::to_string(shares.size()), p, p, false});
         }
     }
-    const bool covered = std::any_of(shares.begin(), shares.end(), [&](const Share &s) {
-        return is_under(work_dir, s.host_path);
-    });
-    if (!work_dir.empty() && !covered && fs::is_directory(work_dir)) {
-        shares.push_back({"svm" + std::to_string(shares.size()), work_dir, work_dir, false});
+    if (work_dir.empty()) {
+        return shares;
+    }
+    const std::string wd = fs::path(work_dir).lexically_normal().string();
+    const bool covered = std::any_of(shares.begin(), shares.end(),
+                                     [&](const Share &s) { return is_under(wd, s.host_path); });
+    if (!covered) {
+        std::string list;
+        for (const auto &p : config.shared_paths) {
+            list += (list.empty() ? "" : ", ") + p;
+        }
+        throw Error("the working directory " + printable(work_dir) +
+                    " is not under a folder shared with VMs (" + list +
+                    "): submit from under one of them (or use --chdir), or ask your admin to add "
+                    "it to shared_paths");
     }
     return shares;
 }
@@ -121,10 +131,15 @@ void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const Star
     write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0644);
 }
 
+// The channel folder is the user's by now: remove_tree follows no link they may have planted.
 void remove_job_files(const JobVmPaths &paths) {
-    std::error_code ec;
-    fs::remove_all(paths.channel_dir, ec);
-    fs::remove_all(paths.state_dir, ec);
+    for (const auto &dir : {paths.channel_dir, paths.state_dir}) {
+        try {
+            remove_tree(dir);
+        } catch (const Error &) {
+            // The orphan sweep tries again; the caller's own error is what matters.
+        }
+    }
 }
 
 // The last `count` non-empty lines of the guest's console, printable, joined by " | ".
@@ -215,8 +230,8 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
                             (ec ? ec.message() : errno_text(errno)));
             }
         }
-        make_dir(paths.state_dir, 0755, 0, 0);
-        make_dir(paths.channel_dir, 0700, r.uid, r.gid);
+        make_dir(paths.state_dir, 0755);
+        make_dir(paths.channel_dir, 0700);
         make_lock_files(paths, config.exec_ports, r.uid, r.gid);
 
         VmSpec spec;
@@ -253,7 +268,6 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
 
         auto t = Clock::now();
         vm.create(render_domain_xml(spec));
-        give_sockets_to_user(paths, config.exec_ports, r.uid, r.gid);
         report.create_seconds = seconds_since(t);
 
         t = Clock::now();
@@ -313,6 +327,7 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             setup.mounts.push_back({s.tag, s.guest_path, s.readonly});
         }
         setup_guest(control, setup, 30000);
+        give_channels_to_user(paths, config.exec_ports, r.uid, r.gid);
         report.setup_seconds = seconds_since(t);
 
         write_state_file(paths, r, report);

@@ -79,7 +79,7 @@ int cmd_try(const std::vector<std::string> &args) {
     request.image = image;
     request.uid = uid;
     request.gid = uid;
-    request.work_dir = "/";
+    request.work_dir = "";  // nothing of the host shared but the configured paths
     const svm::JobVmPaths paths = svm::job_vm_paths(config, request.jobid, request.node);
     printf("slurm-vm try %s: booting %s\n", image.c_str(), paths.domain.c_str());
     fflush(stdout);

@@ -1,0 +1,26 @@
+// Root's file operations in folders a job's user owns or has owned. Every step works on
+// descriptors (openat with O_NOFOLLOW, fchownat with AT_EMPTY_PATH), never on a path a user
+// could swap for a symbolic link between a check and the use.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace svm {
+
+// Removes `path` and everything under it without following any symbolic link, at the top or
+// inside: links are removed, never their targets. A missing path is fine. Throws Error naming
+// the entry it could not remove.
+void remove_tree(const std::string &path);
+
+// Gives the unix socket `dir`/`name` to uid:gid with mode 0600, after checking, on a
+// descriptor opened with O_PATH|O_NOFOLLOW, that it is a socket owned by `expected_owner`.
+// Throws Error naming the entry and what it is instead.
+void hand_over_socket(const std::string &dir, const std::string &name, uid_t expected_owner,
+                      uid_t uid, gid_t gid);
+
+// Gives the folder `path` (not a link) to uid:gid with `mode`, through its descriptor.
+void hand_over_folder(const std::string &path, uid_t uid, gid_t gid, mode_t mode);
+
+}  // namespace svm

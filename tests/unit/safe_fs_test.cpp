@@ -1,0 +1,120 @@
+#include "safe_fs.h"
+
+#include "error.h"
+
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+namespace svm {
+namespace {
+
+namespace fs = std::filesystem;
+
+class SafeFsTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/svm-safefs-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+        victim_ = dir_ + "/victim";
+        std::ofstream(victim_) << "precious";
+        chmod(victim_.c_str(), 0644);
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+
+    void make_socket(const std::string &path) {
+        const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        ASSERT_GE(fd, 0);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+        ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr), 0);
+        close(fd);
+    }
+    mode_t mode_of(const std::string &path) {
+        struct stat st {};
+        stat(path.c_str(), &st);
+        return st.st_mode & 07777;
+    }
+
+    std::string dir_, victim_;
+};
+
+TEST_F(SafeFsTest, HandsOverASocketByDescriptor) {
+    const std::string channels = dir_ + "/ch";
+    fs::create_directory(channels);
+    make_socket(channels + "/exec.0.sock");
+    hand_over_socket(channels, "exec.0.sock", getuid(), getuid(), getgid());
+    EXPECT_EQ(mode_of(channels + "/exec.0.sock"), 0600u);
+}
+
+TEST_F(SafeFsTest, RefusesASymlinkSwappedInForASocketAndLeavesItsTargetAlone) {
+    const std::string channels = dir_ + "/ch";
+    fs::create_directory(channels);
+    fs::create_symlink(victim_, channels + "/exec.0.sock");
+    try {
+        hand_over_socket(channels, "exec.0.sock", getuid(), 12345, 12345);
+        FAIL() << "a symlink was handed over";
+    } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("is not a socket (a symbolic link)"),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_EQ(mode_of(victim_), 0644u);
+    struct stat st {};
+    stat(victim_.c_str(), &st);
+    EXPECT_EQ(st.st_uid, getuid());
+}
+
+TEST_F(SafeFsTest, RefusesASocketOwnedBySomeoneElse) {
+    const std::string channels = dir_ + "/ch";
+    fs::create_directory(channels);
+    make_socket(channels + "/exec.0.sock");
+    EXPECT_THROW(hand_over_socket(channels, "exec.0.sock", getuid() + 1, 0, 0), Error);
+}
+
+TEST_F(SafeFsTest, RemoveTreeRemovesLinksNotTheirTargets) {
+    const std::string tree = dir_ + "/tree";
+    fs::create_directories(tree + "/sub/deeper");
+    std::ofstream(tree + "/sub/deeper/f") << "x";
+    fs::create_symlink(dir_, tree + "/link-to-parent");
+    fs::create_symlink(victim_, tree + "/sub/link-to-file");
+    remove_tree(tree);
+    EXPECT_FALSE(fs::exists(tree));
+    EXPECT_TRUE(fs::exists(victim_));
+    EXPECT_EQ(mode_of(victim_), 0644u);
+}
+
+TEST_F(SafeFsTest, RemoveTreeOfALinkRemovesTheLinkOnly) {
+    const std::string target = dir_ + "/kept";
+    fs::create_directories(target);
+    std::ofstream(target + "/f") << "x";
+    fs::create_symlink(target, dir_ + "/channel");
+    remove_tree(dir_ + "/channel");
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir_ + "/channel")));
+    EXPECT_TRUE(fs::exists(target + "/f"));
+}
+
+TEST_F(SafeFsTest, RemoveTreeOfNothingIsFine) {
+    EXPECT_NO_THROW(remove_tree(dir_ + "/nothing"));
+    EXPECT_NO_THROW(remove_tree(dir_ + "/no/such/parent"));
+}
+
+TEST_F(SafeFsTest, HandOverFolderRefusesALink) {
+    fs::create_symlink(dir_, dir_ + "/link");
+    EXPECT_THROW(hand_over_folder(dir_ + "/link", 0, 0, 0700), Error);
+    fs::create_directory(dir_ + "/real");
+    hand_over_folder(dir_ + "/real", getuid(), getgid(), 0700);
+    EXPECT_EQ(mode_of(dir_ + "/real"), 0700u);
+}
+
+}  // namespace
+}  // namespace svm
