@@ -313,7 +313,8 @@ void HostCallRunner::check_exit(Call &call) {
     }
 }
 
-void HostCallRunner::process(const std::vector<pollfd> &pfds, std::size_t first, std::string &out) {
+void HostCallRunner::process(const std::vector<pollfd> &pfds, std::size_t first, std::string &out,
+                             std::size_t out_limit) {
     for (std::size_t i = 0; i < polled_.size(); ++i) {
         if (pfds[first + i].revents == 0) {
             continue;
@@ -323,12 +324,17 @@ void HostCallRunner::process(const std::vector<pollfd> &pfds, std::size_t first,
             continue;
         }
         Call &call = it->second;
+        const bool room = out.size() < out_limit;
         switch (polled_[i].second) {
             case Kind::Stdout:
-                read_output(it->first, call.stdout_r, true, out);
+                if (room) {
+                    read_output(it->first, call.stdout_r, true, out);
+                }
                 break;
             case Kind::Stderr:
-                read_output(it->first, call.stderr_r, false, out);
+                if (room) {
+                    read_output(it->first, call.stderr_r, false, out);
+                }
                 break;
             case Kind::Exit:
                 check_exit(call);

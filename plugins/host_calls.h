@@ -33,9 +33,12 @@ class HostCallRunner {
 
     // Appends the descriptors to poll (the output pipes only while `room`: backpressure when
     // the channel to the guest is full); after poll(), process() takes the same vector and the
-    // index of the first of them and appends output and exit frames to `out`.
+    // index of the first of them and appends output and exit frames to `out`. It reads output
+    // only while `out` holds less than out_limit bytes, so that many commands at once add one
+    // chunk past it, not one chunk each.
     void add_pollfds(std::vector<pollfd> &pfds, bool room);
-    void process(const std::vector<pollfd> &pfds, std::size_t first, std::string &out);
+    void process(const std::vector<pollfd> &pfds, std::size_t first, std::string &out,
+                 std::size_t out_limit);
     // How long poll() may sleep before process() has work that no descriptor announces
     // (a drain deadline); -1: no limit.
     int poll_timeout_ms() const;
