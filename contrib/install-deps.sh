@@ -38,6 +38,7 @@ PACKAGES=(
   # build
   g++ make cmake pkg-config clang-format libjson-c-dev libgtest-dev googletest libvirt-dev libxml2-dev
   libslurm-dev dpkg-dev
+  clang libclang-rt-14-dev  # libFuzzer, for the fuzz targets in tests/fuzz
   # slurm and accounting
   slurmctld slurmd slurm-client slurmdbd munge mariadb-server
   # virtualisation
