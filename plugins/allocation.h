@@ -1,6 +1,5 @@
-// What Slurm allocated to a job on one node, read from `scontrol show job -d -o`. The prolog's
-// environment names the job's CPUs per node but not its memory; the detailed job record has
-// both, per node, as "Nodes=node[1-2] CPU_IDs=0-1 Mem=512 GRES=".
+// Host lists and one-line job records, for the admin's commands (slurm-vm running, report).
+// The root paths never read these: they take job facts from Slurm's API (spank/slurm_job.cpp).
 #pragma once
 
 #include <cstdint>
@@ -10,7 +9,12 @@
 
 namespace svm {
 
-// Expands a Slurm host list ("node[1-3,5],gpu01") into names. Throws Error on bad syntax.
+// A bound on what one host list may expand to: more than any cluster has, far less than what
+// "a[0-99999999999]" would allocate.
+inline constexpr std::size_t kMaxHostlistNames = 100000;
+
+// Expands a Slurm host list ("node[1-3,5],gpu01", "rack[1-2]-n[1-2]") into names. Throws Error
+// on bad syntax or more than kMaxHostlistNames names.
 std::vector<std::string> expand_hostlist(std::string_view hostlist);
 
 struct NodeAllocation {
@@ -21,8 +25,5 @@ struct NodeAllocation {
 // The value of `key=` in a one-line job record (`scontrol show job -o`), "" when absent. The
 // fields read this way hold no spaces.
 std::string job_field(const std::string &oneliner, std::string_view key);
-
-// The allocation of `node` in the one-line detailed job record; zeros where not found.
-NodeAllocation node_allocation(const std::string &scontrol_detail, std::string_view node);
 
 }  // namespace svm

@@ -43,16 +43,15 @@ bool job_facts(spank_t sp, JobFacts &facts) {
     return true;
 }
 
-// CPUs and memory of this node's share of the job: only slurmctld's detailed record has the
-// memory. Zeros (the image's defaults) when it cannot be read in time.
+// CPUs and memory of this node's share of the job, from slurmctld. Zeros (the image's
+// defaults) when it cannot be asked.
 NodeAllocation allocation_here(const JobFacts &f) {
     try {
-        const ProcessResult r = scontrol_show_job(f.jobid, true, std::chrono::seconds(15));
-        if (!r.timed_out && r.status == 0) {
-            return node_allocation(r.out, f.node);
+        if (const auto job = load_slurm_job(f.jobid, f.node)) {
+            return {job->cpus_here, job->memory_mib_here};
         }
-        slurm_info("%s: job %u node %s: scontrol show job failed (%s); using image defaults", kTag,
-                   f.jobid, f.node.c_str(), r.err.c_str());
+        slurm_info("%s: job %u node %s: slurmctld does not know the job; using image defaults",
+                   kTag, f.jobid, f.node.c_str());
     } catch (const Error &e) {
         slurm_info("%s: job %u node %s: %s; using image defaults", kTag, f.jobid, f.node.c_str(),
                    e.what());
@@ -61,23 +60,11 @@ NodeAllocation allocation_here(const JobFacts &f) {
 }
 
 // Whether slurmctld still has the job in a state that may own a VM. When slurmctld cannot be
-// asked in time, the answer is yes: a VM is removed only when its job is known to be over.
+// asked, the answer is yes: a VM is removed only when its job is known to be over.
 bool job_may_own_vm(uint32_t jobid) {
     try {
-        const ProcessResult r = scontrol_show_job(jobid, false, std::chrono::seconds(10));
-        if (r.timed_out) {
-            return true;
-        }
-        if (r.status != 0) {
-            return r.err.find("Invalid job id") == std::string::npos;
-        }
-        for (const char *state : {"JobState=RUNNING", "JobState=CONFIGURING", "JobState=COMPLETING",
-                                  "JobState=SUSPENDED"}) {
-            if (r.out.find(state) != std::string::npos) {
-                return true;
-            }
-        }
-        return false;
+        const auto job = load_slurm_job(jobid, "");
+        return job.has_value() && job->may_own_vm;
     } catch (const Error &) {
         return true;
     }
@@ -108,15 +95,6 @@ void sweep_orphans(const JobFacts &f) {
 }
 
 }  // namespace
-
-ProcessResult scontrol_show_job(uint32_t jobid, bool detailed, std::chrono::seconds timeout) {
-    std::vector<std::string> argv = {find_program("scontrol"), "show", "job", "-o"};
-    if (detailed) {
-        argv.push_back("-d");
-    }
-    argv.push_back(std::to_string(jobid));
-    return run_process(argv, timeout);
-}
 
 int on_job_prolog(spank_t sp) {
     JobFacts f;
@@ -163,12 +141,6 @@ int on_job_prolog(spank_t sp) {
             kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.domain.c_str(), r.hostname.c_str(),
             r.domain_type.c_str(), r.vcpus, static_cast<unsigned long long>(r.memory_mib),
             r.create_seconds, r.ready_seconds, r.setup_seconds);
-        try {
-            record_vm_placement(f.jobid, f.node, f.image, r.hostname);
-        } catch (const std::exception &e) {
-            slurm_error("%s: job %u node %s image %s: accounting: %s", kTag, f.jobid,
-                        f.node.c_str(), f.image.c_str(), e.what());
-        }
     } catch (const std::exception &e) {
         const std::string message = std::string(kTag) + ": " + e.what();
         slurm_error("%s: job %u node %s image %s: VM not started: %s", kTag, f.jobid,

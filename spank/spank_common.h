@@ -37,12 +37,17 @@ std::string requested_image(spank_t sp);
 
 int on_submit_init_post_opt(spank_t sp);
 
-// `scontrol show job -o [-d] JOBID`, with a timeout (prolog and epilog must never hang).
-ProcessResult scontrol_show_job(uint32_t jobid, bool detailed, std::chrono::seconds timeout);
+// What slurmctld says of a job (slurm_job.cpp), through Slurm's API.
+struct SlurmJob {
+    bool may_own_vm = false;  // running, suspended, configuring or completing
+    unsigned cpus_here = 0;   // CPUs allocated on the node asked about
+    uint64_t memory_mib_here = 0;
+    std::string admin_comment;
+};
+// Nothing when slurmctld does not know the job; throws Error when it cannot be asked.
+std::optional<SlurmJob> load_slurm_job(uint32_t jobid, const std::string &node);
 
-// Accounting (vm_accounting.cpp). Both throw svm::Error.
-void record_vm_placement(uint32_t jobid, const std::string &node, const std::string &image,
-                         const std::string &vm_hostname);
+// Accounting (vm_accounting.cpp). Throws svm::Error.
 void record_vm_stop(const Config &config, uint32_t jobid, const std::string &state_json,
                     const StopReport &stopped);
 std::string read_state_file(const std::string &path);
