@@ -350,6 +350,7 @@ void UsageAccumulator::add(const JobUsage &job) {
         }
     }
     if (comment) {
+        // Each node of the job ran one of its VMs (older comments list them with their hosts).
         for (const VmPlacement &vm : comment->vms) {
             units.emplace_back(vm.physical_host, Vm);
         }

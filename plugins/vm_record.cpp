@@ -1,6 +1,7 @@
 #include "vm_record.h"
 
 #include "atomic_file.h"
+#include "config.h"
 #include "error.h"
 #include "protocol/fd.h"
 #include "protocol/json.h"
@@ -216,29 +217,52 @@ std::string stop_kind(const StopReport &stopped) {
     return "failed";
 }
 
-std::string admin_comment_for(const std::vector<VmRecord> &records) {
-    if (records.empty()) {
-        throw Error("admin comment: no VM records to describe");
-    }
-    const std::string &image = records.front().image;
-    std::string vms;
-    for (const VmRecord &r : records) {
-        if (r.image != image) {
-            throw Error("admin comment for job " + std::to_string(r.jobid) + ": VMs of images '" +
-                        image + "' and '" + r.image + "' in one job");
+namespace {
+
+// Where our word starts in `comment` (at its start or after a space), npos when absent.
+std::size_t our_word(std::string_view comment) {
+    for (std::size_t at = comment.find(kAdminCommentPrefix); at != std::string_view::npos;
+         at = comment.find(kAdminCommentPrefix, at + 1)) {
+        if (at == 0 || comment[at - 1] == ' ') {
+            return at;
         }
-        if (!vms.empty()) {
-            vms += ',';
-        }
-        vms += escape_value(r.vm_hostname) + "@" + escape_value(r.physical_host);
     }
-    return std::string(kAdminCommentPrefix) + "image=" + escape_value(image) + ";vms=" + vms;
+    return std::string_view::npos;
 }
 
-std::optional<VmJobComment> parse_admin_comment(std::string_view comment) {
-    if (!comment.starts_with(kAdminCommentPrefix)) {
+std::string_view trimmed(std::string_view s) {
+    while (!s.empty() && s.front() == ' ') {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && s.back() == ' ') {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+}  // namespace
+
+std::string admin_comment_at_submit(std::string_view existing, const std::string &image,
+                                    const std::string &hostname_template) {
+    std::string foreign(existing);
+    if (const std::size_t at = our_word(existing); at != std::string_view::npos) {
+        const std::size_t end = existing.find(' ', at);
+        foreign = std::string(existing.substr(0, at)) +
+                  std::string(end == std::string_view::npos ? "" : existing.substr(end));
+    }
+    const std::string ours = std::string(kAdminCommentPrefix) + "image=" + escape_value(image) +
+                             ";hostname=" + escape_value(hostname_template);
+    const std::string_view kept = trimmed(foreign);
+    return kept.empty() ? ours : std::string(kept) + " " + ours;
+}
+
+std::optional<VmJobComment> parse_admin_comment(std::string_view whole) {
+    const std::size_t at = our_word(whole);
+    if (at == std::string_view::npos) {
         return std::nullopt;
     }
+    std::string_view comment = whole.substr(at);
+    comment = comment.substr(0, comment.find(' '));
     const CommentParser p(comment);
     VmJobComment parsed;
     bool have_image = false;
@@ -251,6 +275,8 @@ std::optional<VmJobComment> parse_admin_comment(std::string_view comment) {
         if (key == "image") {
             parsed.image = p.unescape(value, "image");
             have_image = !parsed.image.empty();
+        } else if (key == "hostname") {
+            parsed.hostname_template = p.unescape(value, "hostname");
         } else if (key == "vms") {
             for (const std::string_view vm : split(value, ',')) {
                 const size_t at = vm.find('@');
@@ -267,6 +293,18 @@ std::optional<VmJobComment> parse_admin_comment(std::string_view comment) {
         p.fail("no image");
     }
     return parsed;
+}
+
+std::vector<VmPlacement> vm_placements(const VmJobComment &comment,
+                                       const std::vector<std::string> &nodes, uint32_t jobid) {
+    if (!comment.vms.empty() || comment.hostname_template.empty()) {
+        return comment.vms;
+    }
+    std::vector<VmPlacement> out;
+    for (const auto &node : nodes) {
+        out.push_back({expand_hostname(comment.hostname_template, node, jobid), node});
+    }
+    return out;
 }
 
 RecordSpool::RecordSpool(std::string dir) : dir_(std::move(dir)) {

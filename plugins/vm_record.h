@@ -44,14 +44,18 @@ std::string stop_kind(const StopReport &stopped);
 std::string encode_vm_record(const VmRecord &record);
 VmRecord decode_vm_record(std::string_view json);
 
-// The AdminComment of a VM job. Grammar (values are percent-encoded: '%', ';', ',', '@', '=',
-// '|', space and control bytes become %XX, so the text survives `sacct -P` and scontrol):
+// The AdminComment of a VM job: one word of it, among whatever else the site keeps there.
+// Grammar (values are percent-encoded: '%', ';', ',', '@', '=', '|', space and control bytes
+// become %XX, so the word survives `sacct -P`, scontrol and the words around it):
 //
-//   comment := "slurm-vm:" field (";" field)*
-//   field   := "image=" value | "vms=" vm ("," vm)* | key "=" value   (unknown keys ignored)
+//   word    := "slurm-vm:" field (";" field)*
+//   field   := "image=" value | "hostname=" template | "vms=" vm ("," vm)* | key "=" value
 //   vm      := vm_hostname "@" physical_host
 //
-// e.g. "slurm-vm:image=tiny;vms=node1-vm42@host1,node2-vm42@host1". One vm per job node.
+// The job_submit plugin writes it at submit, when slurmctld alone can write it and the user
+// cannot: "slurm-vm:image=tiny;hostname=%n-vm%j". Each node of the job ran one VM, named by
+// the template; the node is its physical host. Older versions wrote the VMs out ("vms=...",
+// from the prolog); both are read.
 inline constexpr std::string_view kAdminCommentPrefix = "slurm-vm:";
 
 struct VmPlacement {
@@ -61,15 +65,23 @@ struct VmPlacement {
 
 struct VmJobComment {
     std::string image;
-    std::vector<VmPlacement> vms;
+    std::string hostname_template;  // "" in comments of older versions
+    std::vector<VmPlacement> vms;   // from "vms=", in comments of older versions
 };
 
-// Throws Error when records is empty or the records name different images.
-std::string admin_comment_for(const std::vector<VmRecord> &records);
+// `existing` (the site's own words, kept; an earlier slurm-vm word replaced) with our word for
+// `image` and the VM hostname template.
+std::string admin_comment_at_submit(std::string_view existing, const std::string &image,
+                                    const std::string &hostname_template);
 
-// nullopt when the comment is not ours (does not start with "slurm-vm:"); throws Error
-// ("admin comment '...': <reason>") when it is ours but malformed.
+// nullopt when no word of the comment is ours (none starts with "slurm-vm:"); throws Error
+// ("admin comment '...': <reason>") when ours is malformed.
 std::optional<VmJobComment> parse_admin_comment(std::string_view comment);
+
+// The job's VMs: one per node of `nodes`, named by the template, on that node; or the VMs an
+// older comment listed.
+std::vector<VmPlacement> vm_placements(const VmJobComment &comment,
+                                       const std::vector<std::string> &nodes, uint32_t jobid);
 
 // A folder of records waiting to be delivered: <dir>/pending/<jobid>-<node>.json, one record
 // each. A record is in the spool from add() until done(), whatever restarts in between.

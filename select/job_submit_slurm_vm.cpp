@@ -22,9 +22,12 @@ extern "C" {
 }
 
 #include "plugins/catalog.h"
+#include "plugins/config.h"
 #include "plugins/error.h"
 #include "plugins/image_features.h"
 #include "plugins/image_name.h"
+#include "plugins/plugstack_args.h"
+#include "plugins/vm_record.h"
 
 #include <mutex>
 #include <optional>
@@ -53,6 +56,8 @@ constexpr std::string_view kSpankPrefix = "SPANK_";
 std::mutex g_mutex;
 std::string g_catalog_path;
 std::string g_last_catalog_error;
+// The VM hostname template of the SPANK plugin's plugstack line, for the AdminComment.
+std::string g_hostname_template = svm::Config{}.hostname_template;
 
 // A refusal the user reads: `code` for Slurm, `message` for sbatch's "error:" line.
 struct Refusal {
@@ -236,15 +241,29 @@ int submit(job_desc_msg_t *job, uint32_t submit_uid) {
           image->c_str(), job->features != nullptr ? job->features : "", features.c_str());
     replace_features(&job->features, features);
     set_spank_image(job, *image);
+    // Accounting's record of the image and the VMs, written here because here slurmctld alone
+    // writes it (users cannot set AdminComment) and no prolog has to update the job later. An
+    // admin's own comment is kept.
+    const std::string comment = svm::admin_comment_at_submit(
+        job->admin_comment != nullptr ? job->admin_comment : "", *image, g_hostname_template);
+    xfree(job->admin_comment);
+    job->admin_comment = xstrdup(comment.c_str());
     return SLURM_SUCCESS;
 }
 
 int modify(job_desc_msg_t *job, job_record_t *job_ptr) {
+    std::optional<std::string> image =
+        image_from_spank_env(job_ptr->spank_job_env, job_ptr->spank_job_env_size);
+    if (job->admin_comment != nullptr && image) {
+        // An admin (or another tool) sets the AdminComment: keep our word in it.
+        const std::string comment =
+            svm::admin_comment_at_submit(job->admin_comment, *image, g_hostname_template);
+        xfree(job->admin_comment);
+        job->admin_comment = xstrdup(comment.c_str());
+    }
     if (job->features == nullptr) {
         return SLURM_SUCCESS;  // the constraint is not being changed
     }
-    std::optional<std::string> image =
-        image_from_spank_env(job_ptr->spank_job_env, job_ptr->spank_job_env_size);
     if (!image && job_ptr->details != nullptr && job_ptr->details->features != nullptr) {
         try {
             image = svm::image_from_constraint(job_ptr->details->features);
@@ -292,6 +311,12 @@ int init(void) {
     try {
         std::lock_guard lock(g_mutex);
         g_catalog_path = svm::catalog_path_from_environment();
+        try {
+            g_hostname_template = svm::parse_config(svm::plugstack_args()).hostname_template;
+        } catch (const std::exception &e) {
+            error("slurm-vm: %s: plugstack.conf: %s; VM hostnames in AdminComment use %s",
+                  plugin_type, e.what(), g_hostname_template.c_str());
+        }
         const svm::Catalog catalog = load_catalog();
         info("slurm-vm: %s loaded; catalog %s has %zu images", plugin_type, g_catalog_path.c_str(),
              catalog.images().size());

@@ -112,29 +112,45 @@ TEST(VmRecordJson, RejectsJobIdZeroAndBrokenJson) {
               "VM record: invalid JSON: unexpected end of input");
 }
 
-TEST(AdminComment, ListsImageAndEachVmWithItsHost) {
-    VmRecord a = sample(42, "node1"), b = sample(42, "node2");
-    b.physical_host = "host2";
-    EXPECT_EQ(admin_comment_for({a, b}),
-              "slurm-vm:image=tiny;vms=node1-vm42@host1,node2-vm42@host2");
+TEST(AdminComment, AtSubmitNamesTheImageAndTheHostnameTemplate) {
+    EXPECT_EQ(admin_comment_at_submit("", "tiny", "%n-vm%j"),
+              "slurm-vm:image=tiny;hostname=%25n-vm%25j");
 }
 
-TEST(AdminComment, ParsesBackWhatItWrote) {
-    VmRecord a = sample(42, "node1"), b = sample(42, "node2");
-    const auto parsed = parse_admin_comment(admin_comment_for({a, b}));
+TEST(AdminComment, AtSubmitKeepsTheSitesOwnWordsAndReplacesAnOldWordOfOurs) {
+    EXPECT_EQ(admin_comment_at_submit("site:tag=1", "tiny", "%n-vm%j"),
+              "site:tag=1 slurm-vm:image=tiny;hostname=%25n-vm%25j");
+    EXPECT_EQ(admin_comment_at_submit("a slurm-vm:image=old;hostname=x b", "tiny", "%n-vm%j"),
+              "a  b slurm-vm:image=tiny;hostname=%25n-vm%25j");
+}
+
+TEST(AdminComment, ParsesOurWordAmongOthersAndPlacesOneVmPerNode) {
+    const auto parsed = parse_admin_comment(
+        "site:tag=1 " + admin_comment_at_submit("", "tiny", "%n-vm%j") + " other");
     ASSERT_TRUE(parsed.has_value());
     EXPECT_EQ(parsed->image, "tiny");
-    ASSERT_EQ(parsed->vms.size(), 2u);
-    EXPECT_EQ(parsed->vms[0], (VmPlacement{"node1-vm42", "host1"}));
-    EXPECT_EQ(parsed->vms[1], (VmPlacement{"node2-vm42", "host1"}));
+    EXPECT_EQ(parsed->hostname_template, "%n-vm%j");
+    EXPECT_EQ(vm_placements(*parsed, {"node1", "node2"}, 42),
+              (std::vector<VmPlacement>{{"node1-vm42", "node1"}, {"node2-vm42", "node2"}}));
+}
+
+TEST(AdminComment, ReadsTheVmListOfOlderVersions) {
+    const auto parsed =
+        parse_admin_comment("slurm-vm:image=tiny;vms=node1-vm42@host1,node2-vm42@host1");
+    ASSERT_TRUE(parsed.has_value());
+    EXPECT_EQ(vm_placements(*parsed, {"node1", "node2"}, 42),
+              (std::vector<VmPlacement>{{"node1-vm42", "host1"}, {"node2-vm42", "host1"}}));
 }
 
 TEST(AdminComment, EscapesSeparatorsInValuesAndRoundTrips) {
-    VmRecord r = sample();
-    r.image = "a;b,c@d=e|f%g h";
-    const std::string comment = admin_comment_for({r});
-    EXPECT_EQ(comment, "slurm-vm:image=a%3Bb%2Cc%40d%3De%7Cf%25g%20h;vms=node1-vm42@host1");
-    EXPECT_EQ(parse_admin_comment(comment)->image, r.image);
+    const std::string image = "a;b,c@d=e|f%g h";
+    const std::string comment = admin_comment_at_submit("", image, "%n-vm%j");
+    EXPECT_EQ(comment, "slurm-vm:image=a%3Bb%2Cc%40d%3De%7Cf%25g%20h;hostname=%25n-vm%25j");
+    EXPECT_EQ(parse_admin_comment(comment)->image, image);
+}
+
+TEST(AdminComment, AWordThatOnlyContainsThePrefixIsNotOurs) {
+    EXPECT_FALSE(parse_admin_comment("xslurm-vm:image=tiny").has_value());
 }
 
 TEST(AdminComment, IsNotOursWithoutThePrefix) {
@@ -158,16 +174,6 @@ TEST(AdminComment, MalformedCommentsNameTheReason) {
               "admin comment 'slurm-vm:image=t%4': image: '%' must be followed by two hex digits");
     EXPECT_EQ(error_of([] { parse_admin_comment("slurm-vm:image"); }),
               "admin comment 'slurm-vm:image': field 'image': expected key=value");
-}
-
-TEST(AdminComment, RefusesNoRecordsAndMixedImages) {
-    EXPECT_EQ(error_of([] { admin_comment_for({}); }), "admin comment: no VM records to describe");
-    VmRecord a = sample(), b = sample(42, "node2");
-    b.image = "big";
-    EXPECT_EQ(error_of([&] {
-                  admin_comment_for({a, b});
-              }),
-              "admin comment for job 42: VMs of images 'tiny' and 'big' in one job");
 }
 
 using RecordSpoolTest = TempDir;
