@@ -32,7 +32,8 @@ bool is_valid_node_name(std::string_view node) {
 std::optional<uint32_t> dead_job_of(std::string_view name, std::string_view node,
                                     const std::function<bool(uint32_t)> &job_is_live) {
     auto parsed = parse_domain_name(name);
-    if (!parsed || parsed->second != node || job_is_live(parsed->first)) {
+    if (!parsed || (!node.empty() && parsed->second != node) || parsed->first >= kAdminToolJobIds ||
+        job_is_live(parsed->first)) {
         return std::nullopt;
     }
     return parsed->first;

@@ -15,6 +15,10 @@
 
 namespace svm {
 
+// Job ids from here up name the VMs of the admin's commands (`slurm-vm try`, `check`), above any
+// real Slurm job id (MaxJobId is at most 0x03ff0000): the sweep leaves them to their command.
+inline constexpr uint32_t kAdminToolJobIds = 0x7e000000u;
+
 // "svm-<jobid>-<node>". Throws Error when the node name is empty or holds a character outside
 // [A-Za-z0-9._-]: the name is also used for files.
 std::string domain_name_for(uint32_t jobid, std::string_view node);
@@ -23,7 +27,8 @@ std::string domain_name_for(uint32_t jobid, std::string_view node);
 // (including non-canonical job ids such as "007").
 std::optional<std::pair<uint32_t, std::string>> parse_domain_name(std::string_view name);
 
-// Running (or paused) domains named for `node` whose job is not live, sorted by name.
+// Running (or paused) domains named for `node` (for every node when `node` is empty: all the
+// slurmd of one host share its libvirt) whose job is not live, sorted by name.
 std::vector<std::string> find_orphan_domains(
     virConnectPtr conn, std::string_view node,
     const std::function<bool(uint32_t jobid)> &job_is_live);

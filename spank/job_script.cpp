@@ -17,9 +17,12 @@
 #include "process.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 namespace svm::spank {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -70,28 +73,48 @@ bool job_may_own_vm(uint32_t jobid) {
     }
 }
 
-// VMs and files left on this node by jobs that are over (a node that crashed, an epilog
-// that was killed): removed before a new VM is started here.
-void sweep_orphans(const JobFacts &f) {
+}  // namespace
+
+// VMs and files left by jobs that are over (a node that crashed, an epilog that was killed).
+void sweep_orphans(const std::string &node, uint32_t current_jobid) {
     ConnectionPtr conn = open_connection(config().libvirt_uri);
     const OrphanReport r = remove_orphans(
-        conn.get(), f.node,
-        [&](uint32_t jobid) { return jobid == f.jobid || job_may_own_vm(jobid); },
+        conn.get(), node,
+        [&](uint32_t jobid) { return jobid == current_jobid || job_may_own_vm(jobid); },
         config().state_dir, config().run_dir);
+    const std::string who = current_jobid != 0 ? "job " + std::to_string(current_jobid) + " " : "";
+    const std::string where = node.empty() ? "this host" : "node " + node;
     for (const auto &d : r.destroyed_domains) {
-        slurm_info("%s: job %u node %s: destroyed %s, left by a job that is over", kTag, f.jobid,
-                   f.node.c_str(), d.c_str());
+        slurm_info("%s: %s%s: destroyed %s, left by a job that is over", kTag, who.c_str(),
+                   where.c_str(), d.c_str());
     }
     for (const auto &list : {r.removed_state_dirs, r.removed_channel_dirs}) {
         for (const auto &path : list) {
-            slurm_info("%s: job %u node %s: removed %s, left by a job that is over", kTag, f.jobid,
-                       f.node.c_str(), path.c_str());
+            slurm_info("%s: %s%s: removed %s, left by a job that is over", kTag, who.c_str(),
+                       where.c_str(), path.c_str());
         }
     }
     for (const auto &e : r.errors) {
-        slurm_error("%s: job %u node %s: orphan cleanup: %s", kTag, f.jobid, f.node.c_str(),
-                    e.c_str());
+        slurm_error("%s: %s%s: orphan cleanup: %s", kTag, who.c_str(), where.c_str(), e.c_str());
     }
+}
+
+namespace {
+
+// Whether anything of another job of `node` is in the run or state folder: a cheap look that
+// spares a bare job's epilog a libvirt connection when there is nothing to sweep.
+bool leftovers_of_other_jobs(const std::string &node, uint32_t jobid) {
+    for (const auto &dir : {config().run_dir, config().state_dir + "/jobs"}) {
+        std::error_code ec;
+        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+            const auto parsed = parse_domain_name(it->path().filename().string());
+            if (parsed && parsed->second == node && parsed->first != jobid &&
+                parsed->first < kAdminToolJobIds) {
+                return true;
+            }
+        }
+    }
+    return false;
 }
 
 }  // namespace
@@ -102,7 +125,7 @@ int on_job_prolog(spank_t sp) {
         return 0;
     }
     try {
-        sweep_orphans(f);
+        sweep_orphans(f.node, f.jobid);
     } catch (const std::exception &e) {
         slurm_error("%s: job %u node %s: orphan cleanup: %s", kTag, f.jobid, f.node.c_str(),
                     e.what());
@@ -156,6 +179,22 @@ int on_job_epilog(spank_t sp) {
     if (spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS || node == nullptr) {
         return 0;
     }
+    // Every job's end also sweeps what earlier jobs of this node left (not only the next VM
+    // job's start), after this job's own VM is gone.
+    struct SweepAfter {
+        std::string node;
+        uint32_t jobid;
+        ~SweepAfter() {
+            try {
+                if (leftovers_of_other_jobs(node, jobid)) {
+                    sweep_orphans(node, jobid);
+                }
+            } catch (const std::exception &e) {
+                slurm_error("%s: job %u node %s: orphan cleanup: %s", kTag, jobid, node.c_str(),
+                            e.what());
+            }
+        }
+    } sweep_after{node, jobid};
     // Not the option: whatever the prolog left for this job is stopped and removed.
     if (!job_has_vm(config(), jobid, node)) {
         return 0;

@@ -5,6 +5,9 @@
 #include "error.h"
 #include "image_name.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -69,6 +72,30 @@ int guarded(const char *where, int ac, char **av, F &&f) {
     return -1;
 }
 
+// VMs left by jobs that ended while this host was down (or slurmd was): swept when slurmd
+// starts, in a detached grandchild so slurmd's start never waits on libvirt or slurmctld.
+void sweep_at_slurmd_start() {
+    const pid_t child = fork();
+    if (child < 0) {
+        slurm_error("%s: cannot fork the start-up sweep: %m", kTag);
+        return;
+    }
+    if (child > 0) {
+        waitpid(child, nullptr, 0);
+        return;
+    }
+    if (fork() != 0) {
+        _exit(0);
+    }
+    setsid();
+    try {
+        sweep_orphans("", 0);
+    } catch (const std::exception &e) {
+        slurm_error("%s: start-up sweep: %s", kTag, e.what());
+    }
+    _exit(0);
+}
+
 }  // namespace
 
 Config &config() {
@@ -115,6 +142,9 @@ int slurm_spank_init(spank_t sp, int ac, char **av) {
         if (spank_option_register(sp, image_option()) != ESPANK_SUCCESS) {
             slurm_error("%s: cannot register --vm-image", kTag);
             return -1;
+        }
+        if (spank_context() == S_CTX_SLURMD) {
+            sweep_at_slurmd_start();
         }
         return 0;
     });

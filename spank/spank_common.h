@@ -51,6 +51,9 @@ std::optional<SlurmJob> load_slurm_job(uint32_t jobid, const std::string &node);
 void record_vm_stop(const Config &config, uint32_t jobid, const std::string &state_json,
                     const StopReport &stopped);
 std::string read_state_file(const std::string &path);
+// Destroys VMs and removes files of jobs that are over: of `node`, or of every node on this
+// host when `node` is empty (slurmd's start). Throws svm::Error.
+void sweep_orphans(const std::string &node, uint32_t current_jobid);
 int on_job_prolog(spank_t sp);
 int on_job_epilog(spank_t sp);
 int on_task_init(spank_t sp);

@@ -28,3 +28,40 @@ test_channel_sockets_are_the_users_alone_once_the_vm_is_set_up() {
   wait_job_done "$j" 60
   assert_no_leftovers
 }
+
+test_vm_left_by_a_crash_is_swept_when_slurmd_starts() {
+  local xml=/tmp/svm-orphan-$$.xml here i
+  here=$(dirname "${BASH_SOURCE[0]}")
+  # A VM and folders as a node that crashed mid-job leaves them, for a job id no job has.
+  sed -e 's/@NAME@/svm-999998-node2/' "$here/data/orphan-domain.xml" >"$xml"
+  $VIRSH create "$xml" >/dev/null
+  rm -f "$xml"
+  mkdir -p /run/slurm-vm/svm-999998-node2 /var/lib/slurm-vm/jobs/svm-999998-node2
+  "$here/../../contrib/cluster.sh" restart-slurm >/dev/null
+  for ((i = 0; i < 120; i++)); do
+    $VIRSH list --name | grep -q '^svm-999998-node2$' || break
+    sleep 0.5
+  done
+  assert_not_contains "$($VIRSH list --name)" "svm-999998-node2" "domains after slurmd's start"
+  assert_contains "$(cat "$SVM_LOG"/slurmd-node*.log)" "this host: destroyed svm-999998-node2, left by a job that is over" "slurmd logs"
+  assert_no_leftovers
+  for ((i = 0; i < 120; i++)); do
+    [ -z "$(sinfo -h -N -o %T | grep -v idle)" ] && break
+    sleep 0.5
+  done
+  assert_nodes_up
+}
+
+test_vm_left_by_a_job_that_is_over_is_swept_by_any_jobs_end() {
+  local xml=/tmp/svm-orphan-$$.xml here j
+  here=$(dirname "${BASH_SOURCE[0]}")
+  sed -e 's/@NAME@/svm-999997-node3/' "$here/data/orphan-domain.xml" >"$xml"
+  $VIRSH create "$xml" >/dev/null
+  rm -f "$xml"
+  mkdir -p /run/slurm-vm/svm-999997-node3 /var/lib/slurm-vm/jobs/svm-999997-node3
+  # A bare job: its epilog sweeps what an earlier job left on its node.
+  j=$(as_user "sbatch --parsable -w node3 -o /dev/null --wrap true")
+  wait_job_done "$j" 60
+  assert_no_leftovers
+  assert_contains "$(grep "job $j node node3: destroyed" "$SVM_LOG/slurmd-node3.log")" "svm-999997-node3, left by a job that is over" "slurmd log"
+}
