@@ -1,7 +1,7 @@
-#include "host_map.h"
+#include "accounting/host_map.h"
 
-#include "atomic_file.h"
-#include "error.h"
+#include "util/atomic_file.h"
+#include "util/error.h"
 
 #include <sys/stat.h>
 

@@ -1,6 +1,6 @@
-#include "allocation.h"
+#include "accounting/job_records.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <sstream>
 

@@ -1,11 +1,11 @@
 #include "report_cmd.h"
 
-#include "error.h"
-#include "host_map.h"
-#include "process.h"
-#include "protocol/fd.h"
-#include "running_jobs.h"
-#include "usage_report.h"
+#include "util/error.h"
+#include "accounting/host_map.h"
+#include "util/process.h"
+#include "util/fd.h"
+#include "accounting/running_jobs.h"
+#include "accounting/usage_report.h"
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -75,7 +75,7 @@ CommandLine parse_command_line(const char *command, const std::vector<std::strin
                                const option *options) {
     std::vector<std::string> words{std::string("slurm-vm ") + command};
     words.insert(words.end(), args.begin(), args.end());
-    std::vector<char *> argv = protocol::c_strings(words);
+    std::vector<char *> argv = c_strings(words);
     const int argc = static_cast<int>(words.size());
 
     CommandLine line;
@@ -160,7 +160,7 @@ void add_sacct_jobs(const ReportWindow &window, UsageAccumulator &usage) {
 
 // A saved sacct output, read the same way: a file of any size.
 void add_sacct_file(const std::string &path, UsageAccumulator &usage) {
-    const protocol::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    const UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
         throw Error("cannot read " + path + ": " + errno_text(errno));
     }
@@ -198,9 +198,9 @@ int64_t parse_at(const std::string &text) {
 
 // Serialises load-modify-save of the map among concurrent callers (the power-saving programs
 // may run for several nodes at once).
-protocol::UniqueFd lock_map(const std::string &path) {
+UniqueFd lock_map(const std::string &path) {
     const std::string lock = path + ".lock";
-    protocol::UniqueFd fd(open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    UniqueFd fd(open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
     if (!fd) {
         throw Error("host map " + path + ": cannot open lock " + lock + ": " + errno_text(errno));
     }
@@ -338,7 +338,7 @@ int cmd_map(const std::vector<std::string> &args) {
         }
         return 0;
     }
-    const protocol::UniqueFd lock = lock_map(map_path);
+    const UniqueFd lock = lock_map(map_path);
     HostMap map = HostMap::load(map_path);
     print_warnings("map", map.warnings());
     if (!map.warnings().empty()) {

@@ -1,8 +1,8 @@
-#include "running_jobs.h"
+#include "accounting/running_jobs.h"
 
-#include "allocation.h"
-#include "error.h"
-#include "vm_record.h"
+#include "accounting/job_records.h"
+#include "util/error.h"
+#include "accounting/vm_record.h"
 
 namespace svm {
 

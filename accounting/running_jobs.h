@@ -3,7 +3,7 @@
 // Slurm 22.05, shows the AdminComment where the prolog recorded each VM's host.
 #pragma once
 
-#include "host_map.h"
+#include "accounting/host_map.h"
 
 #include <cstdint>
 #include <string>

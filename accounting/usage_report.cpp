@@ -1,9 +1,9 @@
-#include "usage_report.h"
+#include "accounting/usage_report.h"
 
-#include "allocation.h"
-#include "error.h"
-#include "protocol/json.h"
-#include "vm_record.h"
+#include "accounting/job_records.h"
+#include "util/error.h"
+#include "exec/protocol/json.h"
+#include "accounting/vm_record.h"
 
 #include <algorithm>
 #include <charconv>

@@ -13,7 +13,7 @@
 // running job counts up to `now`.
 #pragma once
 
-#include "host_map.h"
+#include "accounting/host_map.h"
 
 #include <cstddef>
 #include <cstdint>

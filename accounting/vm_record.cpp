@@ -1,11 +1,11 @@
-#include "vm_record.h"
+#include "accounting/vm_record.h"
 
-#include "atomic_file.h"
-#include "config.h"
-#include "error.h"
-#include "protocol/fd.h"
-#include "protocol/json.h"
-#include "vm_lifecycle.h"
+#include "util/atomic_file.h"
+#include "util/config.h"
+#include "util/error.h"
+#include "util/fd.h"
+#include "exec/protocol/json.h"
+#include "vm/vm_lifecycle.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -378,7 +378,7 @@ void RecordSpool::done(const std::string &id) {
 }
 
 void append_jsonl(const std::string &path, const VmRecord &record) {
-    protocol::UniqueFd fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
     if (!fd) {
         throw Error("cannot append to " + path + ": " + errno_text(errno));
     }

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Set up everything on this machine (as quickstart.sh does), then run every test:
-# unit tests, the same unit tests under ASan+UBSan, and the integration tests against the
-# real daemons. As root, on Debian 12. Exit status: 0 when everything passed.
+# Set up everything on this machine (as quickstart.sh does), then run every test: the layout
+# check, unit tests, the same unit tests under ASan+UBSan, a short fuzzing run of the frame
+# reader and the catalog parser, and the integration tests against the real daemons.
+# As root, on Debian 12. Exit status: 0 when everything passed.
 #   contrib/test.sh [INTEGRATION_TEST_PATTERN]
 set -euo pipefail
 SVM_REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,6 +11,9 @@ SVM_REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 svm_setup
 status=0
+
+phase "layout of the core (contrib/check-layout.sh)"
+"$SVM_REPO/contrib/check-layout.sh" || status=1
 
 phase "unit tests"
 ctest --test-dir "$SVM_BUILD" --output-on-failure -j2 2>&1 | tail -n 25 || status=1

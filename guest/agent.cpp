@@ -35,10 +35,11 @@
 
 namespace {
 
+using svm::errno_text;
+using svm::monotonic_ms;
+using svm::UniqueFd;
 using svm::agent::Channel;
 using svm::agent::log_line;
-using svm::protocol::system_error_text;
-using svm::protocol::UniqueFd;
 
 constexpr const char *kDefaultPorts = "/dev/virtio-ports/org.slurmvm.exec.*";
 constexpr int kRespawnDelayMs = 1000;
@@ -101,12 +102,12 @@ UniqueFd listen_on(const std::string &path) {
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) {
-        throw svm::Error("socket " + path + ": " + system_error_text(errno));
+        throw svm::Error("socket " + path + ": " + errno_text(errno));
     }
     ::unlink(path.c_str());
     if (::bind(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 ||
         ::listen(fd.get(), 8) != 0) {
-        throw svm::Error("socket " + path + ": " + system_error_text(errno));
+        throw svm::Error("socket " + path + ": " + errno_text(errno));
     }
     return fd;
 }
@@ -143,8 +144,8 @@ class Supervisor {
 void Supervisor::start(std::size_t index) {
     pid_t pid = ::fork();
     if (pid < 0) {
-        log_line("fork: " + system_error_text(errno) + "; retrying");
-        respawn_at_[index] = svm::protocol::monotonic_ms() + kRespawnDelayMs;
+        log_line("fork: " + errno_text(errno) + "; retrying");
+        respawn_at_[index] = monotonic_ms() + kRespawnDelayMs;
         return;
     }
     if (pid == 0) {
@@ -170,7 +171,7 @@ int Supervisor::run() {
     ::sigprocmask(SIG_BLOCK, &set, nullptr);
     signal_fd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signal_fd_) {
-        log_line("signalfd: " + system_error_text(errno));
+        log_line("signalfd: " + errno_text(errno));
         return 1;
     }
     for (std::size_t i = 0; i < channels_.size(); ++i) {
@@ -185,8 +186,7 @@ int Supervisor::run() {
             for (auto &[index, at] : respawn_at_) {
                 next = std::min(next, at);
             }
-            timeout =
-                static_cast<int>(std::max<std::int64_t>(0, next - svm::protocol::monotonic_ms()));
+            timeout = static_cast<int>(std::max<std::int64_t>(0, next - monotonic_ms()));
         }
         pollfd pfd{signal_fd_.get(), POLLIN, 0};
         ::poll(&pfd, 1, timeout);
@@ -212,13 +212,13 @@ int Supervisor::run() {
             if (!stopping) {
                 log_line("server for " + channels_[index].name() + " ended (status " +
                          std::to_string(status) + "); restarting it in 1 s");
-                respawn_at_[index] = svm::protocol::monotonic_ms() + kRespawnDelayMs;
+                respawn_at_[index] = monotonic_ms() + kRespawnDelayMs;
             }
         }
         if (stopping) {
             continue;
         }
-        const std::int64_t now = svm::protocol::monotonic_ms();
+        const std::int64_t now = monotonic_ms();
         for (auto it = respawn_at_.begin(); it != respawn_at_.end();) {
             if (it->second <= now) {
                 start(it->first);
@@ -258,13 +258,13 @@ std::optional<ShimCall> shim_call(int argc, char **argv) {
 int serve(const Options &options) {
     using svm::agent::kScriptDir;
     if (::mkdir(kScriptDir, 01733) != 0 && errno != EEXIST) {
-        log_line(std::string("mkdir ") + kScriptDir + ": " + system_error_text(errno));
+        log_line(std::string("mkdir ") + kScriptDir + ": " + errno_text(errno));
     }
     ::chmod(kScriptDir, 01733);
     const std::string &hostcall_dir = options.server.hostcall_dir;
     if (!hostcall_dir.empty()) {
         if (::mkdir(hostcall_dir.c_str(), 0711) != 0 && errno != EEXIST) {
-            log_line("mkdir " + hostcall_dir + ": " + system_error_text(errno) +
+            log_line("mkdir " + hostcall_dir + ": " + errno_text(errno) +
                      "; host calls will not work");
         }
     }

@@ -9,9 +9,9 @@
 #include <sys/types.h>
 #include <vector>
 
-#include "protocol/fd.h"
-#include "protocol/frame.h"
-#include "protocol/messages.h"
+#include "util/fd.h"
+#include "exec/protocol/frame.h"
+#include "exec/protocol/messages.h"
 
 namespace svm::agent {
 
@@ -43,7 +43,7 @@ class ServerSignals {
     bool wait_readable(int fd, int timeout_ms, bool &terminate);
 
   private:
-    protocol::UniqueFd fd_;
+    UniqueFd fd_;
 };
 
 // Where a server meets the host: a virtio-serial port, a listening unix socket (each accepted
@@ -51,7 +51,7 @@ class ServerSignals {
 class Channel {
   public:
     static Channel virtio_port(const std::string &path);
-    static Channel listener(protocol::UniqueFd listen_fd, const std::string &path);
+    static Channel listener(UniqueFd listen_fd, const std::string &path);
     static Channel connected_fd(int fd);
 
     const std::string &name() const { return name_; }
@@ -67,8 +67,8 @@ class Channel {
 
     Kind kind_;
     std::string name_;
-    protocol::UniqueFd listen_;
-    protocol::UniqueFd conn_;
+    UniqueFd listen_;
+    UniqueFd conn_;
     bool first_ = true;
 };
 
@@ -125,7 +125,7 @@ class HostCallRelay {
 
   private:
     struct Shim {
-        protocol::UniqueFd fd;
+        UniqueFd fd;
         protocol::FrameReader reader;
         std::string out;       // frames waiting to go to the shim
         bool started = false;  // its HOSTCALL went to the host
@@ -142,7 +142,7 @@ class HostCallRelay {
     std::string path_;
     std::string label_;
     uid_t uid_;
-    protocol::UniqueFd listen_;
+    UniqueFd listen_;
     std::map<std::uint32_t, Shim> shims_;
     std::vector<std::uint32_t> polled_;  // shim ids in add_pollfds order
     std::uint32_t next_call_ = 1;

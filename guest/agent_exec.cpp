@@ -18,13 +18,10 @@ extern char **environ;
 
 namespace svm::agent {
 
-using protocol::c_strings;
 using protocol::encode_frame;
 using protocol::Frame;
 using protocol::FrameReader;
 using protocol::FrameType;
-using protocol::system_error_text;
-using protocol::UniqueFd;
 
 namespace {
 
@@ -48,7 +45,7 @@ struct Child {
 void make_pipe(UniqueFd &read_end, UniqueFd &write_end) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) {
-        throw StartFailure{{"pipe(): " + system_error_text(errno), "pipe", errno}};
+        throw StartFailure{{"pipe(): " + errno_text(errno), "pipe", errno}};
     }
     read_end.reset(fds[0]);
     write_end.reset(fds[1]);
@@ -59,7 +56,7 @@ void make_pipe(UniqueFd &read_end, UniqueFd &write_end) {
     std::string report(reinterpret_cast<const char *>(&err), sizeof err);
     report += stage;
     report.push_back('\0');
-    report += std::string(stage) + "(): " + subject + ": " + system_error_text(err);
+    report += std::string(stage) + "(): " + subject + ": " + errno_text(err);
     ssize_t ignored = ::write(error_fd, report.data(), report.size());
     (void)ignored;
     ::_exit(127);
@@ -153,7 +150,7 @@ Child start_child(const ExecRequest &req) {
 
     pid_t pid = ::fork();
     if (pid < 0) {
-        throw StartFailure{{"fork(): " + system_error_text(errno), "fork", errno}};
+        throw StartFailure{{"fork(): " + errno_text(errno), "fork", errno}};
     }
     if (pid == 0) {
         run_child(req, stdin_r.get(), stdout_w.get(), stderr_w.get(), error_w.get(), argv.data(),
@@ -196,9 +193,9 @@ Child start_child(const ExecRequest &req) {
     child.stdin_w = std::move(stdin_w);
     child.stdout_r = std::move(stdout_r);
     child.stderr_r = std::move(stderr_r);
-    protocol::set_nonblocking(child.stdin_w.get());
-    protocol::set_nonblocking(child.stdout_r.get());
-    protocol::set_nonblocking(child.stderr_r.get());
+    set_nonblocking(child.stdin_w.get());
+    set_nonblocking(child.stdout_r.get());
+    set_nonblocking(child.stderr_r.get());
     return child;
 }
 
@@ -250,15 +247,14 @@ class ExecSession {
 };
 
 void ExecSession::send_now(FrameType type, const std::string &payload) {
-    protocol::write_all(channel_.fd(), encode_frame(type, session_, payload), 30000,
-                        "port " + channel_.name());
+    write_all(channel_.fd(), encode_frame(type, session_, payload), 30000,
+              "port " + channel_.name());
 }
 
 void ExecSession::kill_group(int signo) {
     // The command leads its own process group; its id lives on while any member does.
     if (::kill(-child_.pid, signo) != 0 && errno != ESRCH) {
-        log_line(label_ + ": kill " + protocol::signal_name(signo) + ": " +
-                 system_error_text(errno));
+        log_line(label_ + ": kill " + protocol::signal_name(signo) + ": " + errno_text(errno));
     }
 }
 
@@ -443,14 +439,14 @@ SessionResult ExecSession::run(const Frame &request) {
         if (exited_ && !outputs_open) {
             break;
         }
-        if (exited_ && protocol::monotonic_ms() >= drain_deadline) {
+        if (exited_ && monotonic_ms() >= drain_deadline) {
             if (stragglers_killed) {
                 break;
             }
             // Background children of the command still hold its stdout/stderr.
             kill_group(SIGKILL);
             stragglers_killed = true;
-            drain_deadline = protocol::monotonic_ms() + 100;
+            drain_deadline = monotonic_ms() + 100;
         }
         std::vector<pollfd> pfds(5);
         const bool room = out_.size() < kMaxPendingOutput;
@@ -467,21 +463,20 @@ SessionResult ExecSession::run(const Frame &request) {
         }
         int timeout = -1;
         if (exited_) {
-            timeout = static_cast<int>(
-                std::max<std::int64_t>(0, drain_deadline - protocol::monotonic_ms()));
+            timeout = static_cast<int>(std::max<std::int64_t>(0, drain_deadline - monotonic_ms()));
         }
         if (::poll(pfds.data(), pfds.size(), timeout) < 0) {
             if (errno == EINTR) {
                 continue;
             }
-            throw Error("poll: " + system_error_text(errno));
+            throw Error("poll: " + errno_text(errno));
         }
         if (pfds[4].revents) {
             const bool terminate = signals_.drain();
             if (auto status = reap_children(child_.pid)) {
                 exited_ = true;
                 status_ = *status;
-                drain_deadline = protocol::monotonic_ms() + kDrainAfterExitMs;
+                drain_deadline = monotonic_ms() + kDrainAfterExitMs;
             }
             if (terminate) {
                 log_line(label_ + ": agent told to stop; killing the command");
@@ -542,9 +537,9 @@ SessionResult ExecSession::run(const Frame &request) {
     log_line(label_ + ": " +
              (exit.signaled ? "killed by " + protocol::signal_name(exit.signal)
                             : "exited with " + std::to_string(exit.exit_code)));
-    auto result = protocol::write_all(channel_.fd(), out_, 30000, "port " + channel_.name());
+    auto result = write_all(channel_.fd(), out_, 30000, "port " + channel_.name());
     out_.clear();
-    if (result != protocol::WriteResult::Done) {
+    if (result != WriteResult::Done) {
         return {SessionEnd::HostLeft, {}};
     }
     return {};

@@ -23,8 +23,6 @@ using protocol::encode_frame;
 using protocol::Frame;
 using protocol::FrameReader;
 using protocol::FrameType;
-using protocol::system_error_text;
-using protocol::UniqueFd;
 
 namespace {
 
@@ -60,7 +58,7 @@ HostCallRelay::HostCallRelay(const std::string &dir, std::uint32_t session, uid_
     const sockaddr_un addr = socket_address(path, "host-call socket");
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd) {
-        throw Error("host-call socket " + path + ": socket: " + system_error_text(errno));
+        throw Error("host-call socket " + path + ": socket: " + errno_text(errno));
     }
     ::unlink(path.c_str());
     // The socket file must never be usable by others, not even between bind and chmod: create
@@ -70,19 +68,19 @@ HostCallRelay::HostCallRelay(const std::string &dir, std::uint32_t session, uid_
     const int bind_errno = errno;
     ::umask(old_umask);
     if (bound != 0) {
-        throw Error("host-call socket " + path + ": bind: " + system_error_text(bind_errno));
+        throw Error("host-call socket " + path + ": bind: " + errno_text(bind_errno));
     }
     path_ = path;
     if (::geteuid() == 0 && ::chown(path.c_str(), uid, gid) != 0) {
         const int err = errno;
         ::unlink(path.c_str());
         throw Error("host-call socket " + path + ": chown to " + std::to_string(uid) + ":" +
-                    std::to_string(gid) + ": " + system_error_text(err));
+                    std::to_string(gid) + ": " + errno_text(err));
     }
     if (::listen(fd.get(), 16) != 0) {
         const int err = errno;
         ::unlink(path.c_str());
-        throw Error("host-call socket " + path + ": listen: " + system_error_text(err));
+        throw Error("host-call socket " + path + ": listen: " + errno_text(err));
     }
     listen_ = std::move(fd);
 }
@@ -152,7 +150,7 @@ void HostCallRelay::accept_shims() {
                 continue;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                log_line(label_ + ": host-call socket: accept: " + system_error_text(errno));
+                log_line(label_ + ": host-call socket: accept: " + errno_text(errno));
             }
             return;
         }
@@ -346,7 +344,7 @@ int run_hostcall_shim(const std::string &command, const std::vector<std::string>
     }
     if (!sock || r != 0) {
         shim_error(command, std::string("cannot reach the slurm-vm agent at ") + socket_path +
-                                ": " + system_error_text(errno));
+                                ": " + errno_text(errno));
         return kShimExitUnavailable;
     }
 
@@ -364,8 +362,7 @@ int run_hostcall_shim(const std::string &command, const std::vector<std::string>
         return kShimExitUnavailable;
     };
     try {
-        if (protocol::write_all(sock.get(), hello, -1, "host-call socket") !=
-            protocol::WriteResult::Done) {
+        if (write_all(sock.get(), hello, -1, "host-call socket") != WriteResult::Done) {
             return lost("it closed the socket");
         }
         FrameReader reader;
@@ -377,8 +374,8 @@ int run_hostcall_shim(const std::string &command, const std::vector<std::string>
                         frame->type == FrameType::HostCallStdout ? STDOUT_FILENO : STDERR_FILENO;
                     // Output nobody reads is dropped; a closed pipe kills us (SIGPIPE) as it
                     // would the real command, and the agent then stops the host command.
-                    protocol::write_all(fd, protocol::decode_hostcall_output(frame->payload).data,
-                                        -1, "output");
+                    write_all(fd, protocol::decode_hostcall_output(frame->payload).data, -1,
+                              "output");
                 } else if (frame->type == FrameType::HostCallExit) {
                     const RemoteExit exit = protocol::decode_hostcall_exit(frame->payload).exit;
                     if (exit.signaled) {
@@ -392,7 +389,7 @@ int run_hostcall_shim(const std::string &command, const std::vector<std::string>
                 if (errno == EINTR) {
                     continue;
                 }
-                return lost("poll: " + system_error_text(errno));
+                return lost("poll: " + errno_text(errno));
             }
             if (pfds[1].revents) {
                 signalfd_siginfo info;
@@ -401,7 +398,7 @@ int run_hostcall_shim(const std::string &command, const std::vector<std::string>
                     const std::string frame = protocol::encode_frame(
                         FrameType::HostCallSignal, kLocalSession,
                         protocol::encode_hostcall_signal({0, static_cast<int>(info.ssi_signo)}));
-                    protocol::write_all(sock.get(), frame, -1, "host-call socket");
+                    write_all(sock.get(), frame, -1, "host-call socket");
                 }
             }
             if (pfds[0].revents && reader.fill_from(sock.get()) == FrameReader::Fill::Closed) {

@@ -17,15 +17,13 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "protocol/json.h"
+#include "exec/protocol/json.h"
 
 namespace svm::agent {
 
 using protocol::Frame;
 using protocol::FrameReader;
 using protocol::FrameType;
-using protocol::system_error_text;
-using protocol::UniqueFd;
 
 namespace {
 
@@ -66,7 +64,7 @@ bool Channel::next_host(ServerSignals &signals) {
     switch (kind_) {
         case Kind::GivenFd:
             if (first) {
-                protocol::set_nonblocking(conn_.get());
+                set_nonblocking(conn_.get());
             }
             return first;
         case Kind::Virtio:
@@ -80,8 +78,7 @@ bool Channel::next_host(ServerSignals &signals) {
                     conn_.reset(fd);
                     break;
                 }
-                log_line("port " + name_ + ": open: " + system_error_text(errno) +
-                         "; retrying in 1 s");
+                log_line("port " + name_ + ": open: " + errno_text(errno) + "; retrying in 1 s");
                 signals.wait_readable(-1, 1000, terminate);
             }
             return !terminate;
@@ -102,7 +99,7 @@ bool Channel::next_host(ServerSignals &signals) {
                 if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) {
                     continue;
                 }
-                throw Error("socket " + name_ + ": accept: " + system_error_text(errno));
+                throw Error("socket " + name_ + ": accept: " + errno_text(errno));
             }
     }
     return false;
@@ -116,11 +113,11 @@ ServerSignals::ServerSignals() {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0) {
-        throw Error("sigprocmask: " + system_error_text(errno));
+        throw Error("sigprocmask: " + errno_text(errno));
     }
     fd_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
     if (!fd_) {
-        throw Error("signalfd: " + system_error_text(errno));
+        throw Error("signalfd: " + errno_text(errno));
     }
 }
 
@@ -136,17 +133,16 @@ bool ServerSignals::drain() {
 }
 
 bool ServerSignals::wait_readable(int fd, int timeout_ms, bool &terminate) {
-    const std::int64_t deadline = timeout_ms < 0 ? -1 : protocol::monotonic_ms() + timeout_ms;
+    const std::int64_t deadline = timeout_ms < 0 ? -1 : monotonic_ms() + timeout_ms;
     for (;;) {
         int wait_ms = -1;
         if (deadline >= 0) {
-            wait_ms =
-                static_cast<int>(std::max<std::int64_t>(0, deadline - protocol::monotonic_ms()));
+            wait_ms = static_cast<int>(std::max<std::int64_t>(0, deadline - monotonic_ms()));
         }
         pollfd pfds[2] = {{fd, POLLIN, 0}, {fd_.get(), POLLIN, 0}};
         int r = ::poll(pfds, 2, wait_ms);
         if (r < 0 && errno != EINTR) {
-            throw Error("poll: " + system_error_text(errno));
+            throw Error("poll: " + errno_text(errno));
         }
         if (r > 0 && pfds[1].revents) {
             if (drain()) {
@@ -190,7 +186,7 @@ void make_directories(const std::string &path) {
         }
         partial += "/" + part;
         if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
-            throw Error("mkdir " + partial + ": " + system_error_text(errno));
+            throw Error("mkdir " + partial + ": " + errno_text(errno));
         }
     }
 }
@@ -211,7 +207,7 @@ bool is_mounted(const GuestMount &mount) {
 
 void apply_setup(const SetupRequest &request) {
     if (::sethostname(request.hostname.data(), request.hostname.size()) != 0) {
-        throw Error("sethostname " + request.hostname + ": " + system_error_text(errno));
+        throw Error("sethostname " + request.hostname + ": " + errno_text(errno));
     }
     for (const GuestMount &mount : request.mounts) {
         if (is_mounted(mount)) {
@@ -222,7 +218,7 @@ void apply_setup(const SetupRequest &request) {
         const char *options = "trans=virtio,version=9p2000.L,msize=262144";
         if (::mount(mount.tag.c_str(), mount.path.c_str(), "9p", flags, options) != 0) {
             throw Error("mount 9p tag '" + mount.tag + "' on " + mount.path + ": " +
-                        system_error_text(errno));
+                        errno_text(errno));
         }
     }
 }
@@ -233,9 +229,9 @@ enum class Wait { Request, HostLeft, Terminate };
 
 // Sends one reply frame; false when the host is gone.
 bool reply(Channel &channel, FrameType type, std::uint32_t session, const std::string &payload) {
-    auto result = protocol::write_all(channel.fd(), protocol::encode_frame(type, session, payload),
-                                      kReplyTimeoutMs, "port " + channel.name());
-    return result == protocol::WriteResult::Done;
+    auto result = write_all(channel.fd(), protocol::encode_frame(type, session, payload),
+                            kReplyTimeoutMs, "port " + channel.name());
+    return result == WriteResult::Done;
 }
 
 // Waits for the next request frame while no session runs. Other frames are the tail of an
@@ -263,7 +259,7 @@ Wait wait_for_request(Channel &channel, FrameReader &reader, ServerSignals &sign
             if (errno == EINTR) {
                 continue;
             }
-            throw Error("poll: " + system_error_text(errno));
+            throw Error("poll: " + errno_text(errno));
         }
         if (pfds[1].revents) {
             if (signals.drain()) {
@@ -289,7 +285,7 @@ std::string describe(const Frame &frame) {
 
 int serve_channel(Channel &channel, const ServerConfig &config) {
     if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
-        log_line("prctl(PR_SET_CHILD_SUBREAPER): " + system_error_text(errno));
+        log_line("prctl(PR_SET_CHILD_SUBREAPER): " + errno_text(errno));
     }
     ServerSignals signals;
     FrameReader reader;

@@ -21,13 +21,13 @@ extern "C" {
 #include "src/slurmctld/slurmctld.h"
 }
 
-#include "plugins/catalog.h"
-#include "plugins/config.h"
-#include "plugins/error.h"
-#include "plugins/image_features.h"
-#include "plugins/image_name.h"
-#include "plugins/plugstack_args.h"
-#include "plugins/vm_record.h"
+#include "catalog/catalog.h"
+#include "util/config.h"
+#include "util/error.h"
+#include "catalog/image_features.h"
+#include "catalog/image_name.h"
+#include "util/plugstack_args.h"
+#include "accounting/vm_record.h"
 
 #include <mutex>
 #include <optional>

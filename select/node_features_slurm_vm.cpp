@@ -21,10 +21,10 @@ extern "C" {
 #include "src/slurmd/slurmd/slurmd.h"
 }
 
-#include "plugins/catalog.h"
-#include "plugins/error.h"
-#include "plugins/image_features.h"
-#include "plugins/image_name.h"
+#include "catalog/catalog.h"
+#include "util/error.h"
+#include "catalog/image_features.h"
+#include "catalog/image_name.h"
 
 #include <dlfcn.h>
 

@@ -22,7 +22,7 @@
 #include <unistd.h>
 #include <vector>
 
-#include "exec_client.h"
+#include "exec/exec_client.h"
 
 extern char **environ;
 

@@ -6,15 +6,15 @@
 // job's own output. The node stays usable.
 #include "spank_common.h"
 
-#include "allocation.h"
-#include "catalog.h"
-#include "error.h"
-#include "image_name.h"
-#include "job_vm.h"
-#include "kvm_verdict.h"
-#include "libvirt_handles.h"
-#include "orphans.h"
-#include "process.h"
+#include "accounting/job_records.h"
+#include "catalog/catalog.h"
+#include "util/error.h"
+#include "util/text.h"
+#include "vm/job_vm.h"
+#include "vm/kvm_verdict.h"
+#include "vm/libvirt_handles.h"
+#include "vm/orphans.h"
+#include "util/process.h"
 
 #include <cstdlib>
 #include <filesystem>

@@ -2,8 +2,8 @@
 // dispatch on the context and make sure nothing thrown crosses into Slurm.
 #include "spank_common.h"
 
-#include "error.h"
-#include "image_name.h"
+#include "util/error.h"
+#include "catalog/image_name.h"
 
 #include <sys/wait.h>
 #include <unistd.h>

@@ -9,9 +9,9 @@ extern "C" {
 #include <slurm/spank.h>
 }
 
-#include "config.h"
-#include "process.h"
-#include "vm_lifecycle.h"  // StopReport
+#include "util/config.h"
+#include "util/process.h"
+#include "vm/vm_lifecycle.h"  // StopReport
 
 #include <chrono>
 #include <optional>

@@ -2,9 +2,9 @@
 // here with one line, before anything is queued.
 #include "spank_common.h"
 
-#include "catalog.h"
-#include "error.h"
-#include "image_name.h"
+#include "catalog/catalog.h"
+#include "util/error.h"
+#include "catalog/image_name.h"
 
 #include <unistd.h>
 

@@ -3,7 +3,7 @@
 // VM and behaves like it (output, signals, exit status).
 #include "spank_common.h"
 
-#include "job_vm.h"
+#include "vm/job_vm.h"
 
 extern "C" {
 #include <slurm/slurm.h>  // SLURM_BATCH_SCRIPT

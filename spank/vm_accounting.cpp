@@ -6,8 +6,8 @@
 // stream <log_dir>/vm-jobs.jsonl: a record survives a crash between the two.
 #include "spank_common.h"
 
-#include "error.h"
-#include "vm_record.h"
+#include "util/error.h"
+#include "accounting/vm_record.h"
 
 #include <unistd.h>
 

@@ -1,15 +1,15 @@
 #include "check_cmd.h"
 
-#include "capabilities.h"
-#include "catalog.h"
-#include "config.h"
-#include "error.h"
-#include "image_name.h"
-#include "job_vm.h"
-#include "kvm_verdict.h"
-#include "libvirt_handles.h"
-#include "plugstack_args.h"
-#include "protocol/json.h"
+#include "vm/capabilities.h"
+#include "catalog/catalog.h"
+#include "util/config.h"
+#include "util/error.h"
+#include "util/text.h"
+#include "vm/job_vm.h"
+#include "vm/kvm_verdict.h"
+#include "vm/libvirt_handles.h"
+#include "util/plugstack_args.h"
+#include "exec/protocol/json.h"
 
 #include <getopt.h>
 #include <libxml/parser.h>

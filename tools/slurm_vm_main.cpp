@@ -6,16 +6,16 @@
 //   slurm-vm list      the job VMs running on this host
 //   slurm-vm report    usage per physical host and image (accounting/report_cmd.h)
 //   slurm-vm map       the VM-node-to-host map (accounting/report_cmd.h)
-#include "catalog.h"
+#include "catalog/catalog.h"
 #include "check_cmd.h"
-#include "config.h"
-#include "error.h"
-#include "exec_client.h"
-#include "job_vm.h"
-#include "kvm_verdict.h"
-#include "libvirt_handles.h"
-#include "plugstack_args.h"
-#include "report_cmd.h"
+#include "util/config.h"
+#include "util/error.h"
+#include "exec/exec_client.h"
+#include "vm/job_vm.h"
+#include "vm/kvm_verdict.h"
+#include "vm/libvirt_handles.h"
+#include "util/plugstack_args.h"
+#include "accounting/report_cmd.h"
 
 #include <sys/wait.h>
 #include <unistd.h>

@@ -1,9 +1,9 @@
-#include "catalog.h"
+#include "catalog/catalog.h"
 
-#include "config.h"
-#include "error.h"
-#include "image_name.h"
-#include "protocol/fd.h"
+#include "util/config.h"
+#include "util/error.h"
+#include "catalog/image_name.h"
+#include "util/fd.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -365,7 +365,7 @@ void reject_duplicate_keys(const std::string &text, const std::string &origin) {
 }
 
 std::string read_file(const std::string &path) {
-    const protocol::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    const UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0) {
         throw Error("catalog " + path + ": cannot open: " + errno_text(errno));
     }

@@ -1,7 +1,9 @@
-#include "image_features.h"
+#include "catalog/image_features.h"
 
-#include "error.h"
-#include "image_name.h"
+#include "util/config.h"
+
+#include "util/error.h"
+#include "catalog/image_name.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -112,24 +114,6 @@ bool is_required(const Constraint &c, std::size_t index) {
 
 std::string quoted(const std::string &features) {
     return "--constraint '" + printable(features) + "'";
-}
-
-std::string node_name_problem(std::string_view node) {
-    if (node.empty()) {
-        return "is empty";
-    }
-    if (node == "." || node == "..") {
-        return "is '" + std::string(node) + "'";
-    }
-    if (node.find('/') != std::string_view::npos) {
-        return "contains '/'";
-    }
-    for (char ch : node) {
-        if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
-            return "contains a control character";
-        }
-    }
-    return "";
 }
 
 std::string expand_node(const std::string &path, std::string_view node, const Image &image) {

@@ -7,7 +7,7 @@
 // plugin replaces them on every registration, so an admin must not list them in slurm.conf.
 #pragma once
 
-#include "catalog.h"
+#include "catalog/catalog.h"
 
 #include <optional>
 #include <string>

@@ -1,6 +1,6 @@
-#include "image_name.h"
+#include "catalog/image_name.h"
 
-#include <cstdio>
+#include "util/text.h"
 
 namespace svm {
 
@@ -16,30 +16,7 @@ bool is_name_char(char c) {
     return is_alnum(c) || c == '.' || c == '_' || c == '-';
 }
 
-bool is_printable_ascii(char c) {
-    return c >= 0x20 && c < 0x7f;
-}
-
-std::string hex_byte(char c) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
-    return buf;
-}
-
 }  // namespace
-
-std::string printable(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    for (char c : text) {
-        if (is_printable_ascii(c)) {
-            out += c;
-        } else {
-            out += hex_byte(c);
-        }
-    }
-    return out;
-}
 
 std::string image_name_problem(std::string_view name) {
     if (name.empty()) {

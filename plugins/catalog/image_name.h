@@ -3,6 +3,8 @@
 // Slurm's constraint grammar and libvirt domain names.
 #pragma once
 
+#include "util/text.h"  // printable(), which callers of this header use for names
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,9 +24,5 @@ std::string image_feature(std::string_view name);
 
 // The image a node feature stands for, or nothing when the feature is not one of ours.
 std::optional<std::string> image_from_feature(std::string_view feature);
-
-// `text` with every byte that is not printable ASCII written as \xNN, so a hostile name cannot
-// break the one-line messages it is quoted in.
-std::string printable(std::string_view text);
 
 }  // namespace svm

@@ -1,4 +1,4 @@
-#include "exec_client.h"
+#include "exec/exec_client.h"
 
 #include <algorithm>
 #include <atomic>
@@ -15,17 +15,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "host_calls.h"
-#include "image_name.h"
-#include "protocol/fd.h"
-#include "protocol/frame.h"
+#include "exec/host_calls.h"
+#include "util/text.h"
+#include "util/fd.h"
+#include "exec/protocol/frame.h"
 
 namespace svm {
 
 using protocol::Frame;
 using protocol::FrameReader;
 using protocol::FrameType;
-using protocol::UniqueFd;
 
 namespace {
 
@@ -76,24 +75,24 @@ std::string lost_connection(const std::string &reason) {
 }
 
 int ms_left(std::int64_t deadline) {
-    return static_cast<int>(std::max<std::int64_t>(0, deadline - protocol::monotonic_ms()));
+    return static_cast<int>(std::max<std::int64_t>(0, deadline - monotonic_ms()));
 }
 
 // One request, one reply, both within the deadline: PING and SETUP.
 Frame request_reply(int sock, const std::string &channel, FrameType type,
                     const std::string &payload, int timeout_ms, std::int64_t deadline) {
     const std::string what = std::string(protocol::frame_type_name(type));
-    const std::uint32_t session = protocol::random_session_id();
+    const std::uint32_t session = random_session_id();
     const auto timed_out = [&] {
         return Error("the VM's agent did not answer " + what + " on " + channel + " within " +
                      std::to_string(timeout_ms) + " ms");
     };
-    auto written = protocol::write_all(sock, protocol::encode_frame(type, session, payload),
-                                       ms_left(deadline), "exec channel " + channel);
-    if (written == protocol::WriteResult::TimedOut) {
+    auto written = write_all(sock, protocol::encode_frame(type, session, payload),
+                             ms_left(deadline), "exec channel " + channel);
+    if (written == WriteResult::TimedOut) {
         throw timed_out();
     }
-    if (written == protocol::WriteResult::PeerGone) {
+    if (written == WriteResult::PeerGone) {
         throw Error(lost_connection("the channel " + channel + " was closed"));
     }
     FrameReader reader;
@@ -174,7 +173,7 @@ PortLock acquire_port(const std::string &channel_dir, unsigned ports, SignalForw
     if (ports == 0) {
         throw Error("exec channels in " + channel_dir + ": the VM has no exec port (ports = 0)");
     }
-    const std::int64_t deadline = protocol::monotonic_ms() + kPortWaitMs;
+    const std::int64_t deadline = monotonic_ms() + kPortWaitMs;
     for (;;) {
         for (unsigned i = 0; i < ports; ++i) {
             const std::string path = channel_dir + "/exec." + std::to_string(i) + ".lock";
@@ -194,7 +193,7 @@ PortLock acquire_port(const std::string &channel_dir, unsigned ports, SignalForw
                 throw Error("exec channel lock " + path + ": flock: " + errno_text(errno));
             }
         }
-        if (protocol::monotonic_ms() >= deadline) {
+        if (monotonic_ms() >= deadline) {
             throw Error("all " + std::to_string(ports) + " exec channels of the VM are busy (" +
                         channel_dir + ", waited " + std::to_string(kPortWaitMs / 1000) + " s)");
         }
@@ -359,7 +358,7 @@ class ClientSession {
           stdin_fd_(stdin_fd),
           output_(stdout_fd, stderr_fd),
           signals_(signals),
-          session_(protocol::random_session_id()),
+          session_(random_session_id()),
           hostcalls_(hostcalls, session_) {
         reader_.expect_session(session_);
     }
@@ -467,7 +466,7 @@ int ClientSession::run(const std::string &exec_payload) {
     if (!stdin_open_) {
         send(FrameType::StdinEof);
     }
-    const std::int64_t start_deadline = protocol::monotonic_ms() + kStartTimeoutMs;
+    const std::int64_t start_deadline = monotonic_ms() + kStartTimeoutMs;
     for (;;) {
         try {
             while (taking_frames()) {
@@ -498,7 +497,7 @@ int ClientSession::run(const std::string &exec_payload) {
         hostcalls_.add_pollfds(pfds, room);
         int timeout = hostcalls_.poll_timeout_ms();
         if (!started_) {
-            std::int64_t left = start_deadline - protocol::monotonic_ms();
+            std::int64_t left = start_deadline - monotonic_ms();
             if (left <= 0) {
                 throw Error("the VM's agent did not start the command within " +
                             std::to_string(kStartTimeoutMs / 1000) + " s (" + path_ + ")");
@@ -594,7 +593,7 @@ UniqueFd connect_unix_with_deadline(const std::string &path, int timeout_ms) {
         throw Error("exec channel " + path + ": socket path too long");
     }
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    const std::int64_t deadline = protocol::monotonic_ms() + std::max(0, timeout_ms);
+    const std::int64_t deadline = monotonic_ms() + std::max(0, timeout_ms);
     const auto failed = [&](int err) {
         return Error("cannot connect to the VM's exec channel " + path + ": " + errno_text(err));
     };
@@ -651,24 +650,24 @@ UniqueFd connect_unix_with_deadline(const std::string &path, int timeout_ms) {
 }
 
 void ping_agent(const std::string &socket_path, int timeout_ms) {
-    const std::int64_t deadline = protocol::monotonic_ms() + timeout_ms;
+    const std::int64_t deadline = monotonic_ms() + timeout_ms;
     UniqueFd sock = connect_unix_with_deadline(socket_path, timeout_ms);
     ping_within(sock.get(), socket_path, timeout_ms, deadline);
 }
 
 void ping_agent(int socket, const std::string &channel, int timeout_ms) {
-    ping_within(socket, channel, timeout_ms, protocol::monotonic_ms() + timeout_ms);
+    ping_within(socket, channel, timeout_ms, monotonic_ms() + timeout_ms);
 }
 
 void setup_guest(const std::string &socket_path, const SetupRequest &request, int timeout_ms) {
-    const std::int64_t deadline = protocol::monotonic_ms() + timeout_ms;
+    const std::int64_t deadline = monotonic_ms() + timeout_ms;
     UniqueFd sock = connect_unix_with_deadline(socket_path, timeout_ms);
     setup_within(sock.get(), socket_path, request, timeout_ms, deadline);
 }
 
 void setup_guest(int socket, const std::string &channel, const SetupRequest &request,
                  int timeout_ms) {
-    setup_within(socket, channel, request, timeout_ms, protocol::monotonic_ms() + timeout_ms);
+    setup_within(socket, channel, request, timeout_ms, monotonic_ms() + timeout_ms);
 }
 
 int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecRequest &request,

@@ -10,9 +10,9 @@
 #include <string_view>
 #include <vector>
 
-#include "error.h"
-#include "protocol/fd.h"        // UniqueFd
-#include "protocol/messages.h"  // ExecRequest, SetupRequest, GuestMount, RemoteExit
+#include "util/error.h"
+#include "util/fd.h"                 // UniqueFd
+#include "exec/protocol/messages.h"  // ExecRequest, SetupRequest, GuestMount, RemoteExit
 
 namespace svm {
 
@@ -76,7 +76,7 @@ struct HostCallPolicy {
 // wait for ever. `path` is used as given, so a caller that validated the socket through an
 // O_PATH descriptor passes "/proc/self/fd/N". Returns the socket, non-blocking. Throws Error
 // ("cannot connect to the VM's exec channel PATH: ...").
-protocol::UniqueFd connect_unix_with_deadline(const std::string &path, int timeout_ms);
+UniqueFd connect_unix_with_deadline(const std::string &path, int timeout_ms);
 
 // Connects to one exec port socket, sends PING and waits for PONG, all within timeout_ms.
 // Throws Error when the agent does not answer in time, or the socket cannot be reached.

@@ -1,4 +1,6 @@
-#include "host_calls.h"
+#include "exec/host_calls.h"
+
+#include "util/safe_fs.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -10,15 +12,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "image_name.h"
-#include "protocol/frame.h"
+#include "util/text.h"
+#include "exec/protocol/frame.h"
 
 extern char **environ;
 
 namespace svm {
 
 using protocol::FrameType;
-using protocol::UniqueFd;
 
 namespace {
 
@@ -61,12 +62,6 @@ std::string shown_name(std::string_view name) {
         return printable(name);
     }
     return printable(name.substr(0, kMaxShownName)) + "...";
-}
-
-bool is_directory(const std::string &path) {
-    struct stat st {};
-    return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
-           ::access(path.c_str(), X_OK) == 0;
 }
 
 std::string find_command(const std::string &name, const std::vector<std::string> &dirs) {
@@ -182,15 +177,15 @@ void HostCallRunner::start(const HostCallRequest &request, std::string &out) {
     }
     // The guest's directory is usually shared with the host (the job's working directory,
     // home); a guest-only one (/tmp in the VM) falls back to the job's directory here.
-    const std::string cwd = is_directory(request.cwd) ? request.cwd : client_cwd();
+    const std::string cwd = is_traversable_directory(request.cwd) ? request.cwd : client_cwd();
 
     std::vector<std::string> host_env;
     for (char **e = environ; *e; ++e) {
         host_env.emplace_back(*e);
     }
     const std::vector<std::string> env = host_call_environment(request.env, host_env);
-    std::vector<char *> argv = protocol::c_strings(request.argv);
-    std::vector<char *> envp = protocol::c_strings(env);
+    std::vector<char *> argv = c_strings(request.argv);
+    std::vector<char *> envp = c_strings(env);
 
     Call call;
     UniqueFd stdout_w, stderr_w;
@@ -233,8 +228,8 @@ void HostCallRunner::start(const HostCallRequest &request, std::string &out) {
     stdout_w.reset();
     stderr_w.reset();
     call.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, call.pid, 0)));
-    protocol::set_nonblocking(call.stdout_r.get());
-    protocol::set_nonblocking(call.stderr_r.get());
+    set_nonblocking(call.stdout_r.get());
+    set_nonblocking(call.stderr_r.get());
     calls_.emplace(request.call, std::move(call));
 }
 
@@ -265,7 +260,7 @@ void HostCallRunner::add_pollfds(std::vector<pollfd> &pfds, bool room) {
 
 int HostCallRunner::poll_timeout_ms() const {
     std::int64_t timeout = -1;
-    const std::int64_t now = protocol::monotonic_ms();
+    const std::int64_t now = monotonic_ms();
     for (const auto &[id, call] : calls_) {
         std::int64_t t = -1;
         if (call.exited) {
@@ -308,7 +303,7 @@ void HostCallRunner::check_exit(Call &call) {
         // ECHILD: someone else reaped it (a caller that waits for any child); it did end.
         call.exited = true;
         call.status = r == call.pid ? status : (kExitUnavailable << 8);
-        call.drain_deadline = protocol::monotonic_ms() + kDrainAfterExitMs;
+        call.drain_deadline = monotonic_ms() + kDrainAfterExitMs;
         call.pidfd.reset();
     }
 }
@@ -342,7 +337,7 @@ void HostCallRunner::process(const std::vector<pollfd> &pfds, std::size_t first,
         }
     }
     polled_.clear();
-    const std::int64_t now = protocol::monotonic_ms();
+    const std::int64_t now = monotonic_ms();
     for (auto it = calls_.begin(); it != calls_.end();) {
         Call &call = it->second;
         if (!call.pidfd) {
@@ -375,14 +370,14 @@ void HostCallRunner::stop_all() {
         call.stderr_r.reset();
         kill_group(call.pid, call.exited ? SIGKILL : SIGTERM);
     }
-    const std::int64_t deadline = protocol::monotonic_ms() + kStopGraceMs;
+    const std::int64_t deadline = monotonic_ms() + kStopGraceMs;
     for (;;) {
         bool all_exited = true;
         for (auto &[id, call] : calls_) {
             check_exit(call);
             all_exited = all_exited && call.exited;
         }
-        if (all_exited || protocol::monotonic_ms() >= deadline) {
+        if (all_exited || monotonic_ms() >= deadline) {
             break;
         }
         ::usleep(50 * 1000);

@@ -10,9 +10,9 @@
 #include <sys/types.h>
 #include <vector>
 
-#include "exec_client.h"  // HostCallPolicy
-#include "protocol/fd.h"
-#include "protocol/messages.h"
+#include "exec/exec_client.h"  // HostCallPolicy
+#include "util/fd.h"
+#include "exec/protocol/messages.h"
 
 namespace svm {
 
@@ -50,8 +50,8 @@ class HostCallRunner {
   private:
     struct Call {
         pid_t pid = -1;
-        protocol::UniqueFd pidfd;  // readable once the command exits (absent: poll waitpid)
-        protocol::UniqueFd stdout_r, stderr_r;
+        UniqueFd pidfd;  // readable once the command exits (absent: poll waitpid)
+        UniqueFd stdout_r, stderr_r;
         bool exited = false;
         int status = 0;
         std::int64_t drain_deadline = 0;
@@ -59,8 +59,7 @@ class HostCallRunner {
     enum class Kind { Stdout, Stderr, Exit };
 
     void refuse(std::uint32_t call, const std::string &message, int exit_code, std::string &out);
-    bool read_output(std::uint32_t call, protocol::UniqueFd &pipe, bool is_stdout,
-                     std::string &out);
+    bool read_output(std::uint32_t call, UniqueFd &pipe, bool is_stdout, std::string &out);
     void check_exit(Call &call);
 
     HostCallPolicy policy_;

@@ -1,7 +1,7 @@
-#include "atomic_file.h"
+#include "util/atomic_file.h"
 
-#include "error.h"
-#include "protocol/fd.h"
+#include "util/error.h"
+#include "util/fd.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -11,8 +11,6 @@
 namespace svm {
 
 namespace {
-
-using protocol::UniqueFd;
 
 std::string parent_of(const std::string &path) {
     const auto slash = path.rfind('/');

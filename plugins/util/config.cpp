@@ -1,7 +1,7 @@
-#include "config.h"
+#include "util/config.h"
 
-#include "error.h"
-#include "image_name.h"
+#include "util/error.h"
+#include "util/text.h"
 
 #include <algorithm>
 #include <charconv>
@@ -239,6 +239,23 @@ std::string absolute_path_problem(std::string_view path) {
             break;
         }
         rest.remove_prefix(slash + 1);
+    }
+    return "";
+}
+
+std::string node_name_problem(std::string_view node) {
+    if (node.empty()) {
+        return "is empty";
+    }
+    if (node == "." || node == "..") {
+        return "is '" + std::string(node) + "'";
+    }
+    for (char c : node) {
+        const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                        (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+        if (!ok) {
+            return c == '/' ? "contains '/'" : "contains '" + printable(std::string(1, c)) + "'";
+        }
     }
     return "";
 }

@@ -43,6 +43,10 @@ Config parse_config(const std::vector<std::string> &args);
 // naming the template, for an unknown %-sequence or a result that is not an RFC 1123 hostname.
 std::string expand_hostname(const std::string &tmpl, std::string_view node, uint32_t jobid);
 
+// "" for a Slurm node name we accept ([A-Za-z0-9._-]+, not "." or ".."), else the reason. Node
+// names end up in file names (svm-<job>-<node>, %n in catalog paths): one rule for all of them.
+std::string node_name_problem(std::string_view node);
+
 // "" for a valid RFC 1123 hostname made of lower-case labels, else the reason.
 std::string hostname_problem(std::string_view hostname);
 

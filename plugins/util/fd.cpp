@@ -1,4 +1,4 @@
-#include "protocol/fd.h"
+#include "util/fd.h"
 
 #include <cerrno>
 #include <cstring>
@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "error.h"
+#include "util/error.h"
 
-namespace svm::protocol {
+namespace svm {
 
 void UniqueFd::reset(int fd) {
     if (fd_ >= 0) {
@@ -21,16 +21,10 @@ void UniqueFd::reset(int fd) {
     fd_ = fd;
 }
 
-std::string system_error_text(int err) {
-    char buf[256];
-    return strerror_r(err, buf, sizeof buf);
-}
-
 void set_nonblocking(int fd) {
     int flags = ::fcntl(fd, F_GETFL);
     if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-        throw Error("fcntl(O_NONBLOCK) on fd " + std::to_string(fd) + ": " +
-                    system_error_text(errno));
+        throw Error("fcntl(O_NONBLOCK) on fd " + std::to_string(fd) + ": " + errno_text(errno));
     }
 }
 
@@ -61,7 +55,7 @@ WriteResult write_all(int fd, std::string_view data, int timeout_ms, const std::
             return WriteResult::PeerGone;
         }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            throw Error("writing " + what + ": " + system_error_text(errno));
+            throw Error("writing " + what + ": " + errno_text(errno));
         }
         int wait_ms = -1;
         if (deadline >= 0) {
@@ -74,7 +68,7 @@ WriteResult write_all(int fd, std::string_view data, int timeout_ms, const std::
         pollfd pfd{fd, POLLOUT, 0};
         int r = ::poll(&pfd, 1, wait_ms);
         if (r < 0 && errno != EINTR) {
-            throw Error("poll on " + what + ": " + system_error_text(errno));
+            throw Error("poll on " + what + ": " + errno_text(errno));
         }
         if (r > 0 && (pfd.revents & (POLLHUP | POLLERR)) && !(pfd.revents & POLLOUT)) {
             return WriteResult::PeerGone;
@@ -113,4 +107,4 @@ std::vector<char *> c_strings(const std::vector<std::string> &items) {
     return out;
 }
 
-}  // namespace svm::protocol
+}  // namespace svm

@@ -1,4 +1,5 @@
-// File descriptor helpers shared by the in-guest agent and the host-side exec client.
+// File descriptors: one RAII owner, non-blocking writes with a deadline, and small helpers the
+// in-guest agent and the host side share.
 #pragma once
 
 #include <cstdint>
@@ -7,7 +8,9 @@
 #include <string_view>
 #include <utility>
 
-namespace svm::protocol {
+#include "util/error.h"
+
+namespace svm {
 
 // Owns one file descriptor; closes it on destruction.
 class UniqueFd {
@@ -34,9 +37,6 @@ class UniqueFd {
     int fd_ = -1;
 };
 
-// strerror(err) as a string. (The agent does not link svm_core, hence not svm::errno_text.)
-std::string system_error_text(int err);
-
 void set_nonblocking(int fd);
 
 enum class WriteResult { Done, PeerGone, TimedOut };
@@ -56,4 +56,4 @@ std::int64_t monotonic_ms();
 // as `items` is.
 std::vector<char *> c_strings(const std::vector<std::string> &items);
 
-}  // namespace svm::protocol
+}  // namespace svm

@@ -1,4 +1,4 @@
-#include "plugstack_args.h"
+#include "util/plugstack_args.h"
 
 #include <glob.h>
 

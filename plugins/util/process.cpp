@@ -1,7 +1,7 @@
-#include "process.h"
+#include "util/process.h"
 
-#include "error.h"
-#include "protocol/fd.h"
+#include "util/error.h"
+#include "util/fd.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -24,8 +24,6 @@ namespace svm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-using protocol::UniqueFd;
 
 struct Pipe {
     UniqueFd read, write;
@@ -192,7 +190,7 @@ Started start(const std::vector<std::string> &argv) {
     const std::string &program = argv[0];
 
     // Everything the child needs is prepared before fork: it must not allocate.
-    std::vector<char *> cargv = protocol::c_strings(argv);
+    std::vector<char *> cargv = c_strings(argv);
     struct rlimit nofile {};
     int max_fd = 1024;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {

@@ -1,7 +1,7 @@
-#include "safe_fs.h"
+#include "util/safe_fs.h"
 
-#include "error.h"
-#include "protocol/fd.h"
+#include "util/error.h"
+#include "util/fd.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,8 +15,6 @@
 namespace svm {
 
 namespace {
-
-using protocol::UniqueFd;
 
 // Empties the folder open as `dirfd` (named `where` in messages), depth first.
 void empty_folder(int dirfd, const std::string &where, int depth) {
@@ -72,6 +70,12 @@ std::string base_of(const std::string &path) {
 }
 
 }  // namespace
+
+bool is_traversable_directory(const std::string &path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
+           ::access(path.c_str(), X_OK) == 0;
+}
 
 void remove_tree(const std::string &path) {
     // The parent is root's (run_dir, state_dir/jobs): only the last component can be the

@@ -9,6 +9,9 @@
 
 namespace svm {
 
+// Whether `path` is a folder this process may enter (stat, then access(X_OK)).
+bool is_traversable_directory(const std::string &path);
+
 // Removes `path` and everything under it without following any symbolic link, at the top or
 // inside: links are removed, never their targets. A missing path is fine. Throws Error naming
 // the entry it could not remove.

@@ -1,7 +1,7 @@
-#include "capabilities.h"
+#include "vm/capabilities.h"
 
-#include "error.h"
-#include "image_name.h"
+#include "util/error.h"
+#include "util/text.h"
 
 #include <libxml/parser.h>
 #include <libxml/xpath.h>

@@ -6,7 +6,7 @@
 // (kvm_verdict.h) into account; `kvm` and `qemu` are the admin's word and never fall back.
 #pragma once
 
-#include "kvm_verdict.h"
+#include "vm/kvm_verdict.h"
 
 #include <optional>
 #include <set>

@@ -1,7 +1,7 @@
-#include "domain_xml.h"
+#include "vm/domain_xml.h"
 
-#include "error.h"
-#include "image_name.h"
+#include "util/error.h"
+#include "util/text.h"
 
 #include <cstdio>
 #include <cstdlib>

@@ -3,10 +3,10 @@
 // and calls these; the admin tool (slurm-vm try) calls them too.
 #pragma once
 
-#include "catalog.h"
-#include "config.h"
-#include "error.h"
-#include "vm_lifecycle.h"
+#include "catalog/catalog.h"
+#include "util/config.h"
+#include "util/error.h"
+#include "vm/vm_lifecycle.h"
 
 #include <cstdint>
 #include <optional>

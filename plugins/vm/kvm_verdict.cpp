@@ -1,10 +1,10 @@
-#include "kvm_verdict.h"
+#include "vm/kvm_verdict.h"
 
-#include "atomic_file.h"
-#include "error.h"
-#include "image_name.h"
-#include "libvirt_handles.h"
-#include "protocol/json.h"
+#include "util/atomic_file.h"
+#include "util/error.h"
+#include "util/text.h"
+#include "vm/libvirt_handles.h"
+#include "exec/protocol/json.h"
 
 #include <grp.h>
 #include <pwd.h>

@@ -1,6 +1,6 @@
-#include "libvirt_handles.h"
+#include "vm/libvirt_handles.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <libvirt/virterror.h>
 

@@ -1,8 +1,10 @@
-#include "orphans.h"
+#include "vm/orphans.h"
 
-#include "error.h"
-#include "libvirt_handles.h"
-#include "vm_lifecycle.h"
+#include "util/config.h"
+
+#include "util/error.h"
+#include "vm/libvirt_handles.h"
+#include "vm/vm_lifecycle.h"
 
 #include <algorithm>
 #include <charconv>
@@ -17,16 +19,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kPrefix = "svm-";
-
-bool is_valid_node_name(std::string_view node) {
-    if (node.empty()) {
-        return false;
-    }
-    return std::all_of(node.begin(), node.end(), [](char c) {
-        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-               c == '.' || c == '_' || c == '-';
-    });
-}
 
 // The job id of an entry named for `node` whose job is not live, if the name is one of ours.
 std::optional<uint32_t> dead_job_of(std::string_view name, std::string_view node,
@@ -71,7 +63,7 @@ void for_each_dead_entry(const fs::path &dir, std::string_view suffix, std::stri
 }  // namespace
 
 std::string domain_name_for(uint32_t jobid, std::string_view node) {
-    if (!is_valid_node_name(node)) {
+    if (!node_name_problem(node).empty()) {
         throw Error("node name '" + std::string(node) +
                     "': expected letters, digits, '.', '_' or '-'");
     }
@@ -98,7 +90,7 @@ std::optional<std::pair<uint32_t, std::string>> parse_domain_name(std::string_vi
     if (ec != std::errc() || end != digits.data() + digits.size()) {
         return std::nullopt;
     }
-    if (!is_valid_node_name(node)) {
+    if (!node_name_problem(node).empty()) {
         return std::nullopt;
     }
     return std::make_pair(jobid, std::string(node));

@@ -1,8 +1,8 @@
-#include "overlay.h"
+#include "vm/overlay.h"
 
-#include "error.h"
-#include "process.h"
-#include "protocol/fd.h"
+#include "util/error.h"
+#include "util/process.h"
+#include "util/fd.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,8 +13,6 @@
 namespace svm {
 
 namespace {
-
-using protocol::UniqueFd;
 
 std::string first_line(const std::string &text) {
     std::string line = text.substr(0, text.find('\n'));

@@ -1,6 +1,6 @@
-#include "vm_lifecycle.h"
+#include "vm/vm_lifecycle.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <libvirt/virterror.h>
 

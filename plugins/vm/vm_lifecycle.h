@@ -9,8 +9,8 @@
 // name with a new VmLifecycle. Destroying a VmLifecycle never touches the domain.
 #pragma once
 
-#include "error.h"
-#include "libvirt_handles.h"
+#include "util/error.h"
+#include "vm/libvirt_handles.h"
 
 #include <chrono>
 #include <functional>

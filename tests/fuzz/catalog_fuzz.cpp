@@ -9,9 +9,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "catalog.h"
-#include "error.h"
-#include "image_name.h"
+#include "catalog/catalog.h"
+#include "util/error.h"
+#include "catalog/image_name.h"
 
 namespace {
 

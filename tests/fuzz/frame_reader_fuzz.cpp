@@ -13,8 +13,8 @@
 #include <string>
 #include <string_view>
 
-#include "protocol/frame.h"
-#include "protocol/messages.h"
+#include "exec/protocol/frame.h"
+#include "exec/protocol/messages.h"
 
 namespace {
 

@@ -1,10 +1,10 @@
-#include "protocol/frame.h"
+#include "exec/protocol/frame.h"
 
 #include <cerrno>
 #include <cstring>
 #include <unistd.h>
 
-#include "protocol/fd.h"
+#include "util/fd.h"
 
 namespace svm::protocol {
 
@@ -161,7 +161,7 @@ FrameReader::Fill FrameReader::fill_from(int fd) {
             last_read_errno_ = errno;
             return Fill::Closed;
         }
-        throw Error("reading the exec channel: " + system_error_text(errno));
+        throw Error("reading the exec channel: " + errno_text(errno));
     }
 }
 

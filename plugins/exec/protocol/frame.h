@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-#include "error.h"
+#include "util/error.h"
 
 namespace svm::protocol {
 

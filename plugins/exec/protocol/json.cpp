@@ -1,6 +1,6 @@
-#include "protocol/json.h"
+#include "exec/protocol/json.h"
 
-#include "protocol/frame.h"
+#include "exec/protocol/frame.h"
 
 namespace svm::protocol {
 

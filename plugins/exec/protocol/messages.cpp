@@ -1,11 +1,11 @@
-#include "protocol/messages.h"
+#include "exec/protocol/messages.h"
 
 #include <csignal>
 #include <cstring>
 #include <sys/wait.h>
 
-#include "protocol/frame.h"
-#include "protocol/json.h"
+#include "exec/protocol/frame.h"
+#include "exec/protocol/json.h"
 
 namespace svm {
 

@@ -1,6 +1,6 @@
-#include "host_map.h"
+#include "accounting/host_map.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 

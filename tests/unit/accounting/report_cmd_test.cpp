@@ -1,9 +1,9 @@
 // The accounting subcommands as the admin calls them: their command lines, exit statuses and
 // output. Built by accounting/CMakeLists.txt, since these link svm_accounting, which the core's
 // unit tests do not.
-#include "report_cmd.h"
+#include "accounting/report_cmd.h"
 
-#include "usage_report.h"
+#include "accounting/usage_report.h"
 
 #include <gtest/gtest.h>
 

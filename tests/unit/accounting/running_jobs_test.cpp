@@ -1,4 +1,4 @@
-#include "running_jobs.h"
+#include "accounting/running_jobs.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
-#include "usage_report.h"
+#include "accounting/usage_report.h"
 
-#include "error.h"
-#include "process.h"
+#include "util/error.h"
+#include "util/process.h"
 
 #include <gtest/gtest.h>
 #include <json-c/json.h>

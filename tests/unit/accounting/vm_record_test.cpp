@@ -1,7 +1,7 @@
-#include "vm_record.h"
+#include "accounting/vm_record.h"
 
-#include "error.h"
-#include "vm_lifecycle.h"
+#include "util/error.h"
+#include "vm/vm_lifecycle.h"
 
 #include <gtest/gtest.h>
 

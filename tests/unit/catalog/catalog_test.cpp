@@ -1,6 +1,6 @@
-#include "catalog.h"
+#include "catalog/catalog.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
-#include "image_features.h"
+#include "catalog/image_features.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "image_name.h"
+#include "catalog/image_name.h"
 
 #include <gtest/gtest.h>
 

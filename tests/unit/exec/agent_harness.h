@@ -2,9 +2,9 @@
 // <dir>/exec.1.sock as QEMU's channel sockets would be, and stops with the test.
 #pragma once
 
-#include "error.h"
-#include "exec_client.h"
-#include "protocol/fd.h"
+#include "util/error.h"
+#include "exec/exec_client.h"
+#include "util/fd.h"
 
 #include <gtest/gtest.h>
 
@@ -49,7 +49,7 @@ class AgentProcess {
         std::vector<std::string> args = {"slurm-vm-agent", "--listen", socket_path(0), "--listen",
                                          socket_path(1)};
         args.insert(args.end(), extra_args.begin(), extra_args.end());
-        std::vector<char *> argv = protocol::c_strings(args);
+        std::vector<char *> argv = c_strings(args);
         pid_t pid = ::fork();
         ASSERT_GE(pid, 0);
         if (pid == 0) {

@@ -1,10 +1,10 @@
 // End to end on the host, without a VM: the real agent binary serves unix sockets (as QEMU's
 // virtio-serial sockets would be), and the exec client library talks to it.
-#include "agent_harness.h"
-#include "exec_client.h"
-#include "protocol/fd.h"
-#include "protocol/frame.h"
-#include "protocol/messages.h"
+#include "exec/agent_harness.h"
+#include "exec/exec_client.h"
+#include "util/fd.h"
+#include "exec/protocol/frame.h"
+#include "exec/protocol/messages.h"
 
 #include <gtest/gtest.h>
 
@@ -34,7 +34,6 @@ namespace fs = std::filesystem;
 using protocol::Frame;
 using protocol::FrameReader;
 using protocol::FrameType;
-using protocol::UniqueFd;
 
 using test::kWaitTries;
 using test::wait_until;

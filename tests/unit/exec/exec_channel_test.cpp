@@ -2,10 +2,10 @@
 // answers (QEMU runs as the job's user, who can stop it or fill its backlog), and a fake agent
 // that floods the client. Every wait must end at its deadline, and the client's memory must not
 // be the guest's to grow.
-#include "exec_client.h"
-#include "protocol/fd.h"
-#include "protocol/frame.h"
-#include "protocol/messages.h"
+#include "exec/exec_client.h"
+#include "util/fd.h"
+#include "exec/protocol/frame.h"
+#include "exec/protocol/messages.h"
 
 #include <gtest/gtest.h>
 
@@ -32,7 +32,6 @@ namespace fs = std::filesystem;
 using protocol::Frame;
 using protocol::FrameReader;
 using protocol::FrameType;
-using protocol::UniqueFd;
 
 // What "returns at its deadline" allows on top of the deadline: generous, for loaded machines
 // and sanitizers; a wait without a deadline never comes back at all.
@@ -103,7 +102,7 @@ Outcome run_bounded(const std::function<void()> &fn, int limit_ms) {
     int fds[2];
     EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
     UniqueFd read_end(fds[0]), write_end(fds[1]);
-    const std::int64_t start = protocol::monotonic_ms();
+    const std::int64_t start = monotonic_ms();
     const pid_t pid = ::fork();
     if (pid == 0) {
         std::string message = "(it returned without an error)";
@@ -120,16 +119,16 @@ Outcome run_bounded(const std::function<void()> &fn, int limit_ms) {
     Outcome outcome;
     int status = 0;
     while (::waitpid(pid, &status, WNOHANG) == 0) {
-        if (protocol::monotonic_ms() - start > limit_ms) {
+        if (monotonic_ms() - start > limit_ms) {
             ::kill(pid, SIGKILL);
             ::waitpid(pid, &status, 0);
-            outcome.elapsed_ms = protocol::monotonic_ms() - start;
+            outcome.elapsed_ms = monotonic_ms() - start;
             return outcome;
         }
         ::usleep(10 * 1000);
     }
     outcome.returned = true;
-    outcome.elapsed_ms = protocol::monotonic_ms() - start;
+    outcome.elapsed_ms = monotonic_ms() - start;
     char buf[4096];
     ssize_t n;
     while ((n = ::read(read_end.get(), buf, sizeof buf)) > 0) {
@@ -233,7 +232,7 @@ TEST(ExecChannelDeadline, ConnectsThroughTheProcPathOfAValidatedSocket) {
         ASSERT_TRUE(ping);
         const std::string pong =
             protocol::encode_frame(FrameType::Pong, ping->session, protocol::encode_pong());
-        EXPECT_EQ(protocol::write_all(conn.get(), pong, 5000, "test"), protocol::WriteResult::Done);
+        EXPECT_EQ(write_all(conn.get(), pong, 5000, "test"), WriteResult::Done);
     });
     UniqueFd handle(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
     ASSERT_TRUE(handle);
@@ -258,7 +257,7 @@ TEST(ExecChannelDeadline, NamesAGuestErrorOnlyInPrintableText) {
         const std::string forged = "no\nslurmd: forged line " + std::string(100000, 'x');
         const std::string reply = protocol::encode_frame(
             FrameType::Error, request->session, protocol::encode_error({forged, "setup", 0}));
-        protocol::write_all(conn.get(), reply, 5000, "test");
+        write_all(conn.get(), reply, 5000, "test");
     });
     try {
         setup_guest(path, {"node1-vm1", {}}, 5000);
@@ -306,8 +305,7 @@ class FakeAgent {
     }
 
     bool send_now(FrameType type, std::string_view payload = {}) {
-        return protocol::write_all(conn_.get(), frame(type, payload), 10000, "test") ==
-               protocol::WriteResult::Done;
+        return write_all(conn_.get(), frame(type, payload), 10000, "test") == WriteResult::Done;
     }
 
     // Sends `one` again and again, without reading, until the client stops taking bytes for a
@@ -345,17 +343,17 @@ class FakeAgent {
     bool end_session() {
         std::string rest = unsent_ + frame(FrameType::Exit, protocol::encode_exit({}));
         unsent_.clear();
-        return protocol::write_all(conn_.get(), rest, 20000, "test") == protocol::WriteResult::Done;
+        return write_all(conn_.get(), rest, 20000, "test") == WriteResult::Done;
     }
 
     // The next frame of the session from the client within timeout_ms.
     std::optional<Frame> next_frame(int timeout_ms) {
-        const std::int64_t deadline = protocol::monotonic_ms() + timeout_ms;
+        const std::int64_t deadline = monotonic_ms() + timeout_ms;
         for (;;) {
             if (auto frame = reader_.next()) {
                 return frame;
             }
-            const std::int64_t left = deadline - protocol::monotonic_ms();
+            const std::int64_t left = deadline - monotonic_ms();
             if (left <= 0) {
                 return std::nullopt;
             }

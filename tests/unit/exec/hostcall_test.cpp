@@ -1,12 +1,12 @@
 // Host calls end to end on the host, without a VM: the real agent serves unix sockets, a
 // session's command runs the agent binary under the name srun (a link, as in the guest), and
 // the exec client runs fake Slurm commands from a test folder in place of the real ones.
-#include "agent_harness.h"
-#include "exec_client.h"
-#include "host_calls.h"
-#include "protocol/fd.h"
-#include "protocol/frame.h"
-#include "protocol/messages.h"
+#include "exec/agent_harness.h"
+#include "exec/exec_client.h"
+#include "exec/host_calls.h"
+#include "util/fd.h"
+#include "exec/protocol/frame.h"
+#include "exec/protocol/messages.h"
 
 #include <gtest/gtest.h>
 
@@ -30,7 +30,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using protocol::FrameType;
-using protocol::UniqueFd;
 
 using test::kWaitTries;
 using test::wait_until;

@@ -1,5 +1,5 @@
-#include "protocol/frame.h"
-#include "protocol/messages.h"
+#include "exec/protocol/frame.h"
+#include "exec/protocol/messages.h"
 
 #include <gtest/gtest.h>
 

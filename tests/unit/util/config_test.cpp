@@ -1,6 +1,6 @@
-#include "config.h"
+#include "util/config.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
-#include "process.h"
+#include "util/process.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 

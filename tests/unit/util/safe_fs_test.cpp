@@ -1,6 +1,6 @@
-#include "safe_fs.h"
+#include "util/safe_fs.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
-#include "capabilities.h"
+#include "vm/capabilities.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 

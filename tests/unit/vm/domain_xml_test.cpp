@@ -1,6 +1,6 @@
-#include "domain_xml.h"
+#include "vm/domain_xml.h"
 
-#include "error.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 

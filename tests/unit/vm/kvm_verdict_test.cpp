@@ -1,6 +1,6 @@
-#include "kvm_verdict.h"
+#include "vm/kvm_verdict.h"
 
-#include "libvirt_handles.h"
+#include "vm/libvirt_handles.h"
 
 #include <gtest/gtest.h>
 

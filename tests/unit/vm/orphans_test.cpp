@@ -1,8 +1,8 @@
-#include "orphans.h"
+#include "vm/orphans.h"
 
-#include "error.h"
-#include "libvirt_handles.h"
-#include "vm_lifecycle.h"
+#include "util/error.h"
+#include "vm/libvirt_handles.h"
+#include "vm/vm_lifecycle.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
-#include "overlay.h"
+#include "vm/overlay.h"
 
-#include "error.h"
-#include "process.h"
+#include "util/error.h"
+#include "util/process.h"
 
 #include <gtest/gtest.h>
 

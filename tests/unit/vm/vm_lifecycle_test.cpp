@@ -1,7 +1,7 @@
-#include "vm_lifecycle.h"
+#include "vm/vm_lifecycle.h"
 
-#include "error.h"
-#include "libvirt_handles.h"
+#include "util/error.h"
+#include "vm/libvirt_handles.h"
 
 #include <gtest/gtest.h>
 
