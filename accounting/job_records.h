@@ -17,11 +17,6 @@ inline constexpr std::size_t kMaxHostlistNames = 100000;
 // on bad syntax or more than kMaxHostlistNames names.
 std::vector<std::string> expand_hostlist(std::string_view hostlist);
 
-struct NodeAllocation {
-    unsigned cpus = 0;
-    uint64_t memory_mib = 0;
-};
-
 // The value of `key=` in a one-line job record (`scontrol show job -o`), "" when absent. The
 // fields read this way hold no spaces.
 std::string job_field(const std::string &oneliner, std::string_view key);

@@ -6,7 +6,6 @@
 // job's own output. The node stays usable.
 #include "spank_common.h"
 
-#include "accounting/job_records.h"
 #include "catalog/catalog.h"
 #include "util/error.h"
 #include "util/text.h"
@@ -48,6 +47,11 @@ bool job_facts(spank_t sp, JobFacts &facts) {
 
 // CPUs and memory of this node's share of the job, from slurmctld. Zeros (the image's
 // defaults) when it cannot be asked.
+struct NodeAllocation {
+    unsigned cpus = 0;
+    uint64_t memory_mib = 0;
+};
+
 NodeAllocation allocation_here(const JobFacts &f) {
     try {
         if (const auto job = load_slurm_job(f.jobid, f.node)) {
@@ -70,6 +74,25 @@ bool job_may_own_vm(uint32_t jobid) {
         return job.has_value() && job->may_own_vm;
     } catch (const Error &) {
         return true;
+    }
+}
+
+// Drains `node` with `reason` (cut to what Slurm shows), before the failed prolog does it with
+// a bare "Prolog error". Never throws.
+void drain_node(const std::string &node, std::string reason) {
+    if (reason.size() > 200) {
+        reason.resize(200);
+    }
+    try {
+        const ProcessResult r = run_process({find_program("scontrol"), "update", "NodeName=" + node,
+                                             "State=DRAIN", "Reason=" + reason},
+                                            std::chrono::seconds(10));
+        if (r.timed_out || r.status != 0) {
+            slurm_error("%s: node %s: cannot drain it: %s", kTag, node.c_str(),
+                        printable(r.err).c_str());
+        }
+    } catch (const std::exception &e) {
+        slurm_error("%s: node %s: cannot drain it: %s", kTag, node.c_str(), e.what());
     }
 }
 
@@ -164,6 +187,16 @@ int on_job_prolog(spank_t sp) {
             kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.domain.c_str(), r.hostname.c_str(),
             r.domain_type.c_str(), r.vcpus, static_cast<unsigned long long>(r.memory_mib),
             r.create_seconds, r.ready_seconds, r.setup_seconds);
+    } catch (const NodeFaultError &e) {
+        // Not the user's doing, and the next job here would fail the same way: the node is
+        // drained with the reason, which `sinfo -R` and `scontrol show node` show, and the
+        // failed prolog lets Slurm requeue the job elsewhere.
+        const std::string reason = std::string(kTag) + ": " + printable(e.what());
+        slurm_error("%s: job %u node %s image %s: node fault: %s", kTag, f.jobid, f.node.c_str(),
+                    f.image.c_str(), printable(e.what()).c_str());
+        record_job_vm_error(config(), f.jobid, f.node, reason);
+        drain_node(f.node, reason);
+        return -1;
     } catch (const std::exception &e) {
         const std::string message = std::string(kTag) + ": " + e.what();
         slurm_error("%s: job %u node %s image %s: VM not started: %s", kTag, f.jobid,

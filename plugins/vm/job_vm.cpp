@@ -45,7 +45,7 @@ std::string describe(const JobVmRequest &r) {
 void make_dir(const std::string &path, mode_t mode) {
     remove_tree(path);
     if (mkdir(path.c_str(), mode) != 0) {
-        throw Error("cannot create " + path + ": " + errno_text(errno));
+        throw NodeFaultError("cannot create " + path + ": " + errno_text(errno));
     }
     hand_over_folder(path, 0, 0, mode);
 }
@@ -226,8 +226,8 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             std::error_code ec;
             fs::create_directories(dir, ec);
             if (ec || chmod(dir.c_str(), 0755) != 0) {
-                throw Error("cannot create " + dir + ": " +
-                            (ec ? ec.message() : errno_text(errno)));
+                throw NodeFaultError("cannot create " + dir + ": " +
+                                     (ec ? ec.message() : errno_text(errno)));
             }
         }
         make_dir(paths.state_dir, 0755);
@@ -371,7 +371,12 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
     report.memory_mib = r.memory_mib == 0 ? image.limits.default_memory_mib
                                           : std::min(r.memory_mib, image.limits.max_memory_mib);
 
-    ConnectionPtr conn = open_connection(config.libvirt_uri);
+    ConnectionPtr conn;
+    try {
+        conn = open_connection(config.libvirt_uri);
+    } catch (const Error &e) {
+        throw NodeFaultError(e.what());
+    }
     DomainTypeChoice choice;
     KvmVerdict verdict;
     try {
@@ -402,6 +407,8 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
         report.kvm_fallback_reason = "KVM does not run guests on this host: " + verdict.reason;
         keep_verdict(config, verdict, report);
         return report;
+    } catch (const NodeFaultError &) {
+        throw;
     } catch (const Error &e) {
         throw Error(describe(r) + ": " + e.what());
     }
@@ -415,7 +422,15 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
 StopReport stop_job_vm(const Config &config, uint32_t jobid, std::string_view node) {
     const JobVmPaths paths = job_vm_paths(config, jobid, node);
     StopReport report;
-    ConnectionPtr conn = open_connection(config.libvirt_uri);
+    ConnectionPtr conn;
+    try {
+        conn = open_connection(config.libvirt_uri);
+    } catch (const Error &) {
+        // The job's files go anyway; a domain still running without them is removed by the
+        // orphan sweep (which finds domains through libvirt) once libvirtd is back.
+        remove_job_files(paths);
+        throw;
+    }
     VmLifecycle vm(conn.get(), paths.domain);
     if (vm.attach() != VmState::Absent) {
         report = vm.stop(std::chrono::seconds(config.grace_seconds));

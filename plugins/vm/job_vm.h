@@ -53,6 +53,14 @@ struct StartReport {
     std::string kvm_verdict;
 };
 
+// The node cannot run any VM (libvirtd unreachable, the state or run folder unwritable): not
+// this job's fault, and the next job would meet it too. The prolog drains the node with this
+// message; every other error fails the job alone.
+class NodeFaultError : public Error {
+  public:
+    using Error::Error;
+};
+
 // The guest died while it booted (as opposed to never answering, or a set-up failure): what
 // libvirt and QEMU said and the console's last lines are in the message.
 class GuestDiedError : public Error {

@@ -98,3 +98,29 @@ test_slurm_vm_check_reports_each_need_and_its_exit_status_matches() {
   assert_contains "$out" "unknown option '--bogus'" "error for an unknown option"
   assert_no_leftovers
 }
+
+test_libvirtd_down_drains_the_node_with_the_reason() {
+  local j here reason i
+  here=$(dirname "${BASH_SOURCE[0]}")
+  pkill -x libvirtd
+  for ((i = 0; i < 50; i++)); do pgrep -x libvirtd >/dev/null || break; sleep 0.2; done
+  j=$(as_user "sbatch --parsable -w node3 --vm-image=tiny -o out-%j.txt --wrap 'echo ran'")
+  for ((i = 0; i < 120; i++)); do
+    reason=$(scontrol show node node3 | sed -n 's/.*Reason=\(.*\)/\1/p')
+    [ -n "$reason" ] && break
+    sleep 0.5
+  done
+  "$here/../../contrib/cluster.sh" restart-libvirt >/dev/null
+  scontrol show node node3 | grep -q 'State=[A-Z+]*DRAIN' || fail "node3 is not drained: $(scontrol show node node3 | grep State=)"
+  scancel "$j"
+  scontrol update NodeName=node3 State=RESUME
+  assert_contains "$reason" "slurm-vm: cannot connect to libvirt at qemu:///system" "node3's drain reason"
+  wait_job_done "$j" 60
+  assert_not_contains "$(cat "$TEST_DIR/out-$j.txt" 2>/dev/null)" "ran" "job output"
+  for ((i = 0; i < 60; i++)); do
+    [ "$(sinfo -h -n node3 -o %T)" = idle ] && break
+    sleep 0.5
+  done
+  assert_nodes_up
+  assert_no_leftovers
+}

@@ -46,7 +46,7 @@ test_vm_left_by_a_crash_is_swept_when_slurmd_starts() {
   assert_contains "$(cat "$SVM_LOG"/slurmd-node*.log)" "this host: destroyed svm-999998-node2, left by a job that is over" "slurmd logs"
   assert_no_leftovers
   for ((i = 0; i < 120; i++)); do
-    [ -z "$(sinfo -h -N -o %T | grep -v idle)" ] && break
+    [ -z "$(sinfo -h -N -o %T | grep -vx idle)" ] && break
     sleep 0.5
   done
   assert_nodes_up
