@@ -416,6 +416,20 @@ int cmd_check(const std::vector<std::string> &args) {
                        : "image '" + printable(image_name) + "' is not in the catalog",
                    "name an image: slurm-vm check --image NAME");
     } else {
+        // What the probes learnt is kept as a job's first boot would keep it; a state folder
+        // that cannot take it only means the first job probes again.
+        const auto keep_verdict = [&](bool works, const std::string &reason) {
+            KvmVerdict v;
+            v.works = works;
+            v.reason = reason;
+            v.key = key;
+            v.node = "check";
+            try {
+                save_kvm_verdict(config.state_dir, v);
+                verdict = v;
+            } catch (const Error &) {
+            }
+        };
         ProbeResult kvm;
         if (offered.contains("kvm") && device_problem.empty()) {
             kvm = probe_boot(config, *catalog, *image, "kvm", 1);
@@ -429,15 +443,7 @@ int cmd_check(const std::vector<std::string> &args) {
         } else if (kvm.ok) {
             report.add("kvm probe", Status::Ok,
                        "image '" + image->name + "' ready under KVM in " + secs(kvm.seconds));
-            KvmVerdict v;
-            v.works = true;
-            v.key = key;
-            v.node = "check";
-            try {
-                save_kvm_verdict(config.state_dir, v);
-                verdict = v;
-            } catch (const Error &) {
-            }
+            keep_verdict(true, "");
         } else {
             // "image 'tiny' on check (job N): the VM ..." -> "the VM ...": the line names
             // the image already.
@@ -458,16 +464,7 @@ int cmd_check(const std::vector<std::string> &args) {
                              "(nested virtualisation, kvm module)"
                            : "nothing needed: domain_type=auto uses TCG here; fix KVM for speed");
             if (kvm_to_blame) {
-                KvmVerdict v;
-                v.works = false;
-                v.reason = reason;
-                v.key = key;
-                v.node = "check";
-                try {
-                    save_kvm_verdict(config.state_dir, v);
-                    verdict = v;
-                } catch (const Error &) {
-                }
+                keep_verdict(false, reason);
             }
         }
         report.add("tcg probe", tcg.ok ? Status::Ok : Status::Fail,

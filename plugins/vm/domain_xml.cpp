@@ -6,6 +6,11 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include <memory>
+
 namespace svm {
 
 namespace {
@@ -161,107 +166,6 @@ void check_spec(const DomainWriter &w, const VmSpec &spec) {
 }
 
 // Decodes the five named entities and numeric character references.
-std::string xml_unescape(std::string_view text) {
-    std::string out;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const std::size_t semi = text[i] == '&' ? text.find(';', i) : std::string_view::npos;
-        if (semi == std::string_view::npos) {
-            out += text[i];
-            continue;
-        }
-        const std::string_view entity = text.substr(i + 1, semi - i - 1);
-        unsigned long code = 0;
-        if (entity == "amp") {
-            code = '&';
-        } else if (entity == "lt") {
-            code = '<';
-        } else if (entity == "gt") {
-            code = '>';
-        } else if (entity == "apos") {
-            code = '\'';
-        } else if (entity == "quot") {
-            code = '"';
-        } else if (entity.starts_with("#x") || entity.starts_with("#X")) {
-            code = std::strtoul(std::string(entity.substr(2)).c_str(), nullptr, 16);
-        } else if (entity.starts_with("#")) {
-            code = std::strtoul(std::string(entity.substr(1)).c_str(), nullptr, 10);
-        } else {
-            out += text[i];
-            continue;
-        }
-        if (code < 0x80) {
-            out += static_cast<char>(code);
-        } else if (code < 0x800) {
-            out += static_cast<char>(0xc0 | (code >> 6));
-            out += static_cast<char>(0x80 | (code & 0x3f));
-        } else if (code < 0x10000) {
-            out += static_cast<char>(0xe0 | (code >> 12));
-            out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
-            out += static_cast<char>(0x80 | (code & 0x3f));
-        } else {
-            out += static_cast<char>(0xf0 | ((code >> 18) & 0x07));
-            out += static_cast<char>(0x80 | ((code >> 12) & 0x3f));
-            out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
-            out += static_cast<char>(0x80 | (code & 0x3f));
-        }
-        i = semi;
-    }
-    return out;
-}
-
-bool is_space(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-struct StartTag {
-    std::string name;
-    std::map<std::string, std::string> attributes;
-};
-
-// Parses the start tag whose '<' is at `pos`; nothing for end tags, comments and broken input.
-std::optional<StartTag> parse_start_tag(std::string_view xml, std::size_t pos) {
-    std::size_t i = pos + 1;
-    if (i >= xml.size() || xml[i] == '/' || xml[i] == '!' || xml[i] == '?') {
-        return std::nullopt;
-    }
-    StartTag tag;
-    while (i < xml.size() && !is_space(xml[i]) && xml[i] != '/' && xml[i] != '>') {
-        tag.name += xml[i++];
-    }
-    while (true) {
-        while (i < xml.size() && is_space(xml[i])) {
-            ++i;
-        }
-        if (i >= xml.size()) {
-            return std::nullopt;
-        }
-        if (xml[i] == '/' || xml[i] == '>') {
-            return tag;
-        }
-        const std::size_t eq = xml.find('=', i);
-        if (eq == std::string_view::npos) {
-            return std::nullopt;
-        }
-        std::string name(xml.substr(i, eq - i));
-        while (!name.empty() && is_space(name.back())) {
-            name.pop_back();
-        }
-        std::size_t q = eq + 1;
-        while (q < xml.size() && is_space(xml[q])) {
-            ++q;
-        }
-        if (q >= xml.size() || (xml[q] != '\'' && xml[q] != '"')) {
-            return std::nullopt;
-        }
-        const std::size_t close = xml.find(xml[q], q + 1);
-        if (close == std::string_view::npos) {
-            return std::nullopt;
-        }
-        tag.attributes[name] = xml_unescape(xml.substr(q + 1, close - q - 1));
-        i = close + 1;
-    }
-}
-
 }  // namespace
 
 std::string xml_escape(std::string_view text) {
@@ -336,33 +240,36 @@ std::string render_domain_xml(const VmSpec &spec) {
 }
 
 std::optional<std::map<std::string, std::string>> metadata_from_domain_xml(const std::string &xml) {
-    const std::size_t begin = xml.find("<metadata>");
-    if (begin == std::string::npos) {
+    // libxml2, namespace-aware: libvirt keeps our element but may rewrite its prefix and quoting.
+    std::unique_ptr<xmlDoc, decltype(&xmlFreeDoc)> doc(
+        xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "domain.xml", nullptr,
+                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
+        &xmlFreeDoc);
+    const xmlNode *root = doc ? xmlDocGetRootElement(doc.get()) : nullptr;
+    if (root == nullptr) {
         return std::nullopt;
     }
-    const std::size_t end = xml.find("</metadata>", begin);
-    const std::string_view section =
-        std::string_view(xml).substr(begin, end == std::string::npos ? end : end - begin);
-    for (std::size_t pos = section.find('<', 1); pos != std::string_view::npos;
-         pos = section.find('<', pos + 1)) {
-        auto tag = parse_start_tag(section, pos);
-        if (!tag) {
+    const auto named = [](const xmlNode *n, const char *name) {
+        return n->type == XML_ELEMENT_NODE && xmlStrEqual(n->name, BAD_CAST name);
+    };
+    for (const xmlNode *section = root->children; section != nullptr; section = section->next) {
+        if (!named(section, "metadata")) {
             continue;
         }
-        // libvirt keeps our prefix but may rewrite quoting; match on the namespace, not text.
-        for (const auto &[attribute, val] : tag->attributes) {
-            if (val != metadata_namespace) {
+        for (const xmlNode *job = section->children; job != nullptr; job = job->next) {
+            if (!named(job, "job") || job->ns == nullptr ||
+                std::string_view(reinterpret_cast<const char *>(job->ns->href)) !=
+                    metadata_namespace) {
                 continue;
             }
-            const bool prefixed =
-                attribute.starts_with("xmlns:") && tag->name == attribute.substr(6) + ":job";
-            const bool by_default = attribute == "xmlns" && tag->name == "job";
-            if (prefixed || by_default) {
-                const std::string namespace_attribute = attribute;
-                auto attributes = std::move(tag->attributes);
-                attributes.erase(namespace_attribute);
-                return attributes;
+            std::map<std::string, std::string> attributes;
+            for (const xmlAttr *a = job->properties; a != nullptr; a = a->next) {
+                xmlChar *value = xmlNodeGetContent(reinterpret_cast<const xmlNode *>(a));
+                attributes[reinterpret_cast<const char *>(a->name)] =
+                    value != nullptr ? reinterpret_cast<const char *>(value) : "";
+                xmlFree(value);
             }
+            return attributes;
         }
     }
     return std::nullopt;
