@@ -93,6 +93,14 @@ std::string parse_domain_type(const OptionWord &word) {
     return word.value;
 }
 
+HostCalls parse_host_calls(const OptionWord &word) {
+    const auto mode = host_calls_from_name(word.value);
+    if (!mode) {
+        word.fail("expected all, steps or none");
+    }
+    return *mode;
+}
+
 std::string parse_hostname_template(const OptionWord &word) {
     try {
         expand_hostname(word.value, "node1", 1);
@@ -135,6 +143,7 @@ const std::vector<std::pair<std::string, Setter>> &options() {
          [](Config &c, const OptionWord &w) {
              c.kvm_probe_timeout_seconds = parse_unsigned(w, 1, max_seconds, "a number of seconds");
          }},
+        {"host_calls", [](Config &c, const OptionWord &w) { c.host_calls = parse_host_calls(w); }},
     };
     return table;
 }
@@ -183,6 +192,27 @@ std::string label_problem(std::string_view label) {
 }
 
 }  // namespace
+
+const char *host_calls_name(HostCalls mode) {
+    switch (mode) {
+        case HostCalls::None:
+            return "none";
+        case HostCalls::Steps:
+            return "steps";
+        case HostCalls::All:
+            return "all";
+    }
+    return "steps";
+}
+
+std::optional<HostCalls> host_calls_from_name(std::string_view name) {
+    for (HostCalls mode : {HostCalls::None, HostCalls::Steps, HostCalls::All}) {
+        if (name == host_calls_name(mode)) {
+            return mode;
+        }
+    }
+    return std::nullopt;
+}
 
 std::string hostname_problem(std::string_view hostname) {
     if (hostname.empty()) {

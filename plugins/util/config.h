@@ -4,11 +4,28 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace svm {
+
+// Which Slurm commands a VM job may run on the host (host calls: inside the VM, srun, squeue,
+// ... are shims that the job's task on the host runs for real, as the job's user; see
+// exec/host_calls.h). Root inside the guest chooses their arguments, so this is the admin's
+// choice of how much of Slurm the guest reaches:
+//   None:  nothing; the shims say so.
+//   Steps: srun (steps of this job only), scancel, squeue, sstat.
+//   All:   also sbatch, salloc --no-shell, scontrol, sacct, sinfo: new jobs, which need not
+//          run in a VM.
+// In every mode, options and variables that make a command run or load a program of the
+// user's on the host are refused.
+enum class HostCalls { None, Steps, All };
+
+// "none", "steps", "all": the plugstack word, also passed to slurm-vm-exec --host-calls.
+const char *host_calls_name(HostCalls mode);
+std::optional<HostCalls> host_calls_from_name(std::string_view name);
 
 struct Config {
     std::string catalog = "/etc/slurm/vm-images.json";
@@ -33,6 +50,10 @@ struct Config {
     // ever instead of dying. A working KVM boots a guest in a few seconds.
     unsigned kvm_probe_timeout_seconds = 20;
     std::string log_dir = "/var/log/slurm-vm";  // guest console logs
+    // Steps by default: a job's own srun inside its VM is the common need (MPI launchers, job
+    // scripts with steps) and stays inside the job's VMs; submitting jobs from inside a VM
+    // (which may then run outside any VM) is a site's explicit choice.
+    HostCalls host_calls = HostCalls::Steps;
 };
 
 // Parses plugstack.conf arguments. Throws Error for an unknown key (listing the valid ones), a

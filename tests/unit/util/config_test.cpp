@@ -42,6 +42,7 @@ TEST(Config, HasDocumentedDefaults) {
     EXPECT_EQ(c.exec_ports, 8u);
     EXPECT_EQ(c.domain_type, "auto");
     EXPECT_EQ(c.log_dir, "/var/log/slurm-vm");
+    EXPECT_EQ(c.host_calls, HostCalls::Steps);
 }
 
 TEST(Config, ParsesEveryOption) {
@@ -49,7 +50,7 @@ TEST(Config, ParsesEveryOption) {
                                    "ready_timeout=300", "shared_paths=/home,/scratch,/opt/sw",
                                    "hostname=vm%j-%n", "libvirt_uri=qemu+tcp://host/system",
                                    "run_dir=/run/svm", "state_dir=/srv/svm", "exec_ports=30",
-                                   "domain_type=kvm", "log_dir=/tmp/svm-logs"});
+                                   "domain_type=kvm", "log_dir=/tmp/svm-logs", "host_calls=all"});
     EXPECT_EQ(c.catalog, "/etc/slurm/images.json");
     EXPECT_EQ(c.grace_seconds, 10u);
     EXPECT_EQ(c.ready_timeout_seconds, 300u);
@@ -61,13 +62,14 @@ TEST(Config, ParsesEveryOption) {
     EXPECT_EQ(c.exec_ports, 30u);
     EXPECT_EQ(c.domain_type, "kvm");
     EXPECT_EQ(c.log_dir, "/tmp/svm-logs");
+    EXPECT_EQ(c.host_calls, HostCalls::All);
 }
 
 TEST(Config, RejectsUnknownOptionListingValidOnes) {
     EXPECT_EQ(config_error({"foo=1"}),
               "unknown option 'foo=1'; valid options: catalog, grace, ready_timeout, "
               "shared_paths, hostname, libvirt_uri, run_dir, state_dir, exec_ports, "
-              "domain_type, log_dir, kvm_probe_timeout");
+              "domain_type, log_dir, kvm_probe_timeout, host_calls");
 }
 
 TEST(Config, RejectsWordWithoutEquals) {
@@ -109,6 +111,23 @@ TEST(Config, RejectsExecPortsOutsideOneToThirty) {
 TEST(Config, RejectsUnknownDomainType) {
     EXPECT_EQ(config_error({"domain_type=xen"}),
               "option 'domain_type=xen': expected auto, kvm or qemu");
+}
+
+TEST(Config, ParsesEachHostCallsModeByItsName) {
+    EXPECT_EQ(parse_config({"host_calls=none"}).host_calls, HostCalls::None);
+    EXPECT_EQ(parse_config({"host_calls=steps"}).host_calls, HostCalls::Steps);
+    EXPECT_EQ(parse_config({"host_calls=all"}).host_calls, HostCalls::All);
+    for (HostCalls mode : {HostCalls::None, HostCalls::Steps, HostCalls::All}) {
+        EXPECT_EQ(host_calls_from_name(host_calls_name(mode)), mode);
+    }
+}
+
+TEST(Config, RejectsUnknownHostCallsMode) {
+    EXPECT_EQ(config_error({"host_calls=some"}),
+              "option 'host_calls=some': expected all, steps or none");
+    EXPECT_EQ(config_error({"host_calls=Steps"}),
+              "option 'host_calls=Steps': expected all, steps or none");
+    EXPECT_EQ(config_error({"host_calls="}), "option 'host_calls=': expected all, steps or none");
 }
 
 TEST(Config, RejectsRelativeAndDotDotPaths) {
