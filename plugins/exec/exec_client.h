@@ -6,10 +6,12 @@
 // whole session, so concurrent tasks never share a port.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "util/config.h"  // HostCalls
 #include "util/error.h"
 #include "util/fd.h"                 // UniqueFd
 #include "exec/protocol/messages.h"  // ExecRequest, SetupRequest, GuestMount, RemoteExit
@@ -62,13 +64,44 @@ class SignalForwarder {
 };
 
 // What a VM job's command may run on the host (host calls: the guest's srun, squeue, ... are
-// shims that ask the host client to run the real command; see guest/agent_hostcall.cpp).
-// Only a bare name from `commands` runs, found in `search_dirs` (never in a PATH the guest
-// chose), with the guest's environment except PATH, HOME and LD_*, which are the host
-// client's own. Tests point search_dirs at fake commands; an empty `commands` refuses all.
+// shims that ask the host client to run the real command; see guest/agent_hostcall.cpp), and
+// with what environment. The one place that decides: the guest's root chooses every byte of a
+// request, and gains the job's user's rights on the host, no more, so what it must not get is
+// a program of its own run on the host outside the VM.
+// Only a bare name that `mode` allows runs, found in `search_dirs` (never in a PATH the guest
+// chose). Tests point search_dirs at fake commands.
 struct HostCallPolicy {
-    std::vector<std::string> commands = protocol::hostcall_commands();
+    HostCalls mode = HostCalls::Steps;  // the plugstack default
     std::vector<std::string> search_dirs = {"/usr/bin", "/usr/local/bin", "/bin"};
+
+    // The commands `mode` allows, in the order protocol::hostcall_commands() lists them.
+    std::vector<std::string> commands() const;
+
+    struct Refusal {
+        std::string message;  // one line for the guest's stderr, without "slurm-vm: "
+        int exit_code;        // 127: a command not allowed here; 1: its arguments are not
+    };
+    // Why `argv`, asked with the guest's environment, may not run; nullopt when it may.
+    // host_env is the client's own environment: the job's, as Slurm gave it to the task.
+    // Refused in every mode: srun/sbatch/salloc --prolog, --epilog, --task-prolog,
+    // --task-epilog, in any spelling getopt_long takes (--opt=V, --opt V, an abbreviation),
+    // anywhere in argv (where Slurm's options end depends on its option table, which we do not
+    // copy: a program argument spelled so is refused too); salloc unless its first argument is
+    // --no-shell (else it runs a command or the user's login shell on the host); the guest
+    // changing SLURM_CONF or SLURM_CONF_SERVER, or srun's SLURM_[TASK_]{PRO,EPI}LOG. Under
+    // Steps also srun --jobid (but this job's own) and a changed SLURM_JOB_ID: steps of this
+    // job only.
+    std::optional<Refusal> refusal(const std::vector<std::string> &argv,
+                                   const std::vector<std::string> &guest_env,
+                                   const std::vector<std::string> &host_env) const;
+
+    // The environment an allowed call runs with: the guest's, except that what makes a Slurm
+    // client load code or choose its job is the host client's (from host_env): PATH, HOME, LD_*,
+    // GCONV_PATH, LUA_PATH*, LUA_CPATH*, the variables refusal() guards, and SLURM_VM_HOSTCALL
+    // is dropped. Taking them from the host, rather than only refusing a changed value, also
+    // covers a guest that unsets one (srun without SLURM_JOB_ID would make a new job).
+    std::vector<std::string> environment(const std::vector<std::string> &guest_env,
+                                         const std::vector<std::string> &host_env) const;
 };
 
 // Connects a unix stream socket to `path`, giving up after timeout_ms: the listener belongs to

@@ -41,12 +41,9 @@ constexpr std::size_t kMaxShownName = 64;
 constexpr int kExitNotFound = 127;
 constexpr int kExitNotExecutable = 126;
 constexpr int kExitUnavailable = 255;
-
-bool is_host_only(std::string_view entry) {
-    const auto eq = entry.find('=');
-    const std::string_view name = entry.substr(0, eq);
-    return name == "PATH" || name == "HOME" || name.starts_with("LD_");
-}
+// An allowed command whose arguments or environment the policy refuses: as the command
+// itself exits when it refuses an option. (127 stays "no such command here".)
+constexpr int kExitRefusedArguments = 1;
 
 std::string join(const std::vector<std::string> &items, const char *separator) {
     std::string text;
@@ -62,6 +59,104 @@ std::string shown_name(std::string_view name) {
         return printable(name);
     }
     return printable(name.substr(0, kMaxShownName)) + "...";
+}
+
+// Options whose value is a program that Slurm runs on the host, outside the VM: srun runs
+// --prolog and --epilog itself, here; slurmstepd runs --task-prolog and --task-epilog around
+// each task. Only srun has them; sbatch and salloc are checked too, so that a later Slurm
+// giving them one cannot slip through.
+constexpr std::string_view kProgramOptions[] = {"prolog", "epilog", "task-prolog", "task-epilog"};
+constexpr std::string_view kProgramOptionCommands[] = {"srun", "sbatch", "salloc"};
+
+// Variables that make a Slurm client run or load code of the caller's choosing, or (under
+// steps) work on another job. The job's own values (the host client's: Slurm put them in the
+// task's environment, SLURM_CONF always) pass; a guest that changes one is refused, for
+// `command` (all commands when null), the one that reads it.
+struct GuardedVariable {
+    std::string_view name;
+    const char *command;
+    const char *why;  // ends the refusal line
+    bool steps_only;
+};
+constexpr GuardedVariable kGuardedVariables[] = {
+    {"SLURM_CONF", nullptr,
+     "it would read another Slurm configuration, and load the plugins that one names, on the "
+     "host; not allowed from inside a VM",
+     false},
+    {"SLURM_CONF_SERVER", nullptr,
+     "it would fetch its Slurm configuration, and so the plugins it loads, from another "
+     "server; not allowed from inside a VM",
+     false},
+    {"SLURM_PROLOG", "srun", "srun runs that program on the host; not allowed from inside a VM",
+     false},
+    {"SLURM_EPILOG", "srun", "srun runs that program on the host; not allowed from inside a VM",
+     false},
+    {"SLURM_TASK_PROLOG", "srun",
+     "srun runs that program on the host; not allowed from inside a VM", false},
+    {"SLURM_TASK_EPILOG", "srun",
+     "srun runs that program on the host; not allowed from inside a VM", false},
+    {"SLURM_JOB_ID", "srun",
+     "srun would start steps in another job, or a new job; host_calls=steps allows steps of "
+     "this job only",
+     true},
+};
+
+bool is_guarded(std::string_view name, HostCalls mode) {
+    return std::any_of(std::begin(kGuardedVariables), std::end(kGuardedVariables),
+                       [&](const GuardedVariable &v) {
+                           return v.name == name && (!v.steps_only || mode == HostCalls::Steps);
+                       });
+}
+
+// Variables whose guest value never reaches a host call: the host's own takes its place. Each
+// makes a program on the host find its code somewhere: the commands themselves (PATH), the
+// loader (LD_*), glibc's charset modules (GCONV_PATH), the Lua modules of a cli_filter/lua
+// script (LUA_PATH*, LUA_CPATH*); HOME is where Slurm's clients look for the user's files.
+bool is_host_only(std::string_view name, HostCalls mode) {
+    return name == "PATH" || name == "HOME" || name.starts_with("LD_") || name == "GCONV_PATH" ||
+           name.starts_with("LUA_PATH") || name.starts_with("LUA_CPATH") || is_guarded(name, mode);
+}
+
+std::string_view variable_name(std::string_view entry) {
+    return entry.substr(0, entry.find('='));
+}
+
+// Every value `name` has in env (an environment may repeat a name; execve keeps them all).
+std::vector<std::string_view> values_of(const std::vector<std::string> &env,
+                                        std::string_view name) {
+    std::vector<std::string_view> values;
+    for (const auto &e : env) {
+        if (e.size() > name.size() && e[name.size()] == '=' && e.starts_with(name)) {
+            values.push_back(std::string_view(e).substr(name.size() + 1));
+        }
+    }
+    return values;
+}
+
+// The long option a word names as getopt_long reads it ("--name" or "--name=value"), or "".
+std::string_view long_option_name(std::string_view word) {
+    if (word.size() <= 2 || !word.starts_with("--")) {
+        return {};
+    }
+    word.remove_prefix(2);
+    return word.substr(0, word.find('='));
+}
+
+// Whether getopt_long may read `name` as `option`: its full name or an abbreviation. An
+// abbreviation that another option shares is an error for getopt_long, so refusing it too
+// costs nothing, and stays right whatever options a later Slurm adds.
+bool may_mean(std::string_view name, std::string_view option) {
+    return !name.empty() && option.starts_with(name);
+}
+
+// How a refusal shows a word of the guest's: a long option as given, cut and printable;
+// with the option it stands for when abbreviated.
+std::string shown_option(std::string_view name, std::string_view option) {
+    std::string text = "--" + shown_name(name);
+    if (name != option) {
+        text += " (--" + std::string(option) + ")";
+    }
+    return text;
 }
 
 std::string find_command(const std::string &name, const std::vector<std::string> &dirs) {
@@ -114,17 +209,116 @@ void kill_group(pid_t pid, int signo) {
 
 }  // namespace
 
-std::vector<std::string> host_call_environment(const std::vector<std::string> &guest_env,
-                                               const std::vector<std::string> &host_env) {
-    const std::string own_var = std::string(protocol::kHostCallEnv) + "=";
+std::vector<std::string> HostCallPolicy::commands() const {
+    std::vector<std::string> allowed;
+    for (const auto &name : protocol::hostcall_commands()) {
+        const bool steps =
+            name == "srun" || name == "scancel" || name == "squeue" || name == "sstat";
+        if (mode == HostCalls::All || (mode == HostCalls::Steps && steps)) {
+            allowed.push_back(name);
+        }
+    }
+    return allowed;
+}
+
+std::optional<HostCallPolicy::Refusal> HostCallPolicy::refusal(
+    const std::vector<std::string> &argv, const std::vector<std::string> &guest_env,
+    const std::vector<std::string> &host_env) const {
+    const std::string prefix = "host call refused: ";
+    if (argv.empty()) {
+        return Refusal{prefix + "no command given", kExitNotFound};
+    }
+    const std::string &name = argv.front();
+    const std::string mode_name = host_calls_name(mode);
+    const std::vector<std::string> allowed = commands();
+    if (allowed.empty()) {
+        return Refusal{prefix + shown_name(name) +
+                           ": this cluster allows no Slurm commands from inside a VM "
+                           "(host_calls=none)",
+                       kExitNotFound};
+    }
+    const std::string allows = " (host_calls=" + mode_name + " allows " + join(allowed, ", ") + ")";
+    if (name.find('/') != std::string::npos) {
+        return Refusal{prefix + shown_name(name) + ": give a command's name, not a path" + allows,
+                       kExitNotFound};
+    }
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+        return Refusal{prefix + shown_name(name) + " is not allowed from inside a VM" + allows,
+                       kExitNotFound};
+    }
+
+    const auto refused = [&](const std::string &why) {
+        return Refusal{prefix + name + " " + why, kExitRefusedArguments};
+    };
+    if (std::find(std::begin(kProgramOptionCommands), std::end(kProgramOptionCommands), name) !=
+        std::end(kProgramOptionCommands)) {
+        for (std::size_t i = 1; i < argv.size(); ++i) {
+            const std::string_view option = long_option_name(argv[i]);
+            for (std::string_view program_option : kProgramOptions) {
+                if (may_mean(option, program_option)) {
+                    return refused(shown_option(option, program_option) +
+                                   " runs a program on the host; not allowed from inside a VM");
+                }
+            }
+        }
+    }
+    if (name == "salloc" && (argv.size() < 2 || argv[1] != "--no-shell")) {
+        // Without --no-shell, salloc runs its command, or else the user's login shell (which
+        // reads BASH_ENV or ~/.zshenv), on the host. Only a first --no-shell is surely an
+        // option: a later one could be the value of the option before it.
+        return refused(
+            "runs a command, or your login shell, on the host; from inside a VM only "
+            "'salloc --no-shell ...' is allowed, with --no-shell first");
+    }
+    if (mode == HostCalls::Steps && name == "srun") {
+        const auto own = values_of(host_env, "SLURM_JOB_ID");
+        for (std::size_t i = 1; i < argv.size(); ++i) {
+            const std::string_view option = long_option_name(argv[i]);
+            if (!may_mean(option, "jobid")) {
+                continue;
+            }
+            // getopt_long takes the value after '=', or else the next word, whatever it is.
+            const std::string_view word = argv[i];
+            const auto eq = word.find('=');
+            const std::optional<std::string_view> value =
+                eq != std::string_view::npos ? std::optional(word.substr(eq + 1))
+                : i + 1 < argv.size()        ? std::optional<std::string_view>(argv[i + 1])
+                                             : std::nullopt;
+            if (!value || own.size() != 1 || *value != own.front()) {
+                return refused(shown_option(option, "jobid") +
+                               " starts steps in another job; host_calls=steps allows steps of "
+                               "this job only");
+            }
+        }
+    }
+    for (const GuardedVariable &variable : kGuardedVariables) {
+        if ((variable.steps_only && mode != HostCalls::Steps) ||
+            (variable.command && name != variable.command)) {
+            continue;  // environment() still gives the command the job's value
+        }
+        const auto own = values_of(host_env, variable.name);
+        for (std::string_view value : values_of(guest_env, variable.name)) {
+            if (own.size() != 1 || value != own.front()) {
+                return Refusal{prefix + name + " with " + std::string(variable.name) +
+                                   " changed inside the VM: " + variable.why,
+                               kExitRefusedArguments};
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+std::vector<std::string> HostCallPolicy::environment(
+    const std::vector<std::string> &guest_env, const std::vector<std::string> &host_env) const {
     std::vector<std::string> env;
     for (const auto &e : guest_env) {
-        if (!is_host_only(e) && !e.starts_with(own_var)) {
+        const std::string_view name = variable_name(e);
+        if (!is_host_only(name, mode) && name != protocol::kHostCallEnv) {
             env.push_back(e);
         }
     }
     for (const auto &e : host_env) {
-        if (is_host_only(e)) {
+        if (is_host_only(variable_name(e), mode)) {
             env.push_back(e);
         }
     }
@@ -149,16 +343,15 @@ void HostCallRunner::refuse(std::uint32_t call, const std::string &message, int 
 }
 
 void HostCallRunner::start(const HostCallRequest &request, std::string &out) {
-    const std::string &name = request.argv[0];
-    const auto &allowed = policy_.commands;
-    if (name.find('/') != std::string::npos ||
-        std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-        refuse(request.call,
-               shown_name(name) + " cannot be run on the host from a VM job (allowed: " +
-                   (allowed.empty() ? std::string("none") : join(allowed, ", ")) + ")",
-               kExitNotFound, out);
+    std::vector<std::string> host_env;
+    for (char **e = environ; *e; ++e) {
+        host_env.emplace_back(*e);
+    }
+    if (const auto refusal = policy_.refusal(request.argv, request.env, host_env)) {
+        refuse(request.call, refusal->message, refusal->exit_code, out);
         return;
     }
+    const std::string &name = request.argv[0];
     if (calls_.count(request.call) != 0) {
         return;  // the agent never reuses a running call's id; answering would end that call
     }
@@ -179,11 +372,7 @@ void HostCallRunner::start(const HostCallRequest &request, std::string &out) {
     // home); a guest-only one (/tmp in the VM) falls back to the job's directory here.
     const std::string cwd = is_traversable_directory(request.cwd) ? request.cwd : client_cwd();
 
-    std::vector<std::string> host_env;
-    for (char **e = environ; *e; ++e) {
-        host_env.emplace_back(*e);
-    }
-    const std::vector<std::string> env = host_call_environment(request.env, host_env);
+    const std::vector<std::string> env = policy_.environment(request.env, host_env);
     std::vector<char *> argv = c_strings(request.argv);
     std::vector<char *> envp = c_strings(env);
 

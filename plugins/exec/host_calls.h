@@ -25,8 +25,9 @@ class HostCallRunner {
     HostCallRunner(const HostCallRunner &) = delete;
     HostCallRunner &operator=(const HostCallRunner &) = delete;
 
-    // A HOSTCALL frame: starts the command, or appends to `out` the frames that refuse it
-    // (a message on its stderr, exit 127 when it is not allowed or not found).
+    // A HOSTCALL frame: starts the command, or appends to `out` the frames that refuse it (a
+    // message on its stderr; exit 127 when the command is not allowed or not found, 1 when the
+    // policy refuses its arguments or environment, see HostCallPolicy::refusal).
     void start(const HostCallRequest &request, std::string &out);
     // A HOSTCALL_SIGNAL frame: the signal goes to the command's process group.
     void signal(const HostCallSignal &signal);
@@ -67,10 +68,5 @@ class HostCallRunner {
     std::map<std::uint32_t, Call> calls_;
     std::vector<std::pair<std::uint32_t, Kind>> polled_;
 };
-
-// The environment a host call runs with: the guest's, except that PATH, HOME and every LD_*
-// variable are the host client's (from host_env), and SLURM_VM_HOSTCALL is dropped.
-std::vector<std::string> host_call_environment(const std::vector<std::string> &guest_env,
-                                               const std::vector<std::string> &host_env);
 
 }  // namespace svm

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -34,8 +35,9 @@ using protocol::FrameType;
 using test::kWaitTries;
 using test::wait_until;
 
-const char *const kAllowed =
-    "allowed: srun, sbatch, scancel, scontrol, squeue, sacct, sinfo, sstat, salloc";
+const char *const kStepsAllow = "host_calls=steps allows srun, scancel, squeue, sstat";
+const char *const kAllAllow =
+    "host_calls=all allows srun, sbatch, scancel, scontrol, squeue, sacct, sinfo, sstat, salloc";
 
 UniqueFd memfd() {
     UniqueFd fd(::memfd_create("svm-hostcall-test", MFD_CLOEXEC));
@@ -76,9 +78,19 @@ class HostCallTest : public ::testing::Test {
             std::ofstream(dir_ + "/exec." + std::to_string(i) + ".lock").put('\n');
         }
         ASSERT_NO_FATAL_FAILURE(agent_.start(dir_, {"--hostcall-dir", hostcall_dir()}, false));
+        // The client is the job's task: Slurm gave it the job's id, which the guest's got too.
+        if (const char *id = std::getenv("SLURM_JOB_ID")) {
+            saved_job_id_ = id;
+        }
+        ::setenv("SLURM_JOB_ID", "42", 1);
     }
 
     void TearDown() override {
+        if (saved_job_id_) {
+            ::setenv("SLURM_JOB_ID", saved_job_id_->c_str(), 1);
+        } else {
+            ::unsetenv("SLURM_JOB_ID");
+        }
         agent_.stop();
         std::error_code ignored;
         fs::remove_all(dir_, ignored);
@@ -99,6 +111,7 @@ class HostCallTest : public ::testing::Test {
 
     HostCallPolicy policy() const {
         HostCallPolicy p;
+        p.mode = mode_;
         p.search_dirs = {host_bin()};
         return p;
     }
@@ -135,6 +148,8 @@ class HostCallTest : public ::testing::Test {
 
     std::string dir_;
     test::AgentProcess agent_;
+    HostCalls mode_ = HostCalls::Steps;  // the plugstack default
+    std::optional<std::string> saved_job_id_;
 };
 
 TEST_F(HostCallTest, RunsSrunOnTheHostWithItsOutputStreamsAndExitCode) {
@@ -169,8 +184,8 @@ TEST_F(HostCallTest, RefusesACommandThatIsNotAllowed) {
                          &out, &err),
               0);
     EXPECT_EQ(out, "exit 127\n");
-    EXPECT_EQ(err, "slurm-vm: rm cannot be run on the host from a VM job (" +
-                       std::string(kAllowed) + ")\n");
+    EXPECT_EQ(err, "slurm-vm: host call refused: rm is not allowed from inside a VM (" +
+                       std::string(kStepsAllow) + ")\n");
     EXPECT_FALSE(fs::exists(dir_ + "/rm-ran"));
 }
 
@@ -182,8 +197,8 @@ TEST_F(HostCallTest, RefusesAnAllowedNameGivenWithAPath) {
                          &out, &err),
               0);
     EXPECT_EQ(out, "exit 127\n");
-    EXPECT_EQ(err, "slurm-vm: " + path + " cannot be run on the host from a VM job (" +
-                       std::string(kAllowed) + ")\n");
+    EXPECT_EQ(err, "slurm-vm: host call refused: " + path +
+                       ": give a command's name, not a path (" + std::string(kStepsAllow) + ")\n");
     EXPECT_FALSE(fs::exists(dir_ + "/srun-ran"));
 }
 
@@ -195,7 +210,7 @@ TEST_F(HostCallTest, SaysWhenAnAllowedCommandIsNotOnTheHost) {
 }
 
 TEST_F(HostCallTest, TakesPathHomeAndLdVariablesFromTheHostNotTheGuest) {
-    write_fake("scontrol", "env | grep -E '^(LD_[A-Z_]*|PATH|HOME|SLURM_VM_HOSTCALL)=' | sort");
+    write_fake("squeue", "env | grep -E '^(LD_[A-Z_]*|PATH|HOME|SLURM_VM_HOSTCALL)=' | sort");
     std::vector<std::string> expected;
     for (char **e = environ; *e; ++e) {
         const std::string entry = *e;
@@ -211,7 +226,7 @@ TEST_F(HostCallTest, TakesPathHomeAndLdVariablesFromTheHostNotTheGuest) {
     }
     std::string out;
     EXPECT_EQ(run_script("LD_PRELOAD=/guest/evil.so LD_LIBRARY_PATH=/guest/lib "
-                         "HOME=/guest/home scontrol show job 42",
+                         "HOME=/guest/home squeue -j 42",
                          &out),
               0);
     EXPECT_EQ(out, expected_text);
@@ -238,18 +253,18 @@ TEST_F(HostCallTest, TheShimDiesOfTheSignalThatKilledTheHostCommand) {
 }
 
 TEST_F(HostCallTest, StreamsLargeOutputCompletely) {
-    write_fake("sacct", "head -c 3000000 /dev/zero | tr '\\0' y");
+    write_fake("squeue", "head -c 3000000 /dev/zero | tr '\\0' y");
     std::string out;
-    EXPECT_EQ(run_script("sacct | tr -d y | wc -c | tr -d ' '; sacct | wc -c | tr -d ' '", &out),
+    EXPECT_EQ(run_script("squeue | tr -d y | wc -c | tr -d ' '; squeue | wc -c | tr -d ' '", &out),
               0);
     EXPECT_EQ(out, "0\n3000000\n");
 }
 
 TEST_F(HostCallTest, RunsInTheGuestsWorkingDirectory) {
-    write_fake("sinfo", "pwd");
+    write_fake("sstat", "pwd");
     fs::create_directory(dir_ + "/sub");
     std::string out;
-    EXPECT_EQ(run_script("cd $D/sub && sinfo", &out), 0);
+    EXPECT_EQ(run_script("cd $D/sub && sstat", &out), 0);
     EXPECT_EQ(out, dir_ + "/sub\n");
 }
 
@@ -293,6 +308,75 @@ TEST_F(HostCallTest, KillsAHostCommandThatIgnoresSigtermWhenTheSessionEnds) {
     EXPECT_TRUE(process_gone(pid));
 }
 
+TEST_F(HostCallTest, RefusesSrunPrologWithOneLineWithoutRunningSrun) {
+    write_fake("srun", "touch \"$D/srun-ran\"");
+    std::string out, err;
+    EXPECT_EQ(run_script("srun --prolog=$D/x hostname; echo \"exit $?\"", &out, &err), 0);
+    EXPECT_EQ(out, "exit 1\n");
+    EXPECT_EQ(err,
+              "slurm-vm: host call refused: srun --prolog runs a program on the host; not "
+              "allowed from inside a VM\n");
+    EXPECT_FALSE(fs::exists(dir_ + "/srun-ran"));
+}
+
+TEST_F(HostCallTest, RefusesSrunWithSlurmConfChangedInTheGuest) {
+    write_fake("srun", "touch \"$D/srun-ran\"");
+    std::string out, err;
+    EXPECT_EQ(run_script("SLURM_CONF=$D/evil.conf srun hostname; echo \"exit $?\"", &out, &err), 0);
+    EXPECT_EQ(out, "exit 1\n");
+    EXPECT_EQ(err,
+              "slurm-vm: host call refused: srun with SLURM_CONF changed inside the VM: it would "
+              "read another Slurm configuration, and load the plugins that one names, on the "
+              "host; not allowed from inside a VM\n");
+    EXPECT_FALSE(fs::exists(dir_ + "/srun-ran"));
+}
+
+TEST_F(HostCallTest, UnderStepsRefusesSbatchAndScontrolButRunsTheStepCommands) {
+    for (const char *name : {"srun", "scancel", "squeue", "sstat", "sbatch", "scontrol"}) {
+        write_fake(name, std::string("echo ") + name + "-ran");
+    }
+    std::string out, err;
+    EXPECT_EQ(run_script("for c in srun scancel squeue sstat sbatch scontrol; do $c; "
+                         "echo \"$c exit $?\"; done",
+                         &out, &err),
+              0);
+    EXPECT_EQ(out,
+              "srun-ran\nsrun exit 0\nscancel-ran\nscancel exit 0\nsqueue-ran\nsqueue exit "
+              "0\nsstat-ran\nsstat exit 0\nsbatch exit 127\nscontrol exit 127\n");
+    EXPECT_EQ(err, "slurm-vm: host call refused: sbatch is not allowed from inside a VM (" +
+                       std::string(kStepsAllow) +
+                       ")\nslurm-vm: host call refused: scontrol is not allowed from inside a "
+                       "VM (" +
+                       std::string(kStepsAllow) + ")\n");
+}
+
+TEST_F(HostCallTest, UnderNoneEveryShimIsRefusedClearly) {
+    mode_ = HostCalls::None;
+    write_fake("srun", "touch \"$D/srun-ran\"");
+    std::string out, err;
+    EXPECT_EQ(run_script("srun hostname; echo \"exit $?\"", &out, &err), 0);
+    EXPECT_EQ(out, "exit 127\n");
+    EXPECT_EQ(err,
+              "slurm-vm: host call refused: srun: this cluster allows no Slurm commands from "
+              "inside a VM (host_calls=none)\n");
+    EXPECT_FALSE(fs::exists(dir_ + "/srun-ran"));
+}
+
+TEST_F(HostCallTest, UnderAllRunsSbatchButStillRefusesSrunProlog) {
+    mode_ = HostCalls::All;
+    write_fake("sbatch", "echo \"sbatch $*\"");
+    write_fake("srun", "touch \"$D/srun-ran\"");
+    std::string out, err;
+    EXPECT_EQ(run_script("sbatch --wrap true; srun --task-prolog $D/x true; echo \"exit $?\"", &out,
+                         &err),
+              0);
+    EXPECT_EQ(out, "sbatch --wrap true\nexit 1\n");
+    EXPECT_EQ(err,
+              "slurm-vm: host call refused: srun --task-prolog runs a program on the host; not "
+              "allowed from inside a VM\n");
+    EXPECT_FALSE(fs::exists(dir_ + "/srun-ran"));
+}
+
 TEST_F(HostCallTest, AShimOutsideAJobSaysWhyItCannotRun) {
     const std::string command = "env -u SLURM_VM_HOSTCALL " + guest_bin() + "/srun hostname 2>&1";
     FILE *p = ::popen(command.c_str(), "r");
@@ -307,19 +391,6 @@ TEST_F(HostCallTest, AShimOutsideAJobSaysWhyItCannotRun) {
     EXPECT_EQ(text,
               "slurm-vm: srun: SLURM_VM_HOSTCALL is not set: Slurm commands run on the host "
               "only from within a slurm-vm job\n");
-}
-
-TEST(HostCallEnvironment, ReplacesPathHomeAndLdVariablesWithTheHosts) {
-    const std::vector<std::string> guest = {
-        "PATH=/guest/bin", "HOME=/guest",    "LD_PRELOAD=/x.so",
-        "LD_AUDIT=/y.so",  "SLURM_JOB_ID=7", "SLURM_VM_HOSTCALL=/run/slurm-vm-hostcall/1-2.sock",
-        "LDFLAGS=-s",      "A=LD_PRELOAD=z"};
-    const std::vector<std::string> host = {"PATH=/usr/bin:/bin", "HOME=/home/u",
-                                           "LD_LIBRARY_PATH=/opt/lib", "SLURM_JOB_ID=host"};
-    EXPECT_EQ(host_call_environment(guest, host),
-              (std::vector<std::string>{"SLURM_JOB_ID=7", "LDFLAGS=-s", "A=LD_PRELOAD=z",
-                                        "PATH=/usr/bin:/bin", "HOME=/home/u",
-                                        "LD_LIBRARY_PATH=/opt/lib"}));
 }
 
 TEST(HostCallProtocol, RoundTripsARequest) {
