@@ -2,7 +2,7 @@
 // plugin replaces each task with it (execv from slurm_spank_task_init, as the job's user).
 //
 //   slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] [--env-from-current]
-//                 -- ARGV...
+//                 [--host-calls none|steps|all] -- ARGV...
 //   slurm-vm-exec --ping SOCKET [--timeout-ms N]
 //   slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... [--timeout-ms N]
 //
@@ -35,7 +35,7 @@ constexpr int kExitTransport = 255;
 
 const char *const kUsage =
     "usage: slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] "
-    "[--script] [--env-from-current] -- ARGV...\n"
+    "[--script] [--env-from-current] [--host-calls none|steps|all] -- ARGV...\n"
     "       slurm-vm-exec --ping SOCKET [--timeout-ms N]\n"
     "       slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... "
     "[--timeout-ms N]\n";
@@ -55,6 +55,9 @@ struct Options {
     std::string hostname;
     std::vector<svm::GuestMount> mounts;
     int timeout_ms = 10000;
+    // What the command may run on the host; the SPANK plugin passes its host_calls= option.
+    // Without the flag, the plugstack default.
+    svm::HostCallPolicy hostcalls;
     std::vector<std::string> argv;
 };
 
@@ -109,6 +112,13 @@ Options parse_options(int argc, char **argv) {
             options.forward_stdin = true;
         } else if (arg == "--script") {
             options.send_script = true;
+        } else if (arg == "--host-calls") {
+            const std::string mode = value(arg);
+            const auto parsed = svm::host_calls_from_name(mode);
+            if (!parsed) {
+                throw UsageError{arg + ": expected none, steps or all, got '" + mode + "'"};
+            }
+            options.hostcalls.mode = *parsed;
         } else if (arg == "--env-from-current") {
             // The environment is always the caller's; the flag is accepted for explicit callers.
         } else if (arg == "--ping") {
@@ -203,7 +213,7 @@ int run_command(const Options &options) {
         svm::SignalForwarder signals;
         status = svm::run_in_guest(options.channel_dir, options.ports, request,
                                    options.forward_stdin ? STDIN_FILENO : -1, STDOUT_FILENO,
-                                   STDERR_FILENO, &signals);
+                                   STDERR_FILENO, &signals, options.hostcalls);
     }
     if (WIFSIGNALED(status)) {
         return die_like(status);

@@ -49,6 +49,8 @@ int on_task_init(spank_t sp) {
     const std::string ports = std::to_string(config().exec_ports);
     std::vector<const char *> args = {SVM_EXEC_PATH, "--channel-dir", paths.channel_dir.c_str(),
                                       "--ports",     ports.c_str(),   "--stdin"};
+    // The client decides what the guest may run on the host (host calls): the admin's choice.
+    args.insert(args.end(), {"--host-calls", host_calls_name(config().host_calls)});
     if (batch) {
         args.push_back("--script");
     }
