@@ -65,3 +65,25 @@ test_vm_left_by_a_job_that_is_over_is_swept_by_any_jobs_end() {
   assert_no_leftovers
   assert_contains "$(grep "job $j node node3: destroyed" "$SVM_LOG/slurmd-node3.log")" "svm-999997-node3, left by a job that is over" "slurmd log"
 }
+
+test_host_calls_refuse_programs_on_the_host_but_run_steps() {
+  local j out
+  # A task prolog of the user's: had srun taken it, slurmstepd would run it on the host.
+  as_user "printf '#!/bin/sh\ntouch $TEST_DIR/task-prolog-ran\n' >mark.sh && chmod 755 mark.sh"
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o out-%j.txt --wrap 'srun --prolog=/bin/true hostname; echo prolog-exit \$?; srun --task-prolog $TEST_DIR/mark.sh hostname; echo task-prolog-exit \$?; SLURM_CONF=/tmp/x srun hostname; echo conf-exit \$?; srun hostname; echo step-exit \$?'")
+  wait_job_done "$j" 180
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  assert_contains "$out" "^slurm-vm: host call refused: srun --prolog runs a program on the host; not allowed from inside a VM\$" "job output"
+  assert_contains "$out" "^prolog-exit 1\$" "job output"
+  assert_contains "$out" "^slurm-vm: host call refused: srun --task-prolog runs a program on the host; not allowed from inside a VM\$" "job output"
+  assert_contains "$out" "^task-prolog-exit 1\$" "job output"
+  assert_contains "$out" "^slurm-vm: host call refused: srun with SLURM_CONF changed inside the VM: it would read another Slurm configuration" "job output"
+  assert_contains "$out" "^conf-exit 1\$" "job output"
+  # Only the plain srun ran: one step, in the job's VM.
+  assert_eq "$(printf '%s\n' "$out" | grep -c "^node[0-9]-vm$j\$")" "1" "hostname lines"
+  assert_contains "$out" "^step-exit 0\$" "job output"
+  [ ! -e "$TEST_DIR/task-prolog-ran" ] || fail "the refused --task-prolog ran on the host"
+  assert_eq "$(job_state "$j")" "COMPLETED" "job state"
+  assert_nodes_up
+  assert_no_leftovers
+}
