@@ -510,7 +510,8 @@ TEST(ExecChannelBounds, EchoesOnlyTheStartOfRefusedCommandNames) {
         replies += protocol::kHeaderSize + frame->payload.size();
         if (frame->type == FrameType::HostCallStderr) {
             const std::string text(protocol::decode_hostcall_output(frame->payload).data);
-            EXPECT_TRUE(text.starts_with("slurm-vm: \\x0axxx")) << text.substr(0, 100);
+            EXPECT_TRUE(text.starts_with("slurm-vm: host call refused: \\x0axxx"))
+                << text.substr(0, 100);
             EXPECT_EQ(text.find('\n'), text.size() - 1);
             ++refusals;
         }
