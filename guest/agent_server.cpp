@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 #include "agent.h"
 #include "exec/protocol/json.h"
@@ -203,9 +204,100 @@ bool is_mounted(const GuestMount &mount) {
     return false;
 }
 
+std::vector<std::string> read_lines(const std::string &path) {
+    std::vector<std::string> lines;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
+    }
+    return lines;
+}
+
+// The fields of a colon-separated /etc line.
+std::vector<std::string> fields_of(const std::string &line) {
+    std::vector<std::string> out;
+    std::stringstream in(line);
+    for (std::string f; std::getline(in, f, ':');) {
+        out.push_back(f);
+    }
+    if (!line.empty() && line.back() == ':') {
+        out.emplace_back();
+    }
+    return out;
+}
+
+// Replaces `path` with `lines`, keeping its mode; the guest's own files otherwise.
+void write_lines(const std::string &path, const std::vector<std::string> &lines) {
+    const std::string tmp = path + ".slurm-vm";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        for (const auto &l : lines) {
+            out << l << '\n';
+        }
+        if (!out.flush()) {
+            throw Error("writing " + tmp + " failed");
+        }
+    }
+    struct stat st {};
+    ::chmod(tmp.c_str(), ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0644);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        throw Error("rename " + tmp + ": " + errno_text(errno));
+    }
+}
+
+// Gives the job's user a name inside: a passwd entry and its groups, where the guest lacks
+// them. Entries the image has (a site image with its own directory service) are left alone.
+void add_user(const GuestUser &user) {
+    std::vector<std::string> passwd = read_lines("/etc/passwd");
+    const bool known = std::any_of(passwd.begin(), passwd.end(), [&](const std::string &l) {
+        const auto f = fields_of(l);
+        return f.size() >= 3 && (f[0] == user.name || f[2] == std::to_string(user.uid));
+    });
+    if (!known) {
+        const std::string shell = ::access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh";
+        passwd.push_back(user.name + ":x:" + std::to_string(user.uid) + ":" +
+                         std::to_string(user.gid) + ":slurm-vm job user:" + user.home + ":" +
+                         shell);
+        write_lines("/etc/passwd", passwd);
+    }
+    std::vector<std::string> group = read_lines("/etc/group");
+    bool changed = false;
+    for (const GuestGroup &g : user.groups) {
+        bool found = false;
+        for (auto &line : group) {
+            auto f = fields_of(line);
+            if (f.size() < 3 || (f[0] != g.name && f[2] != std::to_string(g.gid))) {
+                continue;
+            }
+            found = true;
+            if (f.size() < 4) {
+                f.resize(4);
+            }
+            std::string members = "," + f[3] + ",";
+            if (g.gid != user.gid && members.find("," + user.name + ",") == std::string::npos) {
+                f[3] += (f[3].empty() ? "" : ",") + user.name;
+                line = f[0] + ":" + f[1] + ":" + f[2] + ":" + f[3];
+                changed = true;
+            }
+            break;
+        }
+        if (!found) {
+            group.push_back(g.name + ":x:" + std::to_string(g.gid) + ":" +
+                            (g.gid == user.gid ? "" : user.name));
+            changed = true;
+        }
+    }
+    if (changed) {
+        write_lines("/etc/group", group);
+    }
+}
+
 }  // namespace
 
 void apply_setup(const SetupRequest &request) {
+    if (request.user) {
+        add_user(*request.user);
+    }
     if (::sethostname(request.hostname.data(), request.hostname.size()) != 0) {
         throw Error("sethostname " + request.hostname + ": " + errno_text(errno));
     }

@@ -14,6 +14,8 @@
 #include "util/safe_fs.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -176,6 +178,49 @@ std::string console_tail(const std::string &path, std::size_t count = 2) {
     return out;
 }
 
+// The job's user as this host knows it (root's NSS lookup, never text from the job), for the
+// guest's /etc/passwd and /etc/group. Nothing for root, or a uid the host cannot name.
+std::optional<GuestUser> guest_user_for(uid_t uid, gid_t gid) {
+    if (uid == 0) {
+        return std::nullopt;
+    }
+    std::vector<char> buf(65536);
+    struct passwd pw {};
+    struct passwd *found = nullptr;
+    if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
+        return std::nullopt;
+    }
+    GuestUser user;
+    user.name = found->pw_name;
+    user.uid = uid;
+    user.gid = gid;
+    user.home = found->pw_dir != nullptr && found->pw_dir[0] == '/' ? found->pw_dir : "/";
+    int n = 64;
+    std::vector<gid_t> gids(static_cast<std::size_t>(n));
+    if (getgrouplist(user.name.c_str(), gid, gids.data(), &n) < 0) {
+        gids.resize(static_cast<std::size_t>(n));
+        if (getgrouplist(user.name.c_str(), gid, gids.data(), &n) < 0) {
+            n = 0;
+        }
+    }
+    gids.resize(static_cast<std::size_t>(n));
+    gids.insert(gids.begin(), gid);  // the primary group first
+    for (gid_t g : gids) {
+        std::vector<char> gbuf(65536);
+        struct group gr {};
+        struct group *gfound = nullptr;
+        if (getgrgid_r(g, &gr, gbuf.data(), gbuf.size(), &gfound) != 0 || gfound == nullptr) {
+            continue;
+        }
+        const bool seen = std::any_of(user.groups.begin(), user.groups.end(),
+                                      [&](const GuestGroup &x) { return x.gid == g; });
+        if (!seen) {
+            user.groups.push_back({gfound->gr_name, g});
+        }
+    }
+    return user;
+}
+
 // Which domain type this VM gets. `key` is set when KVM's verdict on this host matters.
 DomainTypeChoice choose_type(virConnectPtr conn, const Config &config, const JobVmRequest &r,
                              std::string &key) {
@@ -326,6 +371,7 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         for (const auto &s : spec.shares) {
             setup.mounts.push_back({s.tag, s.guest_path, s.readonly});
         }
+        setup.user = guest_user_for(r.uid, r.gid);
         setup_guest(control, setup, 30000);
         give_channels_to_user(paths, config.exec_ports, r.uid, r.gid);
         report.setup_seconds = seconds_since(t);

@@ -2,7 +2,7 @@
 
 test_batch_job_runs_inside_the_vm() {
   local j out host_kernel
-  j=$(as_user "sbatch --parsable --vm-image=tiny -o out-%j.txt -e err-%j.txt --wrap 'hostname; cat /proc/version; echo job=\$SLURM_JOB_ID user=\$USER home=\$HOME; pwd; id -u; echo to-stderr >&2; exit 3'")
+  j=$(as_user "sbatch --parsable -w node1 --vm-image=tiny -o out-%j.txt -e err-%j.txt --wrap 'hostname; cat /proc/version; echo job=\$SLURM_JOB_ID user=\$USER home=\$HOME; pwd; id -u; echo to-stderr >&2; exit 3'")
   wait_job_done "$j" 120
   out=$(cat "$TEST_DIR/out-$j.txt")
   host_kernel=$(uname -r)

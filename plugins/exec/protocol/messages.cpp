@@ -125,6 +125,10 @@ AgentInfo decode_pong(std::string_view payload) {
     return info;
 }
 
+namespace {
+void validate_user(const GuestUser &user);
+}  // namespace
+
 void validate_setup(const SetupRequest &request) {
     const std::string what = kSetupWhat;
     const std::string &h = request.hostname;
@@ -159,7 +163,49 @@ void validate_setup(const SetupRequest &request) {
             throw ProtocolError(path_where + ": must not contain '..', got " + quoted(m.path));
         }
     }
+    if (request.user) {
+        validate_user(*request.user);
+    }
 }
+
+namespace {
+
+// User and group names that are safe as /etc/passwd and /etc/group fields: what useradd
+// accepts (letters, digits, '.', '_', '-', a trailing '$'), not starting with '-'.
+void check_account_name(const std::string &name, const std::string &where) {
+    bool ok = !name.empty() && name.size() <= 32 && name[0] != '-' && name[0] != '.';
+    for (std::size_t i = 0; ok && i < name.size(); ++i) {
+        const char c = name[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '.' || c == '_' || c == '-' || (c == '$' && i + 1 == name.size());
+    }
+    if (!ok) {
+        throw ProtocolError(
+            where + ": expected an account name ([A-Za-z0-9._-], at most 32), got " + quoted(name));
+    }
+}
+
+void validate_user(const GuestUser &user) {
+    const std::string what = kSetupWhat;
+    check_account_name(user.name, field(what, "user.name"));
+    check_absolute_path(user.home, field(what, "user.home"));
+    if (user.home.find(':') != std::string::npos) {
+        throw ProtocolError(field(what, "user.home") + ": must not contain ':', got " +
+                            quoted(user.home));
+    }
+    if (user.uid == 0) {
+        throw ProtocolError(field(what, "user.uid") + ": root is not a job's user");
+    }
+    if (user.groups.size() > 1024) {
+        throw ProtocolError(field(what, "user.groups") + ": more than 1024 groups");
+    }
+    for (std::size_t i = 0; i < user.groups.size(); ++i) {
+        check_account_name(user.groups[i].name,
+                           field(what, "user.groups[" + std::to_string(i) + "].name"));
+    }
+}
+
+}  // namespace
 
 std::string encode_setup(const SetupRequest &request) {
     validate_setup(request);
@@ -174,6 +220,23 @@ std::string encode_setup(const SetupRequest &request) {
         json_object_array_add(mounts.get(), mount.release());
     }
     json_set(obj.get(), "mounts", std::move(mounts));
+    if (request.user) {
+        const GuestUser &u = *request.user;
+        JsonPtr user = json_new_object();
+        json_set(user.get(), "name", json_from_string(u.name));
+        json_set(user.get(), "uid", json_from_int(u.uid));
+        json_set(user.get(), "gid", json_from_int(u.gid));
+        json_set(user.get(), "home", json_from_string(u.home));
+        JsonPtr groups(json_object_new_array());
+        for (const auto &g : u.groups) {
+            JsonPtr group = json_new_object();
+            json_set(group.get(), "name", json_from_string(g.name));
+            json_set(group.get(), "gid", json_from_int(g.gid));
+            json_object_array_add(groups.get(), group.release());
+        }
+        json_set(user.get(), "groups", std::move(groups));
+        json_set(obj.get(), "user", std::move(user));
+    }
     return json_to_text(obj.get());
 }
 
@@ -204,6 +267,38 @@ SetupRequest decode_setup(std::string_view payload) {
             }
             request.mounts.push_back(std::move(mount));
         }
+    }
+    if (json_object *u = json_optional_field(obj.get(), "user")) {
+        const std::string uwhat = field(what, "user");
+        if (!json_object_is_type(u, json_type_object)) {
+            throw ProtocolError(uwhat + ": expected an object, got " + json_excerpt(u));
+        }
+        GuestUser user;
+        user.name = json_string_value(json_field(u, "name", uwhat), field(what, "user.name"));
+        user.uid = static_cast<std::uint32_t>(
+            json_int_value(json_field(u, "uid", uwhat), 0, 4294967294, field(what, "user.uid")));
+        user.gid = static_cast<std::uint32_t>(
+            json_int_value(json_field(u, "gid", uwhat), 0, 4294967294, field(what, "user.gid")));
+        user.home = json_string_value(json_field(u, "home", uwhat), field(what, "user.home"));
+        json_object *groups =
+            json_array_value(json_field(u, "groups", uwhat), field(what, "user.groups"));
+        const std::size_t n = json_object_array_length(groups);
+        if (n > 1024) {
+            throw ProtocolError(field(what, "user.groups") + ": more than 1024 groups");
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::string gwhat = field(what, "user.groups[" + std::to_string(i) + "]");
+            json_object *g = json_object_array_get_idx(groups, i);
+            if (!json_object_is_type(g, json_type_object)) {
+                throw ProtocolError(gwhat + ": expected an object, got " + json_excerpt(g));
+            }
+            GuestGroup group;
+            group.name = json_string_value(json_field(g, "name", gwhat), gwhat + ".name");
+            group.gid = static_cast<std::uint32_t>(
+                json_int_value(json_field(g, "gid", gwhat), 0, 4294967294, gwhat + ".gid"));
+            user.groups.push_back(std::move(group));
+        }
+        request.user = std::move(user);
     }
     validate_setup(request);
     return request;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <sys/types.h>
@@ -17,9 +18,28 @@ struct GuestMount {
     bool readonly = false;
 };
 
+// A group the job's user is in, by name and id, as the host knows it.
+struct GuestGroup {
+    std::string name;
+    std::uint32_t gid = 0;
+    bool operator==(const GuestGroup &) const = default;
+};
+
+// The job's user as the host knows it, so that inside the guest `id -un`, `whoami`,
+// `getent passwd $USER` and the groups are as on the host. The agent adds what the guest's
+// /etc/passwd and /etc/group lack; a job's VM writes only to its own overlay or tmpfs.
+struct GuestUser {
+    std::string name;
+    std::uint32_t uid = 0, gid = 0;
+    std::string home;
+    std::vector<GuestGroup> groups;  // the primary group first
+    bool operator==(const GuestUser &) const = default;
+};
+
 struct SetupRequest {
     std::string hostname;
     std::vector<GuestMount> mounts;
+    std::optional<GuestUser> user = std::nullopt;  // default: the guest's own accounts only
 };
 
 struct ExecRequest {

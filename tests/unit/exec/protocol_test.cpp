@@ -150,6 +150,31 @@ TEST(Messages, RoundTripsASetupRequest) {
     EXPECT_FALSE(back.mounts[0].readonly);
 }
 
+TEST(Messages, RoundTripsTheJobsUserInASetupRequest) {
+    SetupRequest request{
+        "node1-vm42",
+        {},
+        GuestUser{"alice", 1001, 1001, "/home/alice", {{"alice", 1001}, {"svmvip", 2001}}}};
+    SetupRequest back = decode_setup(encode_setup(request));
+    ASSERT_TRUE(back.user.has_value());
+    EXPECT_EQ(*back.user, *request.user);
+    EXPECT_FALSE(decode_setup(encode_setup({"node1-vm42", {}, std::nullopt})).user.has_value());
+}
+
+TEST(Messages, RefusesAUserThatCouldBreakTheGuestsPasswdFile) {
+    const auto refused = [](GuestUser user) {
+        SetupRequest request{"node1-vm42", {}, std::move(user)};
+        EXPECT_THROW(encode_setup(request), ProtocolError);
+    };
+    refused({"al:ice", 1001, 1001, "/home/a", {}});
+    refused({"alice\nroot", 1001, 1001, "/home/a", {}});
+    refused({"-alice", 1001, 1001, "/home/a", {}});
+    refused({"alice", 1001, 1001, "/home/a:/bin/sh", {}});
+    refused({"alice", 1001, 1001, "relative", {}});
+    refused({"alice", 0, 0, "/root", {}});
+    refused({"alice", 1001, 1001, "/home/a", {{"g:x", 5}}});
+}
+
 TEST(Messages, RoundTripsExitStatusesAsWaitStatuses) {
     RemoteExit code = decode_exit(encode_exit(RemoteExit::from_wait_status(3 << 8)));
     EXPECT_TRUE(WIFEXITED(code.wait_status()));
