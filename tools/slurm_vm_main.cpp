@@ -17,6 +17,7 @@
 #include "util/plugstack_args.h"
 #include "accounting/report_cmd.h"
 
+#include <getopt.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,12 @@
 #include <vector>
 
 namespace {
+
+// Wrong arguments: exit status 2 with the usage, as for any command-line tool.
+class UsageError : public svm::Error {
+  public:
+    using Error::Error;
+};
 
 constexpr const char *kUsage =
     "usage: slurm-vm try IMAGE [--destroy] [--uid N] [--plugstack FILE] [-- CMD...]\n"
@@ -48,24 +55,53 @@ int cmd_try(const std::vector<std::string> &args) {
     bool destroy = false;
     uint32_t uid = 0;
     std::vector<std::string> command;
-    for (size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--") {
-            command.assign(args.begin() + static_cast<long>(i) + 1, args.end());
-            break;
-        } else if (args[i] == "--destroy") {
-            destroy = true;
-        } else if (args[i] == "--uid" && i + 1 < args.size()) {
-            uid = static_cast<uint32_t>(std::stoul(args[++i]));
-        } else if (args[i] == "--plugstack" && i + 1 < args.size()) {
-            plugstack = args[++i];
-        } else if (image.empty() && args[i][0] != '-') {
-            image = args[i];
+    // getopt_long over a copy: "try" stands in for argv[0]. It moves IMAGE after the options
+    // and stops at "--": what follows is the command, options and all.
+    std::vector<std::string> words = {"slurm-vm try"};
+    words.insert(words.end(), args.begin(), args.end());
+    std::vector<char *> argv;
+    for (auto &w : words) {
+        argv.push_back(w.data());
+    }
+    argv.push_back(nullptr);
+    static const option options[] = {{"destroy", no_argument, nullptr, 'd'},
+                                     {"uid", required_argument, nullptr, 'u'},
+                                     {"plugstack", required_argument, nullptr, 'p'},
+                                     {nullptr, 0, nullptr, 0}};
+    optind = 1;
+    opterr = 0;
+    for (int c; (c = getopt_long(static_cast<int>(words.size()), argv.data(), "", options,
+                                 nullptr)) != -1;) {
+        switch (c) {
+            case 'd':
+                destroy = true;
+                break;
+            case 'u': {
+                const std::string v = optarg;
+                if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+                    v.size() > 10 || std::stoull(v) > 0xfffffffeULL) {
+                    throw UsageError("try: --uid '" + v + "' is not a uid");
+                }
+                uid = static_cast<uint32_t>(std::stoul(v));
+                break;
+            }
+            case 'p':
+                plugstack = optarg;
+                break;
+            default:
+                throw UsageError("try: unknown option or missing value: '" +
+                                 std::string(argv[optind - 1]) + "'");
+        }
+    }
+    for (int i = optind; i < static_cast<int>(words.size()); ++i) {
+        if (image.empty() && command.empty()) {
+            image = argv[i];  // permuted: read argv, not words
         } else {
-            throw svm::Error("try: unexpected argument '" + args[i] + "'\n" + kUsage);
+            command.push_back(argv[i]);
         }
     }
     if (image.empty()) {
-        throw svm::Error(std::string("try: which image?\n") + kUsage);
+        throw UsageError("try: which image?");
     }
     if (command.empty()) {
         command = {"/bin/sh", "-c", "uname -a; cat /proc/uptime"};
@@ -107,7 +143,10 @@ int cmd_try(const std::vector<std::string> &args) {
     exec.groups = {uid};
     int status = 0;
     try {
-        status = svm::run_in_guest(paths.channel_dir, config.exec_ports, exec, -1, 1, 2);
+        svm::HostCallPolicy host_calls;
+        host_calls.mode = config.host_calls;  // as a job's task would have it
+        status = svm::run_in_guest(paths.channel_dir, config.exec_ports, exec, -1, 1, 2, nullptr,
+                                   host_calls);
     } catch (const svm::Error &e) {
         fprintf(stderr, "slurm-vm: %s\n", e.what());
         status = W_EXITCODE(1, 0);
@@ -171,6 +210,9 @@ int main(int argc, char **argv) {
             return svm::cmd_map({args.begin() + 1, args.end()});
         }
         fputs(kUsage, stderr);
+        return 2;
+    } catch (const UsageError &e) {
+        fprintf(stderr, "slurm-vm: %s\n%s", e.what(), kUsage);
         return 2;
     } catch (const std::exception &e) {
         fprintf(stderr, "slurm-vm: %s\n", e.what());
