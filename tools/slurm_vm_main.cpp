@@ -2,12 +2,14 @@
 //   slurm-vm try IMAGE [--destroy] [--uid N] [--plugstack FILE] [-- CMD...]
 //       boot IMAGE on this host as a job would, run CMD (default: uname -a) in it, stop it,
 //       and print how long each phase took. Exit status: CMD's, or 1 when the VM failed.
+//   slurm-vm image prepare   a distribution's disk image made a slurm-vm base (image_cmd.h)
 //   slurm-vm check     what a VM job needs on this node, one line per check (check_cmd.h)
 //   slurm-vm list      the job VMs running on this host
 //   slurm-vm report    usage per physical host and image (accounting/report_cmd.h)
 //   slurm-vm map       the VM-node-to-host map (accounting/report_cmd.h)
 #include "catalog/catalog.h"
 #include "check_cmd.h"
+#include "image_cmd.h"
 #include "util/config.h"
 #include "util/error.h"
 #include "exec/exec_client.h"
@@ -38,6 +40,7 @@ class UsageError : public svm::Error {
 constexpr const char *kUsage =
     "usage: slurm-vm try IMAGE [--destroy] [--uid N] [--plugstack FILE] [-- CMD...]\n"
     "       slurm-vm check [--json] [--image NAME] [--no-boot] [--plugstack FILE]\n"
+    "       slurm-vm image prepare SRC DEST [--name NAME] [--direct-boot] [--agent PATH]\n"
     "       slurm-vm list\n"
     "       slurm-vm report --from YYYY-MM-DD[THH:MM] --to YYYY-MM-DD[THH:MM] "
     "[--format table|csv|json] [--map FILE]\n"
@@ -193,6 +196,9 @@ int main(int argc, char **argv) {
     try {
         if (!args.empty() && args[0] == "try") {
             return cmd_try({args.begin() + 1, args.end()});
+        }
+        if (!args.empty() && args[0] == "image") {
+            return svm::cmd_image({args.begin() + 1, args.end()});
         }
         if (!args.empty() && args[0] == "check") {
             return svm::cmd_check({args.begin() + 1, args.end()});

@@ -38,7 +38,7 @@ using FieldNames = std::vector<std::string_view>;
 const FieldNames top_fields = {"images"};
 const FieldNames image_fields = {"name",       "description",   "kernel",      "initrd",
                                  "cmdline",    "disk",          "disk_format", "vcpus",
-                                 "memory_mib", "ready_timeout", "access"};
+                                 "memory_mib", "ready_timeout", "access",      "network"};
 const FieldNames limit_fields = {"default", "max"};
 const FieldNames access_fields = {"users", "groups", "accounts"};
 
@@ -266,6 +266,13 @@ Image parse_image(json_object *entry, std::size_t index, Where &where) {
     image.cmdline = string_field(entry, "cmdline", where).value_or("");
     image.disk = path_field(entry, "disk", where).value_or("");
     const auto disk_format = string_field(entry, "disk_format", where);
+    if (const auto network = string_field(entry, "network", where)) {
+        if (*network != "user" && *network != "none") {
+            where.fail("network",
+                       "expected \"user\" or \"none\", got \"" + printable(*network) + "\"");
+        }
+        image.network = *network;
+    }
 
     if (image.kernel.empty() && image.disk.empty()) {
         where.fail("kernel",

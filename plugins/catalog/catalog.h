@@ -37,6 +37,9 @@ struct Image {
     ImageLimits limits;
     unsigned ready_timeout = 0;  // seconds; 0 means the plugin's configured default
     ImageAccess access;
+    // "user" (outbound network through user-mode NAT), "none", or "" for the plugstack's
+    // network= default.
+    std::string network;
 };
 
 class Catalog {

@@ -139,6 +139,13 @@ const std::vector<std::pair<std::string, Setter>> &options() {
         {"domain_type",
          [](Config &c, const OptionWord &w) { c.domain_type = parse_domain_type(w); }},
         {"log_dir", [](Config &c, const OptionWord &w) { c.log_dir = parse_path(w); }},
+        {"network",
+         [](Config &c, const OptionWord &w) {
+             if (w.value != "user" && w.value != "none") {
+                 w.fail("expected user or none");
+             }
+             c.network = w.value;
+         }},
         {"kvm_probe_timeout",
          [](Config &c, const OptionWord &w) {
              c.kvm_probe_timeout_seconds = parse_unsigned(w, 1, max_seconds, "a number of seconds");

@@ -49,6 +49,9 @@ struct Config {
     // answer before KVM is judged not to work here: where it is broken, guests may spin for
     // ever instead of dying. A working KVM boots a guest in a few seconds.
     unsigned kvm_probe_timeout_seconds = 20;
+    // Every VM's network unless its image says otherwise: "user" (outbound through QEMU's
+    // user-mode NAT: no root helper, no bridge; the host is 10.0.2.2) or "none".
+    std::string network = "user";
     std::string log_dir = "/var/log/slurm-vm";  // guest console logs
     // Steps by default: a job's own srun inside its VM is the common need (MPI launchers, job
     // scripts with steps) and stays inside the job's VMs; submitting jobs from inside a VM

@@ -137,6 +137,13 @@ void write_devices(DomainWriter &w, const VmSpec &spec) {
         write_disk(w, spec);
     }
     write_shares(w, spec);
+    if (spec.user_network) {
+        // User-mode NAT: outbound only, no root helper, no bridge (passt is not accepted by
+        // libvirt 9.0's XML). The guest gets 10.0.2.15 by DHCP; the host is 10.0.2.2.
+        w.line("    <interface type='user'>");
+        w.line("      <model type='virtio'/>");
+        w.line("    </interface>");
+    }
     if (!spec.console_log.empty()) {
         w.line("    <serial type='file'>");
         w.line("      <source path='" + w.value("console_log", spec.console_log) + "'/>");

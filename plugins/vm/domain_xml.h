@@ -34,6 +34,7 @@ struct VmSpec {
     std::string disk, disk_format;        // the job's overlay; optional; format defaults to qcow2
     std::vector<Share> shares;            // 9p, accessmode passthrough
     std::string console_log;              // serial console to this file; none when empty
+    bool user_network = false;            // a virtio NIC on QEMU's user-mode NAT
     // Exec channels: <channel_dir>/exec.<i>.sock on the host, virtio port org.slurmvm.exec.<i>
     // in the guest, for i in [0, exec_ports): one per concurrent task.
     std::string channel_dir;

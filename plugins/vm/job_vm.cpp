@@ -300,6 +300,7 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
         }
         spec.shares = shares_for(config, r.work_dir);
+        spec.user_network = (image.network.empty() ? config.network : image.network) == "user";
         spec.console_log = paths.console_log;
         spec.channel_dir = paths.channel_dir;
         spec.exec_ports = config.exec_ports;

@@ -293,8 +293,15 @@ StopReport VmLifecycle::stop(milliseconds grace) {
 
     if (asked) {
         const auto deadline = start + grace;
+        auto asked_at = Clock::now();
         while (is_active() && Clock::now() < deadline) {
             sleep_until_next_poll(deadline);
+            // A systemd guest handles the power button through logind; a press before logind
+            // runs (a job that ends seconds after boot) is lost. Press again every 2 s.
+            if (Clock::now() - asked_at >= std::chrono::seconds(2) && is_active()) {
+                virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN);
+                asked_at = Clock::now();
+            }
         }
         if (!is_active()) {
             report.graceful = true;

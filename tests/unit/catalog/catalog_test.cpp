@@ -165,7 +165,8 @@ TEST(Catalog, RejectsUnknownImageFieldListingValidOnes) {
     EXPECT_EQ(parse_error(one_image(R"("kernal": "/x")")),
               prefix +
                   "field 'kernal': unknown field; valid fields: name, description, kernel, "
-                  "initrd, cmdline, disk, disk_format, vcpus, memory_mib, ready_timeout, access");
+                  "initrd, cmdline, disk, disk_format, vcpus, memory_mib, ready_timeout, access, "
+                  "network");
 }
 
 TEST(Catalog, RejectsUnknownNestedFields) {
@@ -366,6 +367,13 @@ TEST(Identity, ReportsUnknownUid) {
     } catch (const Error &e) {
         EXPECT_STREQ(e.what(), "uid 3999999: no such user");
     }
+}
+
+TEST(Catalog, ReadsAnImagesNetworkAndRefusesAnUnknownOne) {
+    const Catalog c = Catalog::parse(one_image(R"("network": "none")"), "catalog");
+    EXPECT_EQ(c.images().front().network, "none");
+    EXPECT_EQ(parse_error(one_image(R"("network": "bridge")")),
+              prefix + "field 'network': expected \"user\" or \"none\", got \"bridge\"");
 }
 
 }  // namespace

@@ -193,5 +193,14 @@ TEST(Metadata, IgnoresDomainsThatAreNotOurs) {
               std::nullopt);
 }
 
+TEST(DomainXml, GivesAUserModeNicOnlyWhenAsked) {
+    VmSpec spec = kernel_boot_spec();
+    EXPECT_EQ(render_domain_xml(spec).find("<interface"), std::string::npos);
+    spec.user_network = true;
+    const std::string xml = render_domain_xml(spec);
+    EXPECT_NE(xml.find("<interface type='user'>\n      <model type='virtio'/>"), std::string::npos)
+        << xml;
+}
+
 }  // namespace
 }  // namespace svm

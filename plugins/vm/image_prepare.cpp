@@ -1,0 +1,314 @@
+#include "vm/image_prepare.h"
+
+#include "catalog/image_name.h"
+#include "exec/protocol/json.h"
+#include "exec/protocol/messages.h"
+#include "util/atomic_file.h"
+#include "util/error.h"
+#include "util/process.h"
+#include "util/safe_fs.h"
+#include "util/text.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+namespace svm {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char *kAgentDir = "/usr/local/libexec/slurm-vm";
+
+// The last non-empty line of a tool's stderr, printable: what it says went wrong.
+std::string last_line(const std::string &text) {
+    std::string line, last;
+    for (std::size_t start = 0; start < text.size();) {
+        std::size_t end = text.find('\n', start);
+        if (end == std::string::npos) {
+            end = text.size();
+        }
+        line = text.substr(start, end - start);
+        if (line.find_first_not_of(" \t\r") != std::string::npos) {
+            last = line;
+        }
+        start = end + 1;
+    }
+    if (last.size() > 300) {
+        last.resize(300);
+    }
+    return printable(last);
+}
+
+// A temporary folder removed with everything in it when this goes out of scope.
+class TempDir {
+  public:
+    TempDir() {
+        char tmpl[] = "/tmp/slurm-vm-prepare.XXXXXX";
+        if (mkdtemp(tmpl) == nullptr) {
+            throw Error(std::string("cannot make a temporary folder: ") + errno_text(errno));
+        }
+        path_ = tmpl;
+    }
+    ~TempDir() {
+        try {
+            remove_tree(path_);
+        } catch (const Error &) {
+        }
+    }
+    TempDir(const TempDir &) = delete;
+    TempDir &operator=(const TempDir &) = delete;
+    const std::string &path() const { return path_; }
+
+  private:
+    std::string path_;
+};
+
+std::vector<std::string> guestfs_command(const PrepareRequest &r, std::vector<std::string> tool) {
+    std::vector<std::string> argv = {find_program("env"), "LIBGUESTFS_BACKEND=direct"};
+    if (!r.appliance_kvm) {
+        // Where KVM is offered but broken, libguestfs picks it and hangs (DESIGN: "Examining
+        // the guest ..." for minutes): its appliance runs under TCG unless KVM is proven.
+        argv.push_back("LIBGUESTFS_BACKEND_SETTINGS=force_tcg");
+    }
+    argv.insert(argv.end(), tool.begin(), tool.end());
+    return argv;
+}
+
+std::string disk_format(const std::string &source) {
+    const ProcessResult r = run_process({find_program("qemu-img"), "info", "--output=json", source},
+                                        std::chrono::seconds(60));
+    if (r.timed_out || r.status != 0) {
+        throw Error(source + " is not a disk image (qemu-img: " + last_line(r.err) + ")");
+    }
+    try {
+        protocol::JsonPtr info = protocol::parse_json_object(r.out, "qemu-img info");
+        const std::string format = protocol::json_string_value(
+            protocol::json_field(info.get(), "format", "qemu-img info"), "format");
+        return format;
+    } catch (const std::exception &e) {
+        throw Error(source + ": cannot read qemu-img's answer: " + e.what());
+    }
+}
+
+}  // namespace
+
+std::string agent_unit_text(const std::string &dir) {
+    return "# slurm-vm: the agent that runs a job's tasks in this VM for the host (virtio-serial\n"
+           "# ports org.slurmvm.exec.N). Started as early as it can be, once the root file system\n"
+           "# is writable: the host waits for it to answer.\n"
+           "[Unit]\n"
+           "Description=slurm-vm agent\n"
+           "DefaultDependencies=no\n"
+           "After=systemd-remount-fs.service systemd-journald.socket\n"
+           "Before=sysinit.target shutdown.target\n"
+           "Conflicts=shutdown.target\n"
+           "\n"
+           "[Service]\n"
+           "ExecStartPre=" +
+           dir + "/ports\n" + "ExecStart=" + dir +
+           "/slurm-vm-agent\n"
+           "Restart=always\n"
+           "RestartSec=1\n"
+           "\n"
+           "[Install]\n"
+           "WantedBy=sysinit.target\n";
+}
+
+std::string agent_ports_script() {
+    // udev would load virtio_console and make the /dev/virtio-ports links, but its coldplug
+    // takes seconds under TCG: do both here, as the tiny guest's rc.sh does, and load 9p's
+    // modules for the shares mounted at set-up.
+    return R"(#!/bin/sh
+# slurm-vm: make the agent's virtio ports appear now, without waiting for udev.
+modprobe -qa virtio_console 9pnet_virtio 9p
+mkdir -p /dev/virtio-ports
+i=0 seen=0
+while [ $i -lt 100 ]; do
+    for p in /sys/class/virtio-ports/*; do
+        [ -r "$p/name" ] || continue
+        n=$(cat "$p/name")
+        [ -n "$n" ] && ln -sfn "../${p##*/}" "/dev/virtio-ports/$n"
+    done
+    now=$(ls /dev/virtio-ports | grep -c '^org\.slurmvm\.exec\.')
+    [ "$now" -gt 0 ] && [ "$now" = "$seen" ] && exit 0
+    seen=$now
+    i=$((i + 1))
+    sleep 0.1
+done
+echo "slurm-vm: no org.slurmvm.exec.* virtio port after 10 s" >&2
+exit 0
+)";
+}
+
+PrepareResult prepare_image(const PrepareRequest &r,
+                            const std::function<void(const std::string &)> &progress) {
+    const auto say = [&](const std::string &line) {
+        if (progress) {
+            progress(line);
+        }
+    };
+    const auto start = Clock::now();
+    if (const std::string problem = image_name_problem(r.name); !problem.empty()) {
+        throw Error("image name '" + printable(r.name) + "' is invalid: " + problem);
+    }
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(r.destination, ec))) {
+        throw Error(r.destination + " exists: choose a new file (the source is never changed)");
+    }
+    if (!fs::is_regular_file(r.source, ec)) {
+        throw Error(r.source + ": no such disk image");
+    }
+    if (access(r.agent.c_str(), X_OK) != 0) {
+        throw Error(r.agent + ": no slurm-vm agent there (" + errno_text(errno) + ")");
+    }
+    const std::string format = disk_format(r.source);
+    if (format != "qcow2" && format != "raw") {
+        throw Error(r.source + " is a " + printable(format) +
+                    " image: convert it to qcow2 or raw first (qemu-img convert)");
+    }
+
+    PrepareResult result;
+    result.destination = r.destination;
+    const std::string part = r.destination + ".part";
+    const std::string stem = r.destination.substr(0, r.destination.rfind('.') == std::string::npos
+                                                         ? r.destination.size()
+                                                         : r.destination.rfind('.'));
+    std::vector<std::string> made = {part};
+    const auto clean = [&] {
+        for (const auto &f : made) {
+            unlink(f.c_str());
+        }
+    };
+    try {
+        say("copying " + r.source + " (" + format + ") to " + part);
+        ProcessResult c = run_process(
+            {find_program("qemu-img"), "convert", "-f", format, "-O", "qcow2", r.source, part},
+            std::chrono::seconds(r.timeout_seconds));
+        if (c.timed_out || c.status != 0) {
+            throw Error("cannot copy " + r.source + " to " + part + ": " + last_line(c.err));
+        }
+
+        TempDir tmp;
+        const std::string dir = kAgentDir;
+        write_file_atomically(tmp.path() + "/slurm-vm-agent.service", agent_unit_text(dir), 0644);
+        write_file_atomically(tmp.path() + "/ports", agent_ports_script(), 0755);
+        std::string links;
+        for (const auto &cmd : protocol::hostcall_commands()) {
+            links += ":/usr/local/bin/" + cmd;
+        }
+        const std::string unit = "/etc/systemd/system/slurm-vm-agent.service";
+        say("installing the agent with virt-customize (libguestfs boots its own appliance)");
+        ProcessResult v = run_process(
+            guestfs_command(
+                r, {find_program("virt-customize"),
+                    "-q",
+                    "-a",
+                    part,
+                    "--no-network",
+                    "--mkdir",
+                    dir,
+                    "--mkdir",
+                    "/usr/local/bin",
+                    "--mkdir",
+                    "/etc/systemd/system/sysinit.target.wants",
+                    "--upload",
+                    r.agent + ":" + dir + "/slurm-vm-agent",
+                    "--chmod",
+                    "0755:" + dir + "/slurm-vm-agent",
+                    "--upload",
+                    tmp.path() + "/ports:" + dir + "/ports",
+                    "--chmod",
+                    "0755:" + dir + "/ports",
+                    "--upload",
+                    tmp.path() + "/slurm-vm-agent.service:" + unit,
+                    "--chmod",
+                    "0644:" + unit,
+                    "--link",
+                    unit + ":/etc/systemd/system/sysinit.target.wants/slurm-vm-agent.service",
+                    "--link",
+                    dir + "/slurm-vm-agent" + links}),
+            std::chrono::seconds(r.timeout_seconds));
+        if (v.timed_out) {
+            throw Error("virt-customize on " + part + " did not finish within " +
+                        std::to_string(r.timeout_seconds) + " s");
+        }
+        if (v.status != 0) {
+            const std::string why = last_line(v.err);
+            if (why.find("no operating systems were found") != std::string::npos) {
+                throw Error(r.source + " holds no Linux system libguestfs can find");
+            }
+            if (why.find("No space left") != std::string::npos) {
+                throw Error(r.source + " has no room for the agent (" + why + ")");
+            }
+            throw Error("virt-customize on " + part + " failed: " + why);
+        }
+        if (r.direct_boot) {
+            say("taking the kernel and initrd out (virt-get-kernel)");
+            TempDir kdir;
+            ProcessResult k =
+                run_process(guestfs_command(r, {find_program("virt-get-kernel"), "-q", "-a", part,
+                                                "--unversioned-names", "-o", kdir.path()}),
+                            std::chrono::seconds(r.timeout_seconds));
+            if (k.timed_out || k.status != 0) {
+                throw Error("virt-get-kernel on " + part + " failed: " + last_line(k.err));
+            }
+            result.kernel = stem + ".vmlinuz";
+            result.initrd = stem + ".initrd.img";
+            for (const auto &[from, to] : {std::pair{kdir.path() + "/vmlinuz", result.kernel},
+                                           std::pair{kdir.path() + "/initrd.img", result.initrd}}) {
+                if (fs::exists(to, ec)) {
+                    throw Error(to + " exists: choose a new destination");
+                }
+                fs::copy_file(from, to, ec);
+                if (ec) {
+                    throw Error("cannot copy " + from + " to " + to + ": " + ec.message());
+                }
+                made.push_back(to);
+                chmod(to.c_str(), 0644);
+            }
+        }
+        chmod(part.c_str(), 0644);  // QEMU reads it as the job's user
+        if (rename(part.c_str(), r.destination.c_str()) != 0) {
+            throw Error("cannot rename " + part + " to " + r.destination + ": " +
+                        errno_text(errno));
+        }
+    } catch (...) {
+        clean();
+        throw;
+    }
+
+    using namespace protocol;
+    JsonPtr entry = json_new_object();
+    json_set(entry.get(), "name", json_from_string(r.name));
+    json_set(entry.get(), "description",
+             json_from_string("prepared by slurm-vm image prepare from " + r.source));
+    if (r.direct_boot) {
+        json_set(entry.get(), "kernel", json_from_string(result.kernel));
+        json_set(entry.get(), "initrd", json_from_string(result.initrd));
+        // The image's own root file system on the first partition, or the whole disk.
+        json_set(entry.get(), "cmdline", json_from_string("root=/dev/vda1 ro console=ttyS0"));
+    }
+    json_set(entry.get(), "disk", json_from_string(r.destination));
+    json_set(entry.get(), "disk_format", json_from_string("qcow2"));
+    JsonPtr vcpus = json_new_object();
+    json_set(vcpus.get(), "default", json_from_int(1));
+    json_set(vcpus.get(), "max", json_from_int(64));
+    json_set(entry.get(), "vcpus", std::move(vcpus));
+    JsonPtr mem = json_new_object();
+    json_set(mem.get(), "default", json_from_int(1024));
+    json_set(mem.get(), "max", json_from_int(65536));
+    json_set(entry.get(), "memory_mib", std::move(mem));
+    // A distribution with systemd boots in about 15 s under TCG, a few under KVM.
+    json_set(entry.get(), "ready_timeout", json_from_int(180));
+    result.catalog_entry = json_to_text(entry.get());
+    result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    return result;
+}
+
+}  // namespace svm
