@@ -4,8 +4,8 @@
 #   - by firmware: SeaBIOS -> GRUB in the disk's MBR gap -> /boot/grub/grub.cfg on the root fs;
 #   - by direct kernel boot: vmlinuz and initrd.img (copies of the image's /boot) with
 #     root=/dev/vda1.
-# The image holds no slurm-vm agent: `slurm-vm image prepare` adds it (contrib/lib/install-agent.sh
-# is the shell sketch of that step). Networking is systemd-networkd with DHCP on any en* link and
+# The image holds no slurm-vm agent: `slurm-vm image prepare` adds it (contrib/lib/setup.sh
+# install_debian11 runs it, as an admin would). Networking is systemd-networkd with DHCP on any en* link and
 # systemd-resolved, so a user-mode NIC works when the domain has one.
 #
 #   contrib/build-debian11.sh     prints the folder holding base.qcow2, vmlinuz, initrd.img

@@ -43,8 +43,9 @@ PACKAGES=(
   slurmctld slurmd slurm-client slurmdbd munge mariadb-server
   # virtualisation
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils tini
-  # guest image build
-  cpio xz-utils e2fsprogs
+  # guest image build: tiny (busybox initramfs) and debian11 (debootstrap, GRUB, libguestfs for
+  # slurm-vm image prepare)
+  cpio xz-utils e2fsprogs debootstrap grub-pc-bin fdisk libguestfs-tools
   # test harness
   sudo procps psmisc
 )

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/mount.h>
 #include <unistd.h>
 #include <vector>
 
@@ -259,6 +260,15 @@ int serve(const Options &options) {
     using svm::agent::kScriptDir;
     if (::mkdir(kScriptDir, 01733) != 0 && errno != EEXIST) {
         log_line(std::string("mkdir ") + kScriptDir + ": " + errno_text(errno));
+    }
+    // Its own tmpfs: the image's /run may be mounted noexec (Debian's initramfs-tools does
+    // that, and systemd keeps it), and batch scripts are run from here. As root only; an
+    // unprivileged agent (the tests) uses the folder as it is.
+    if (::geteuid() == 0 &&
+        ::mount("slurm-vm-scripts", kScriptDir, "tmpfs", MS_NOSUID | MS_NODEV,
+                "mode=1733,size=64m") != 0 &&
+        errno != EBUSY) {
+        log_line(std::string("mount tmpfs on ") + kScriptDir + ": " + errno_text(errno));
     }
     ::chmod(kScriptDir, 01733);
     const std::string &hostcall_dir = options.server.hostcall_dir;

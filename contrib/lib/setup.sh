@@ -30,6 +30,9 @@ svm_setup() {
   guest=$("$SVM_REPO/contrib/build-guest.sh" "$SVM_BUILD/guest/slurm-vm-agent")
   install_images "$guest"
 
+  phase "guest image 'debian11' (Debian 11 from Debian's packages, then slurm-vm image prepare; cached)"
+  install_debian11
+
   phase "start the cluster (munge, MariaDB, slurmdbd, slurmctld, 3 slurmd, libvirtd)"
   "$SVM_REPO/contrib/cluster.sh" start
 }
@@ -57,4 +60,32 @@ install_images() {
   chmod 0644 "$SVM_CATALOG.new"
   mv "$SVM_CATALOG.new" "$SVM_CATALOG"
   echo "catalog $SVM_CATALOG: $(grep -c '"name"' "$SVM_CATALOG") images"
+}
+
+# install_debian11: the test image of a real distribution. Built from Debian's packages
+# (contrib/build-debian11.sh), then passed through the product's own `slurm-vm image prepare`,
+# as an admin would. The prepared image is cached by the built image and the agent.
+install_debian11() {
+  local built key prepared tmp
+  built=$("$SVM_REPO/contrib/build-debian11.sh")
+  key=$( (echo "$built"; sha256sum "$SVM_PLUGIN_DIR/slurm-vm-agent" | cut -d' ' -f1) | sha256sum | cut -c1-16)
+  prepared=$SVM_CACHE/debian11-prepared-$key
+  if [ ! -f "$prepared/.complete" ]; then
+    . "$SVM_REPO/contrib/lib/guestfs-env.sh"
+    guestfs_env
+    tmp=$(mktemp -d "$SVM_CACHE/debian11-prepared.tmp.XXXXXX")
+    slurm-vm image prepare "$built/base.qcow2" "$tmp/debian11.qcow2" --name debian11 --direct-boot \
+      >"$tmp/catalog-entry.json" || { rm -rf "$tmp"; die "slurm-vm image prepare failed on $built/base.qcow2"; }
+    touch "$tmp/.complete"
+    rm -rf "$prepared"
+    mv "$tmp" "$prepared"
+    # Older prepared images are of no use any more.
+    find "$SVM_CACHE" -maxdepth 1 -name 'debian11-prepared-*' ! -path "$prepared" -exec rm -rf {} + 2>/dev/null || true
+  fi
+  install -d -m 0755 "$SVM_IMAGES/debian11"
+  for f in debian11.qcow2 debian11.vmlinuz debian11.initrd.img; do
+    ln -f "$prepared/$f" "$SVM_IMAGES/debian11/$f" 2>/dev/null || cp -f "$prepared/$f" "$SVM_IMAGES/debian11/$f"
+    chmod 0644 "$SVM_IMAGES/debian11/$f"
+  done
+  echo "debian11: $(cat "$built/build.txt" 2>/dev/null | head -1)"
 }

@@ -25,8 +25,18 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char *kAgentDir = "/usr/local/libexec/slurm-vm";
 
-// The last non-empty line of a tool's stderr, printable: what it says went wrong.
+// What a tool's stderr says went wrong, printable: its first "error:" line (libguestfs tools
+// follow theirs with advice on debugging), else its last non-empty line.
 std::string last_line(const std::string &text) {
+    if (const auto at = text.find("error: "); at != std::string::npos) {
+        const auto begin = text.rfind('\n', at);
+        const auto start = begin == std::string::npos ? 0 : begin + 1;
+        std::string line = text.substr(start, text.find('\n', at) - start);
+        if (line.size() > 300) {
+            line.resize(300);
+        }
+        return printable(line);
+    }
     std::string line, last;
     for (std::size_t start = 0; start < text.size();) {
         std::size_t end = text.find('\n', start);

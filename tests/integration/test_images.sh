@@ -1,0 +1,99 @@
+# Real OS images: Debian 11 with its own kernel and userland, made by `slurm-vm image prepare`,
+# booted by firmware (debian11) and by direct kernel boot (debian11-direct).
+
+D11_DISK=/var/lib/slurm-vm/images/debian11/debian11.qcow2
+
+test_batch_job_in_debian11_sees_its_os_its_user_and_writes_as_the_user() {
+  local j out before after
+  before=$(md5sum "$D11_DISK" | cut -d' ' -f1)
+  cat >"$TEST_DIR/job.sh" <<'JOB'
+#!/bin/bash
+. /etc/os-release
+echo "os=$ID-$VERSION_ID"
+echo "kernel=$(uname -r)"
+echo "python=$(python3 -c 'print(6 * 7)')"
+echo "user=$(id -un) whoami=$(whoami) passwd=$(getent passwd "$USER" | cut -d: -f1,6)"
+echo "groups=$(id -Gn)"
+echo "cwd=$(pwd) home=$HOME"
+echo from-debian11 >made-in-debian11.txt
+srun hostname | sed 's/^/step=/'
+exit 3
+JOB
+  chown "$SVM_TEST_USER:" "$TEST_DIR/job.sh"
+  j=$(as_user "sbatch --parsable -w node1 --mem=1024 --vm-image=debian11 -o out-%j.txt job.sh")
+  wait_job_done "$j" 400
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  assert_contains "$out" "^os=debian-11\$" "os-release in the VM"
+  assert_contains "$out" "^kernel=5\.10\." "the image's own kernel"
+  assert_not_contains "$out" "kernel=$(uname -r)" "the image's own kernel"
+  assert_contains "$out" "^python=42\$" "python3"
+  assert_contains "$out" "^user=$SVM_TEST_USER whoami=$SVM_TEST_USER passwd=$SVM_TEST_USER:/home/$SVM_TEST_USER\$" "the user by name"
+  assert_contains "$out" "^groups=$(id -Gn "$SVM_TEST_USER")\$" "the user's groups"
+  assert_contains "$out" "^cwd=$TEST_DIR home=/home/$SVM_TEST_USER\$" "working directory and home"
+  assert_contains "$out" "^step=node1-vm$j\$" "an srun step inside the batch job"
+  assert_eq "$(cat "$TEST_DIR/made-in-debian11.txt")" "from-debian11" "file written in the VM"
+  assert_eq "$(stat -c %U "$TEST_DIR/made-in-debian11.txt")" "$SVM_TEST_USER" "its owner on the host"
+  wait_sacct_field "$j" ExitCode "3:0"
+  after=$(md5sum "$D11_DISK" | cut -d' ' -f1)
+  assert_eq "$after" "$before" "the base image after the job"
+  assert_contains "$(wait_for_vm_stopped "$j")" "powered off" "graceful stop of a systemd guest"
+  assert_no_leftovers
+}
+
+test_direct_boot_runs_two_tasks_and_streams_10_mb() {
+  local out
+  out=$(as_user "srun -w node2 -n2 -t 10 --mem=1024 --vm-image=debian11-direct bash -c 'echo task \$SLURM_PROCID \$(hostname) \$(uname -r | cut -d. -f1-2)'" 2>&1)
+  assert_contains "$out" "^task 0 node2-vm[0-9]* 5.10\$" "task 0"
+  assert_contains "$out" "^task 1 node2-vm[0-9]* 5.10\$" "task 1"
+  out=$(as_user "srun -w node2 -t 10 --mem=1024 --vm-image=debian11-direct head -c 10000000 /dev/zero" | wc -c)
+  assert_eq "$out" "10000000" "bytes streamed out of the VM"
+  assert_no_leftovers
+}
+
+test_the_vm_reaches_the_hosts_loopback_through_nat_and_not_without_network() {
+  local port out pid
+  port=$((20000 + RANDOM % 20000))
+  # A listener on this machine's loopback only; the guest reaches it as 10.0.2.2 (QEMU's NAT).
+  python3 -c "
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $port)); s.listen(4); s.settimeout(400)
+while True:
+    c, _ = s.accept(); c.sendall(b'hello-from-host\n'); c.close()
+" &
+  pid=$!
+  out=$(as_user "srun -w node3 -t 10 --mem=1024 --vm-image=debian11-direct python3 -c 'import socket; print(socket.create_connection((\"10.0.2.2\", $port), 20).recv(64).decode().strip())'" 2>&1)
+  assert_contains "$out" "^hello-from-host\$" "a connection from the VM to the host's loopback"
+  out=$(as_user "srun -w node3 -t 10 --mem=1024 --vm-image=debian11-offline python3 -c 'import socket; socket.create_connection((\"10.0.2.2\", $port), 5)'" 2>&1) &&
+    fail "the VM without network reached the host: $out"
+  kill "$pid" 2>/dev/null
+  assert_no_leftovers
+}
+
+test_image_prepare_refuses_bad_inputs_with_one_line_and_leaves_nothing() {
+  local out rc d=$TEST_DIR/prepare here
+  here=$(dirname "${BASH_SOURCE[0]}")
+  mkdir -p "$d"
+  # This machine has no kernel in /boot for libguestfs's appliance: the set-up's helper gives
+  # it Debian's (as an admin on such a host would).
+  export SVM_REPO=$here/../..
+  . "$here/../../contrib/lib/common.sh"
+  . "$here/../../contrib/lib/guestfs-env.sh"
+  guestfs_env
+  echo "not a disk" >"$d/notes.txt"
+  out=$(slurm-vm image prepare "$d/notes.txt" "$d/out.qcow2" 2>&1) && rc=0 || rc=$?
+  assert_eq "$rc" "1" "exit status for a text file"
+  assert_contains "$out" "notes.txt holds no Linux system libguestfs can find" "error for a text file"
+  out=$(slurm-vm image prepare "$d/missing.qcow2" "$d/out.qcow2" 2>&1) && fail "a missing source was accepted"
+  assert_contains "$out" "missing.qcow2: no such disk image" "error for a missing source"
+  touch "$d/exists.qcow2"
+  out=$(slurm-vm image prepare "$D11_DISK" "$d/exists.qcow2" 2>&1) && fail "an existing destination was accepted"
+  assert_contains "$out" "exists.qcow2 exists: choose a new file" "error for an existing destination"
+  # A disk with no operating system: libguestfs finds no Linux in it.
+  qemu-img create -q -f qcow2 "$d/empty.qcow2" 64M
+  out=$(slurm-vm image prepare "$d/empty.qcow2" "$d/out.qcow2" 2>&1) && fail "an empty disk was accepted"
+  assert_contains "$out" "empty.qcow2 holds no Linux system libguestfs can find" "error for an empty disk"
+  assert_eq "$(ls "$d" | sort | tr '\n' ' ')" "empty.qcow2 exists.qcow2 notes.txt " "files left in the folder"
+  out=$(slurm-vm image prepare --bogus 2>&1) && rc=0 || rc=$?
+  assert_eq "$rc" "2" "exit status for an unknown option"
+}
