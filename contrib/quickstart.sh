@@ -43,6 +43,26 @@ wait_for 30 grep -q "slurm-vm: job $job .*VM stopped" "$SVM_LOG"/slurmd-node*.lo
 echo "$ grep 'slurm-vm: job $job' $SVM_LOG/slurmd-node*.log"
 grep -h "slurm-vm: job $job " "$SVM_LOG"/slurmd-node*.log
 
+phase "a job script in Debian 11 (the debian11 image), as user $SVM_TEST_USER"
+cat >"$home/job.sh" <<'JOB'
+#!/bin/bash
+. /etc/os-release; echo "$PRETTY_NAME, kernel $(uname -r), $(python3 --version), I am $(id -un)"
+JOB
+chown "$SVM_TEST_USER:" "$home/job.sh"
+echo "$ cat job.sh"
+cat "$home/job.sh"
+d11=$(runuser -u "$SVM_TEST_USER" -- env HOME="$home" USER="$SVM_TEST_USER" \
+  bash -c "cd '$home' && sbatch --parsable --vm-image=debian11 job.sh")
+echo "$ sbatch --vm-image=debian11 job.sh        (as $SVM_TEST_USER; it boots Debian 11 under TCG here)"
+echo "Submitted batch job $d11"
+for _ in $(seq 1 600); do
+  state=$(sacct -n -X -P -j "$d11" -o State 2>/dev/null | head -1)
+  case "$state" in COMPLETED | FAILED | CANCELLED* | TIMEOUT) break ;; esac
+  sleep 0.5
+done
+echo "$ cat slurm-$d11.out"
+cat "$home/slurm-$d11.out"
+
 phase "accounting: which physical host ran the VM, and usage per host"
 echo "$ sacct -j $job -X -o JobID,NodeList,AdminComment%60"
 sacct -j "$job" -X -o JobID,NodeList,AdminComment%60
@@ -55,5 +75,6 @@ cat <<MSG
 Running now: munged, MariaDB, slurmdbd, slurmctld, slurmd node1..node3 (127.0.0.1),
 virtlogd and libvirtd. Logs: $SVM_LOG. Users: $SVM_TEST_USER, $SVM_OTHER_USER.
 Try:   su - $SVM_TEST_USER -c 'srun -N2 --vm-image=tiny hostname'
+       su - $SVM_TEST_USER -c 'srun --vm-image=debian11 python3 --version'
 Stop:  $SVM_REPO/contrib/cluster.sh stop
 MSG
