@@ -19,6 +19,7 @@
 #include <string>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <getopt.h>
 #include <unistd.h>
 #include <vector>
 
@@ -89,55 +90,93 @@ svm::GuestMount parse_mount(const std::string &text) {
 
 Options parse_options(int argc, char **argv) {
     Options options;
-    int i = 1;
-    auto value = [&](const std::string &option) -> std::string {
-        if (i + 1 >= argc) {
-            throw UsageError{option + ": missing value"};
-        }
-        return argv[++i];
+    enum : int {
+        kChannelDir = 256,
+        kPorts,
+        kCwd,
+        kStdin,
+        kScript,
+        kHostCalls,
+        kEnvFromCurrent,
+        kPing,
+        kSetup,
+        kHostname,
+        kMount,
+        kTimeoutMs
     };
-    for (; i < argc; ++i) {
-        const std::string arg = argv[i];
-        if (arg == "--") {
-            ++i;
-            break;
-        }
-        if (arg == "--channel-dir") {
-            options.channel_dir = value(arg);
-        } else if (arg == "--ports") {
-            options.ports = static_cast<unsigned>(parse_number(arg, value(arg), 1, 1024));
-        } else if (arg == "--cwd") {
-            options.cwd = value(arg);
-        } else if (arg == "--stdin") {
-            options.forward_stdin = true;
-        } else if (arg == "--script") {
-            options.send_script = true;
-        } else if (arg == "--host-calls") {
-            const std::string mode = value(arg);
-            const auto parsed = svm::host_calls_from_name(mode);
-            if (!parsed) {
-                throw UsageError{arg + ": expected none, steps or all, got '" + mode + "'"};
+    static const option long_options[] = {
+        {"channel-dir", required_argument, nullptr, kChannelDir},
+        {"ports", required_argument, nullptr, kPorts},
+        {"cwd", required_argument, nullptr, kCwd},
+        {"stdin", no_argument, nullptr, kStdin},
+        {"script", no_argument, nullptr, kScript},
+        {"host-calls", required_argument, nullptr, kHostCalls},
+        {"env-from-current", no_argument, nullptr, kEnvFromCurrent},
+        {"ping", required_argument, nullptr, kPing},
+        {"setup", required_argument, nullptr, kSetup},
+        {"hostname", required_argument, nullptr, kHostname},
+        {"mount", required_argument, nullptr, kMount},
+        {"timeout-ms", required_argument, nullptr, kTimeoutMs},
+        {"help", no_argument, nullptr, 'h'},
+        {nullptr, 0, nullptr, 0}};
+    optind = 1;
+    opterr = 0;
+    // "+": the task's argv follows "--" and is never parsed as ours.
+    for (int c; (c = getopt_long(argc, argv, "+h", long_options, nullptr)) != -1;) {
+        const std::string arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+        switch (c) {
+            case kChannelDir:
+                options.channel_dir = optarg;
+                break;
+            case kPorts:
+                options.ports = static_cast<unsigned>(parse_number("--ports", optarg, 1, 1024));
+                break;
+            case kCwd:
+                options.cwd = optarg;
+                break;
+            case kStdin:
+                options.forward_stdin = true;
+                break;
+            case kScript:
+                options.send_script = true;
+                break;
+            case kHostCalls: {
+                const std::string mode = optarg;
+                const auto parsed = svm::host_calls_from_name(mode);
+                if (!parsed) {
+                    throw UsageError{"--host-calls: expected none, steps or all, got '" + mode +
+                                     "'"};
+                }
+                options.hostcalls.mode = *parsed;
+                break;
             }
-            options.hostcalls.mode = *parsed;
-        } else if (arg == "--env-from-current") {
-            // The environment is always the caller's; the flag is accepted for explicit callers.
-        } else if (arg == "--ping") {
-            options.ping_socket = value(arg);
-        } else if (arg == "--setup") {
-            options.setup_socket = value(arg);
-        } else if (arg == "--hostname") {
-            options.hostname = value(arg);
-        } else if (arg == "--mount") {
-            options.mounts.push_back(parse_mount(value(arg)));
-        } else if (arg == "--timeout-ms") {
-            options.timeout_ms = static_cast<int>(parse_number(arg, value(arg), 1, 86400000));
-        } else if (arg == "--help" || arg == "-h") {
-            std::fputs(kUsage, stdout);
-            std::exit(0);
-        } else {
-            throw UsageError{"unknown argument '" + arg + "'"};
+            case kEnvFromCurrent:
+                // The environment is always the caller's; accepted for explicit callers.
+                break;
+            case kPing:
+                options.ping_socket = optarg;
+                break;
+            case kSetup:
+                options.setup_socket = optarg;
+                break;
+            case kHostname:
+                options.hostname = optarg;
+                break;
+            case kMount:
+                options.mounts.push_back(parse_mount(optarg));
+                break;
+            case kTimeoutMs:
+                options.timeout_ms =
+                    static_cast<int>(parse_number("--timeout-ms", optarg, 1, 86400000));
+                break;
+            case 'h':
+                std::fputs(kUsage, stdout);
+                std::exit(0);
+            default:
+                throw UsageError{"unknown argument or missing value: '" + arg + "'"};
         }
     }
+    int i = optind;
     for (; i < argc; ++i) {
         options.argv.emplace_back(argv[i]);
     }

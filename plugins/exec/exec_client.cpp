@@ -574,8 +574,16 @@ int SignalForwarder::take() {
 }
 
 const std::vector<int> &SignalForwarder::caught_signals() {
-    static const std::vector<int> signals = {SIGTERM, SIGINT,  SIGHUP,  SIGUSR1,
-                                             SIGUSR2, SIGTSTP, SIGCONT, SIGQUIT};
+    // The one list of the protocol, less what no process can catch.
+    static const std::vector<int> signals = [] {
+        std::vector<int> out;
+        for (int s : protocol::forwardable_signals()) {
+            if (s != SIGKILL && s != SIGSTOP) {
+                out.push_back(s);
+            }
+        }
+        return out;
+    }();
     return signals;
 }
 

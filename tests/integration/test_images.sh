@@ -97,3 +97,30 @@ test_image_prepare_refuses_bad_inputs_with_one_line_and_leaves_nothing() {
   out=$(slurm-vm image prepare --bogus 2>&1) && rc=0 || rc=$?
   assert_eq "$rc" "2" "exit status for an unknown option"
 }
+
+test_scancel_in_debian11_terms_the_job_and_systemd_shuts_down_within_the_grace_period() {
+  local j i line
+  j=$(as_user "sbatch --parsable -w node3 --mem=1024 --vm-image=debian11-direct -o out-%j.txt --wrap 'trap \"echo got-sigterm > term.txt; exit 0\" TERM; echo started; while :; do sleep 1; done'")
+  for ((i = 0; i < 600; i++)); do grep -q started "$TEST_DIR/out-$j.txt" 2>/dev/null && break; sleep 0.5; done
+  assert_contains "$(cat "$TEST_DIR/out-$j.txt")" "started" "job output"
+  scancel "$j"
+  wait_job_done "$j" 120
+  assert_eq "$(job_state "$j")" "CANCELLED" "job state"
+  assert_eq "$(cat "$TEST_DIR/term.txt" 2>/dev/null)" "got-sigterm" "SIGTERM inside the guest"
+  line=$(wait_for_vm_stopped "$j")
+  # systemd's own shutdown, within the grace period (grace=10 on the test cluster): no destroy.
+  assert_contains "$line" "image debian11-direct: VM stopped: domain svm-$j-node3 powered off after" "stop in slurmd's log"
+  assert_no_leftovers
+  assert_nodes_up
+}
+
+test_try_boots_debian11_by_firmware() {
+  local out
+  out=$(slurm-vm try debian11 -- /bin/sh -c '. /etc/os-release; echo os=$VERSION_CODENAME; cat /proc/cmdline' 2>&1)
+  assert_contains "$out" "agent ready after" "slurm-vm try"
+  assert_contains "$out" "^os=bullseye\$" "slurm-vm try"
+  # Firmware boot: GRUB's command line, not one libvirt passed.
+  assert_contains "$out" "BOOT_IMAGE=" "kernel command line"
+  assert_contains "$out" "graceful shutdown: domain svm-[0-9]*-try powered off" "slurm-vm try"
+  assert_no_leftovers
+}
