@@ -16,24 +16,33 @@ phase "what this node offers VM jobs (slurm-vm check)"
 # Exit status 1 means warnings (this machine's broken KVM is one): shown, not fatal.
 slurm-vm check || true
 
-phase "a batch job inside a VM, as user $SVM_TEST_USER"
 home=/home/$SVM_TEST_USER
+
+# submit_as_user SECONDS SBATCH_ARGS...: submits as the test user from its home, shows the
+# command, waits up to SECONDS for the job to end, and prints the job id on stdout.
+submit_as_user() {
+  local wait=$1 j state
+  shift
+  j=$(runuser -u "$SVM_TEST_USER" -- env HOME="$home" USER="$SVM_TEST_USER" \
+    bash -c "cd '$home' && sbatch --parsable $*")
+  printf '$ sbatch %s        (as %s)\nSubmitted batch job %s\n' "$*" "$SVM_TEST_USER" "$j" >&2
+  for _ in $(seq 1 $((wait * 2))); do
+    state=$(sacct -n -X -P -j "$j" -o State 2>/dev/null | head -1)
+    case "$state" in COMPLETED | FAILED | CANCELLED* | TIMEOUT) break ;; esac
+    sleep 0.5
+  done
+  echo "$j"
+}
+
+phase "a batch job inside a VM, as user $SVM_TEST_USER"
 cat >"$home/hello-vm.sh" <<'JOB'
 #!/bin/sh
 echo "hello from $(hostname), a VM on $SLURMD_NODENAME"
-echo "kernel: $(uname -r)   user: $(id -u)   cwd: $(pwd)"
+echo "kernel: $(uname -r)   user: $(id -un)   cwd: $(pwd)"
 echo "job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, $SLURM_CPUS_ON_NODE CPU(s)"
 JOB
 chown "$SVM_TEST_USER:" "$home/hello-vm.sh"
-job=$(runuser -u "$SVM_TEST_USER" -- env HOME="$home" USER="$SVM_TEST_USER" \
-  bash -c "cd '$home' && sbatch --parsable --vm-image=tiny -o hello-vm-%j.out hello-vm.sh")
-echo "$ sbatch --vm-image=tiny hello-vm.sh        (as $SVM_TEST_USER)"
-echo "Submitted batch job $job"
-for _ in $(seq 1 240); do
-  state=$(sacct -n -X -P -j "$job" -o State 2>/dev/null | head -1)
-  case "$state" in COMPLETED | FAILED | CANCELLED* | TIMEOUT) break ;; esac
-  sleep 0.5
-done
+job=$(submit_as_user 120 --vm-image=tiny -o hello-vm-%j.out hello-vm.sh)
 echo "$ cat $home/hello-vm-$job.out"
 cat "$home/hello-vm-$job.out"
 echo "$ sacct -j $job -X -o JobID,User,State,ExitCode,NodeList"
@@ -43,7 +52,7 @@ wait_for 30 grep -q "slurm-vm: job $job .*VM stopped" "$SVM_LOG"/slurmd-node*.lo
 echo "$ grep 'slurm-vm: job $job' $SVM_LOG/slurmd-node*.log"
 grep -h "slurm-vm: job $job " "$SVM_LOG"/slurmd-node*.log
 
-phase "a job script in Debian 11 (the debian11 image), as user $SVM_TEST_USER"
+phase "a job script in Debian 11 (the debian11 image; it boots under TCG here), as $SVM_TEST_USER"
 cat >"$home/job.sh" <<'JOB'
 #!/bin/bash
 . /etc/os-release; echo "$PRETTY_NAME, kernel $(uname -r), $(python3 --version), I am $(id -un)"
@@ -51,15 +60,7 @@ JOB
 chown "$SVM_TEST_USER:" "$home/job.sh"
 echo "$ cat job.sh"
 cat "$home/job.sh"
-d11=$(runuser -u "$SVM_TEST_USER" -- env HOME="$home" USER="$SVM_TEST_USER" \
-  bash -c "cd '$home' && sbatch --parsable --vm-image=debian11 job.sh")
-echo "$ sbatch --vm-image=debian11 job.sh        (as $SVM_TEST_USER; it boots Debian 11 under TCG here)"
-echo "Submitted batch job $d11"
-for _ in $(seq 1 600); do
-  state=$(sacct -n -X -P -j "$d11" -o State 2>/dev/null | head -1)
-  case "$state" in COMPLETED | FAILED | CANCELLED* | TIMEOUT) break ;; esac
-  sleep 0.5
-done
+d11=$(submit_as_user 300 --vm-image=debian11 job.sh)
 echo "$ cat slurm-$d11.out"
 cat "$home/slurm-$d11.out"
 
