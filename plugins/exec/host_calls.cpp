@@ -1,12 +1,12 @@
 #include "exec/host_calls.h"
 
 #include "util/safe_fs.h"
+#include "util/spawn.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -175,22 +175,6 @@ std::string client_cwd() {
     char buf[4096];
     return ::getcwd(buf, sizeof buf) ? buf : "/";
 }
-
-// posix_spawn's parts, released whatever happens.
-struct SpawnSetup {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    SpawnSetup() {
-        posix_spawn_file_actions_init(&actions);
-        posix_spawnattr_init(&attr);
-    }
-    ~SpawnSetup() {
-        posix_spawn_file_actions_destroy(&actions);
-        posix_spawnattr_destroy(&attr);
-    }
-    SpawnSetup(const SpawnSetup &) = delete;
-    SpawnSetup &operator=(const SpawnSetup &) = delete;
-};
 
 void make_pipe(UniqueFd &read_end, UniqueFd &write_end) {
     int fds[2];
@@ -373,8 +357,6 @@ void HostCallRunner::start(const HostCallRequest &request, std::string &out) {
     const std::string cwd = is_traversable_directory(request.cwd) ? request.cwd : client_cwd();
 
     const std::vector<std::string> env = policy_.environment(request.env, host_env);
-    std::vector<char *> argv = c_strings(request.argv);
-    std::vector<char *> envp = c_strings(env);
 
     Call call;
     UniqueFd stdout_w, stderr_w;
@@ -385,33 +367,19 @@ void HostCallRunner::start(const HostCallRequest &request, std::string &out) {
         refuse(request.call, name + ": " + e.what(), kExitUnavailable, out);
         return;
     }
-
-    // posix_spawn, not fork: the caller may be multi-threaded (tests are).
-    SpawnSetup spawn;
-    posix_spawn_file_actions_addopen(&spawn.actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&spawn.actions, stdout_w.get(), STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&spawn.actions, stderr_w.get(), STDERR_FILENO);
-    // Nothing of the client's (the exec channel, its lock) may leak into the command.
-    posix_spawn_file_actions_addclosefrom_np(&spawn.actions, 3);
-    posix_spawn_file_actions_addchdir_np(&spawn.actions, cwd.c_str());
-    // Its own process group, so that signals and the final kill reach what it starts; default
-    // dispositions and an empty mask, whatever the client itself catches or ignores.
-    sigset_t all, none;
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
-    sigemptyset(&none);
-    posix_spawnattr_setflags(
-        &spawn.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    posix_spawnattr_setpgroup(&spawn.attr, 0);
-    posix_spawnattr_setsigdefault(&spawn.attr, &all);
-    posix_spawnattr_setsigmask(&spawn.attr, &none);
-
-    const int err = ::posix_spawn(&call.pid, path.c_str(), &spawn.actions, &spawn.attr, argv.data(),
-                                  envp.data());
-    if (err != 0) {
-        refuse(request.call, name + ": cannot run " + path + " on the host: " + errno_text(err),
-               err == ENOENT ? kExitNotFound : kExitNotExecutable, out);
+    SpawnSpec spec;
+    spec.argv = request.argv;  // argv[0] as the guest named it, as a shell would leave it
+    spec.program = path;
+    spec.env = &env;
+    spec.cwd = cwd;
+    spec.stdout_fd = stdout_w.get();
+    spec.stderr_fd = stderr_w.get();
+    try {
+        call.pid = spawn_program(spec);
+    } catch (const SpawnError &e) {
+        refuse(request.call,
+               name + ": cannot run " + path + " on the host: " + errno_text(e.error_number()),
+               e.error_number() == ENOENT ? kExitNotFound : kExitNotExecutable, out);
         return;
     }
     stdout_w.reset();

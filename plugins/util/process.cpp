@@ -1,5 +1,7 @@
 #include "util/process.h"
 
+#include "util/spawn.h"
+
 #include "util/error.h"
 #include "util/fd.h"
 
@@ -35,39 +37,6 @@ Pipe make_pipe(const std::string &program) {
         throw Error("cannot run " + program + ": pipe: " + errno_text(errno));
     }
     return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
-}
-
-// Only async-signal-safe calls from here on: the parent may have threads (slurmd does).
-[[noreturn]] void exec_child(char *const argv[], int out_fd, int err_fd, int report_fd,
-                             int max_fd) {
-    setpgid(0, 0);
-    // slurmd blocks and ignores signals that the program must see with their defaults.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2}) {
-        sigaction(sig, &dfl, nullptr);
-    }
-
-    int null_fd = open("/dev/null", O_RDONLY);
-    if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
-        dup2(report_fd, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0) {
-        int err = errno;
-        (void)!write(report_fd, &err, sizeof err);
-        _exit(127);
-    }
-    // fd 3 reports a failed execv to the parent; close-on-exec tells it execv succeeded.
-    if (close_range(4, ~0U, 0) != 0) {
-        for (int fd = 4; fd < max_fd; ++fd) {
-            close(fd);
-        }
-    }
-    execv(argv[0], argv);
-    int err = errno;
-    (void)!write(3, &err, sizeof err);
-    _exit(127);
 }
 
 int decode_wait_status(int wstatus) {
@@ -183,48 +152,15 @@ struct Started {
 };
 
 Started start(const std::vector<std::string> &argv) {
-    if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
-        throw Error("cannot run '" + (argv.empty() ? std::string() : argv[0]) +
-                    "': the program must be given by absolute path");
-    }
-    const std::string &program = argv[0];
-
-    // Everything the child needs is prepared before fork: it must not allocate.
-    std::vector<char *> cargv = c_strings(argv);
-    struct rlimit nofile {};
-    int max_fd = 1024;
-    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
-        max_fd = static_cast<int>(std::min<rlim_t>(nofile.rlim_cur, 65536));
-    }
-
+    const std::string program = argv.empty() ? std::string() : argv[0];
     Pipe out = make_pipe(program);
     Pipe err = make_pipe(program);
-    Pipe report = make_pipe(program);
-
-    pid_t pid = fork();
-    if (pid < 0) {
-        throw Error("cannot run " + program + ": fork: " + errno_text(errno));
-    }
-    if (pid == 0) {
-        exec_child(cargv.data(), out.write.get(), err.write.get(), report.write.get(), max_fd);
-    }
-    // Both sides set the group, so a kill that comes early still reaches it.
-    setpgid(pid, pid);
+    SpawnSpec spec;
+    spec.argv = argv;
+    spec.stdout_fd = out.write.get();
+    spec.stderr_fd = err.write.get();
+    const pid_t pid = spawn_program(spec);  // throws "cannot run PROGRAM: reason"
     Started started{std::make_unique<Child>(pid), std::move(out.read), std::move(err.read)};
-    out.write.reset();
-    err.write.reset();
-    report.write.reset();
-
-    // Blocks only until execv: the descriptor closes on exec, or carries execv's errno.
-    int exec_errno = 0;
-    ssize_t n;
-    do {
-        n = read(report.read.get(), &exec_errno, sizeof exec_errno);
-    } while (n < 0 && errno == EINTR);
-    if (n == static_cast<ssize_t>(sizeof exec_errno)) {
-        started.child->reap();
-        throw Error("cannot run " + program + ": " + errno_text(exec_errno));
-    }
     fcntl(started.out.get(), F_SETFL, O_NONBLOCK);
     fcntl(started.err.get(), F_SETFL, O_NONBLOCK);
     return started;
