@@ -2,7 +2,7 @@
 // plugin replaces each task with it (execv from slurm_spank_task_init, as the job's user).
 //
 //   slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] [--env-from-current]
-//                 [--host-calls none|steps|all] -- ARGV...
+//                 [--host-calls none|steps|all] [--image NAME] -- ARGV...
 //   slurm-vm-exec --ping SOCKET [--timeout-ms N]
 //   slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... [--timeout-ms N]
 //
@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "exec/exec_client.h"
+#include "util/text.h"
 
 extern char **environ;
 
@@ -36,7 +37,7 @@ constexpr int kExitTransport = 255;
 
 const char *const kUsage =
     "usage: slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] "
-    "[--script] [--env-from-current] [--host-calls none|steps|all] -- ARGV...\n"
+    "[--script] [--env-from-current] [--host-calls none|steps|all] [--image NAME] -- ARGV...\n"
     "       slurm-vm-exec --ping SOCKET [--timeout-ms N]\n"
     "       slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... "
     "[--timeout-ms N]\n";
@@ -59,6 +60,7 @@ struct Options {
     // What the command may run on the host; the SPANK plugin passes its host_calls= option.
     // Without the flag, the plugstack default.
     svm::HostCallPolicy hostcalls;
+    std::string image;  // the job's image, to name it when a program is not in it
     std::vector<std::string> argv;
 };
 
@@ -102,7 +104,8 @@ Options parse_options(int argc, char **argv) {
         kSetup,
         kHostname,
         kMount,
-        kTimeoutMs
+        kTimeoutMs,
+        kImage
     };
     static const option long_options[] = {
         {"channel-dir", required_argument, nullptr, kChannelDir},
@@ -117,6 +120,7 @@ Options parse_options(int argc, char **argv) {
         {"hostname", required_argument, nullptr, kHostname},
         {"mount", required_argument, nullptr, kMount},
         {"timeout-ms", required_argument, nullptr, kTimeoutMs},
+        {"image", required_argument, nullptr, kImage},
         {"help", no_argument, nullptr, 'h'},
         {nullptr, 0, nullptr, 0}};
     optind = 1;
@@ -168,6 +172,9 @@ Options parse_options(int argc, char **argv) {
             case kTimeoutMs:
                 options.timeout_ms =
                     static_cast<int>(parse_number("--timeout-ms", optarg, 1, 86400000));
+                break;
+            case kImage:
+                options.image = optarg;
                 break;
             case 'h':
                 std::fputs(kUsage, stdout);
@@ -282,7 +289,16 @@ int main(int argc, char **argv) {
         }
         return run_command(options);
     } catch (const svm::RemoteStartError &e) {
-        std::fprintf(stderr, "slurm-vm: %s\n", e.what());
+        const bool missing =
+            e.stage() == "execve" && (e.error_number() == ENOENT || e.error_number() == ENOTDIR);
+        if (missing && !options.image.empty() && !options.argv.empty() && !options.send_script) {
+            // In the user's words: the program is not in the image they chose.
+            std::fprintf(stderr, "slurm-vm: '%s' is not in image '%s' (%s)\n",
+                         svm::printable(options.argv[0]).c_str(),
+                         svm::printable(options.image).c_str(), e.what());
+        } else {
+            std::fprintf(stderr, "slurm-vm: %s\n", e.what());
+        }
         if (e.stage() == "execve") {
             return e.error_number() == ENOENT || e.error_number() == ENOTDIR ? kExitNotFound
                                                                              : kExitNotExecutable;

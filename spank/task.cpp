@@ -51,6 +51,10 @@ int on_task_init(spank_t sp) {
                                       "--ports",     ports.c_str(),   "--stdin"};
     // The client decides what the guest may run on the host (host calls): the admin's choice.
     args.insert(args.end(), {"--host-calls", host_calls_name(config().host_calls)});
+    const std::string image = requested_image(sp);
+    if (!image.empty()) {
+        args.insert(args.end(), {"--image", image.c_str()});
+    }
     if (batch) {
         args.push_back("--script");
     }

@@ -20,3 +20,12 @@ test_the_jobs_user_has_a_name_and_its_groups_in_the_vm() {
   assert_contains "$out" "^vm:$groups\$" "groups in the VM"
   assert_no_leftovers
 }
+
+test_a_program_missing_from_the_image_is_named_in_the_users_words() {
+  local out rc
+  out=$(as_user "srun -w node1 -t 5 --vm-image=tiny printenv HOME" 2>&1) && rc=0 || rc=$?
+  assert_contains "$out" "slurm-vm: 'printenv' is not in image 'tiny'" "error for a missing program"
+  assert_eq "$rc" "127" "exit status, as a shell's for a missing command"
+  assert_nodes_up
+  assert_no_leftovers
+}
