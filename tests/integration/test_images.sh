@@ -103,7 +103,8 @@ test_image_prepare_refuses_bad_inputs_with_one_line_and_leaves_nothing() {
 
 test_scancel_in_debian11_terms_the_job_and_systemd_shuts_down_within_the_grace_period() {
   local j i line
-  j=$(as_user "sbatch --parsable -w node3 --mem=1024 --vm-image=debian11-direct -o out-%j.txt --wrap 'trap \"echo got-sigterm > term.txt; exit 0\" TERM; echo started; while :; do sleep 1; done'")
+  # "started" once systemd-logind runs: it is what turns the ACPI power button into a shutdown.
+  j=$(as_user "sbatch --parsable -w node3 --mem=1024 --vm-image=debian11-direct -o out-%j.txt --wrap 'trap \"echo got-sigterm > term.txt; exit 0\" TERM; i=0; until systemctl is-active -q systemd-logind || [ \$i -ge 120 ]; do sleep 0.5; i=\$((i+1)); done; echo started; while :; do sleep 1; done'")
   for ((i = 0; i < 600; i++)); do grep -q started "$TEST_DIR/out-$j.txt" 2>/dev/null && break; sleep 0.5; done
   assert_contains "$(cat "$TEST_DIR/out-$j.txt")" "started" "job output"
   scancel "$j"
