@@ -12,8 +12,6 @@
 #include "exec/protocol/json.h"
 
 #include <getopt.h>
-#include <libxml/parser.h>
-#include <libxml/xpath.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,42 +119,20 @@ std::string unreadable_by_others(const std::string &path) {
     return "";
 }
 
-// The filesystem driver types libvirt's QEMU offers ("path" is 9p, "virtiofs" virtiofs).
+// The filesystem driver types libvirt's QEMU offers (capabilities.h); none when it cannot say.
 std::set<std::string> filesystem_drivers(virConnectPtr conn, const std::string &domain_type) {
-    std::set<std::string> out;
     char *caps =
         virConnectGetDomainCapabilities(conn, nullptr, "x86_64", nullptr, domain_type.c_str(), 0);
     if (caps == nullptr) {
-        return out;
+        return {};
     }
     const std::string text(caps);
     free(caps);
-    xmlDoc *doc = xmlReadMemory(text.data(), static_cast<int>(text.size()), "domcaps.xml", nullptr,
-                                XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-    if (doc == nullptr) {
-        return out;
+    try {
+        return offered_filesystem_drivers(text);
+    } catch (const Error &) {
+        return {};
     }
-    xmlXPathContext *ctx = xmlXPathNewContext(doc);
-    xmlXPathObject *res =
-        ctx == nullptr
-            ? nullptr
-            : xmlXPathEvalExpression(reinterpret_cast<const xmlChar *>(
-                                         "/domainCapabilities/devices/filesystem[@supported='yes']"
-                                         "/enum[@name='driverType']/value"),
-                                     ctx);
-    if (res != nullptr && res->nodesetval != nullptr) {
-        for (int i = 0; i < res->nodesetval->nodeNr; ++i) {
-            xmlChar *v = xmlNodeGetContent(res->nodesetval->nodeTab[i]);
-            if (v != nullptr) {
-                out.insert(reinterpret_cast<const char *>(v));
-                xmlFree(v);
-            }
-        }
-    }
-    xmlXPathFreeObject(res);
-    xmlXPathFreeContext(ctx);
-    xmlFreeDoc(doc);
-    return out;
 }
 
 // The catalog image the probe boots: the one with a kernel and the least memory (the

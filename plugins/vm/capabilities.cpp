@@ -37,41 +37,60 @@ bool is_valid_arch(const std::string &arch) {
 
 }  // namespace
 
-std::set<std::string> offered_domain_types(const std::string &capabilities_xml,
-                                           const std::string &arch) {
-    if (!is_valid_arch(arch)) {
-        throw Error("architecture '" + printable(arch) + "' is not a valid name");
-    }
-    // No network, no entities, no error output on stderr (slurmd's stderr goes nowhere).
-    std::unique_ptr<xmlDoc, XmlDocFree> doc(xmlReadMemory(
-        capabilities_xml.data(), static_cast<int>(capabilities_xml.size()), "capabilities.xml",
-        nullptr, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
+namespace {
+
+// The non-empty string values `query` selects in `xml`. libxml2 with no network, no entities
+// and no output on stderr (slurmd's stderr goes nowhere). Throws Error "<what> are not
+// well-formed XML".
+std::set<std::string> xpath_values(const std::string &xml, const std::string &query,
+                                   const std::string &what) {
+    std::unique_ptr<xmlDoc, XmlDocFree> doc(
+        xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "libvirt.xml", nullptr,
+                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
     if (!doc) {
-        throw Error("libvirt's capabilities are not well-formed XML");
+        throw Error(what + " are not well-formed XML");
     }
     std::unique_ptr<xmlXPathContext, XPathContextFree> ctx(xmlXPathNewContext(doc.get()));
     if (!ctx) {
-        throw Error("cannot read libvirt's capabilities: out of memory");
+        throw Error("cannot read " + what + ": out of memory");
     }
-    // Xen-style "xen"/"linux" os types cannot boot our guests: only hvm counts.
-    const std::string query = "/capabilities/guest[normalize-space(os_type)='hvm']/arch[@name='" +
-                              arch + "']/domain/@type";
     std::unique_ptr<xmlXPathObject, XPathObjectFree> result(
         xmlXPathEvalExpression(reinterpret_cast<const xmlChar *>(query.c_str()), ctx.get()));
-    std::set<std::string> types;
+    std::set<std::string> values;
     if (!result || result->nodesetval == nullptr) {
-        return types;
+        return values;
     }
     for (int i = 0; i < result->nodesetval->nodeNr; ++i) {
         xmlChar *value = xmlNodeGetContent(result->nodesetval->nodeTab[i]);
         if (value != nullptr) {
             if (value[0] != '\0') {
-                types.insert(reinterpret_cast<const char *>(value));
+                values.insert(reinterpret_cast<const char *>(value));
             }
             xmlFree(value);
         }
     }
-    return types;
+    return values;
+}
+
+}  // namespace
+
+std::set<std::string> offered_domain_types(const std::string &capabilities_xml,
+                                           const std::string &arch) {
+    if (!is_valid_arch(arch)) {
+        throw Error("architecture '" + printable(arch) + "' is not a valid name");
+    }
+    // Xen-style "xen"/"linux" os types cannot boot our guests: only hvm counts.
+    return xpath_values(capabilities_xml,
+                        "/capabilities/guest[normalize-space(os_type)='hvm']/arch[@name='" + arch +
+                            "']/domain/@type",
+                        "libvirt's capabilities");
+}
+
+std::set<std::string> offered_filesystem_drivers(const std::string &domain_capabilities_xml) {
+    return xpath_values(domain_capabilities_xml,
+                        "/domainCapabilities/devices/filesystem[@supported='yes']"
+                        "/enum[@name='driverType']/value",
+                        "libvirt's domain capabilities");
 }
 
 DomainTypeChoice choose_domain_type(const std::set<std::string> &offered, const std::string &wanted,

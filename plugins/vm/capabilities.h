@@ -19,6 +19,10 @@ namespace svm {
 std::set<std::string> offered_domain_types(const std::string &capabilities_xml,
                                            const std::string &arch = "x86_64");
 
+// The filesystem driver types libvirt's QEMU offers, from virConnectGetDomainCapabilities()
+// output: "path" is 9p, "virtiofs" virtiofs. Throws Error when the text is not XML.
+std::set<std::string> offered_filesystem_drivers(const std::string &domain_capabilities_xml);
+
 struct DomainTypeChoice {
     std::string type;  // "kvm" or "qemu"
     // kvm under `auto` on a host that has not yet run a guest under it: a guest that dies

@@ -169,5 +169,19 @@ TEST(Capabilities, RejectsUnknownWantedType) {
               "domain_type=xen is not one of auto, kvm, qemu");
 }
 
+TEST(Capabilities, ListsTheFilesystemDriversLibvirtSupports) {
+    const std::string domcaps = R"(<domainCapabilities><devices>
+  <filesystem supported='yes'><enum name='driverType'><value>path</value><value>handle</value>
+    <value>virtiofs</value></enum></filesystem>
+</devices></domainCapabilities>)";
+    EXPECT_EQ(offered_filesystem_drivers(domcaps),
+              (std::set<std::string>{"handle", "path", "virtiofs"}));
+    EXPECT_TRUE(offered_filesystem_drivers(
+                    "<domainCapabilities><devices><filesystem supported='no'><enum "
+                    "name='driverType'><value>path</value></enum></filesystem></devices>"
+                    "</domainCapabilities>")
+                    .empty());
+}
+
 }  // namespace
 }  // namespace svm
