@@ -9,10 +9,13 @@
 #include <grp.h>
 #include <memory>
 #include <poll.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent.h"
+#include "exec/protocol/program_path.h"
 
 extern char **environ;
 
@@ -62,6 +65,67 @@ void make_pipe(UniqueFd &read_end, UniqueFd &write_end) {
     ::_exit(127);
 }
 
+// The limits a native task would have: set as root, so a hard limit may be raised to the
+// host's (slurmstepd's) as well as lowered; the soft one is what the user propagated.
+void apply_limits(const ExecRequest &req, int error_fd) {
+    for (const ResourceLimit &limit : req.limits) {
+        const int resource = protocol::rlimit_resource(limit.resource);
+        const auto value = [](std::uint64_t v) {
+            return v == ResourceLimit::kUnlimited ? RLIM_INFINITY : static_cast<rlim_t>(v);
+        };
+        struct rlimit r {
+            value(limit.soft), value(limit.hard)
+        };
+        if (::setrlimit(resource, &r) != 0) {
+            // As an unprivileged agent (tests), a hard limit cannot go up: keep it, set the
+            // soft one within it, as slurmstepd does for the limits the admin propagates.
+            struct rlimit now {};
+            if (::getrlimit(resource, &now) != 0) {
+                child_fail(error_fd, "setrlimit", limit.resource, errno);
+            }
+            r.rlim_max = now.rlim_max;
+            if (r.rlim_cur > r.rlim_max) {
+                r.rlim_cur = r.rlim_max;
+            }
+            if (::setrlimit(resource, &r) != 0) {
+                child_fail(error_fd, "setrlimit", limit.resource, errno);
+            }
+        }
+    }
+}
+
+// slurmstepd's _make_tmpdir, in the guest and as the user: a TMPDIR that is not a writable
+// directory (and cannot be made one) becomes /tmp. `envp` is the child's copy.
+void make_tmpdir(char **envp) {
+    for (char **e = envp; *e; ++e) {
+        if (std::strncmp(*e, "TMPDIR=", 7) != 0) {
+            continue;
+        }
+        const char *dir = *e + 7;
+        if (::mkdir(dir, 0700) == 0) {
+            return;
+        }
+        struct stat st {};
+        if (::stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+            ::faccessat(AT_FDCWD, dir, X_OK | W_OK, AT_EACCESS) == 0) {
+            return;
+        }
+        static char tmp[] = "TMPDIR=/tmp";
+        *e = tmp;
+        return;
+    }
+}
+
+const char *env_value(char **envp, const char *name) {
+    const std::size_t n = std::strlen(name);
+    for (char **e = envp; *e; ++e) {
+        if (std::strncmp(*e, name, n) == 0 && (*e)[n] == '=') {
+            return *e + n + 1;
+        }
+    }
+    return nullptr;
+}
+
 // Where the child writes the script of the request (see run_child); removed after the session.
 std::string script_path(pid_t pid) {
     return std::string(kScriptDir) + "/" + std::to_string(pid);
@@ -83,6 +147,10 @@ std::string script_path(pid_t pid) {
     // Nothing of the agent's may leak into the command.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
 
+    apply_limits(req, error_fd);
+    if (req.umask) {
+        ::umask(static_cast<mode_t>(*req.umask));
+    }
     if (::geteuid() == 0) {
         std::vector<gid_t> groups(req.groups.begin(), req.groups.end());
         if (::setgroups(groups.size(), groups.data()) != 0) {
@@ -133,9 +201,19 @@ std::string script_path(pid_t pid) {
     if (::chdir(req.cwd.c_str()) != 0) {
         child_fail(error_fd, "chdir", req.cwd, errno);
     }
-    // execvp searches the PATH of `environ`, which must be the command's, not the agent's.
-    environ = envp;
-    ::execvp(argv[0], argv);
+    if (req.make_tmpdir) {
+        make_tmpdir(envp);
+    }
+    // The program as slurmstepd would pick it on a node: the job's PATH, in the guest. Like a
+    // native task, it gets the path found as its argv[0].
+    const char *path_env = env_value(envp, "PATH");
+    const std::string program = protocol::task_program_path(
+        req.argv[0], path_env ? path_env : "", req.cwd, [](const std::string &candidate) {
+            struct stat st {};
+            return ::stat(candidate.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
+        });
+    argv[0] = const_cast<char *>(program.c_str());
+    ::execve(program.c_str(), argv, envp);
     child_fail(error_fd, "execve", req.argv[0], errno);
 }
 

@@ -2,6 +2,8 @@
 
 #include <csignal>
 #include <cstring>
+#include <limits>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "exec/protocol/frame.h"
@@ -345,6 +347,90 @@ void validate_exec(const ExecRequest &request) {
     for (std::size_t i = 0; i < request.groups.size(); ++i) {
         check_id(request.groups[i], field(what, "groups[" + std::to_string(i) + "]"));
     }
+    if (request.limits.size() > kMaxLimits) {
+        throw ProtocolError(field(what, "limits") + ": more than " + std::to_string(kMaxLimits) +
+                            " limits");
+    }
+    for (std::size_t i = 0; i < request.limits.size(); ++i) {
+        const ResourceLimit &limit = request.limits[i];
+        const std::string item = "limits[" + std::to_string(i) + "]";
+        const std::string where = field(what, item);
+        if (rlimit_resource(limit.resource) < 0) {
+            throw ProtocolError(field(what, item + ".resource") +
+                                ": expected one of CPU FSIZE DATA STACK CORE RSS "
+                                "NPROC NOFILE MEMLOCK AS, got " +
+                                quoted(limit.resource));
+        }
+        for (std::size_t j = 0; j < i; ++j) {
+            if (request.limits[j].resource == limit.resource) {
+                throw ProtocolError(field(what, item + ".resource") + ": " + limit.resource +
+                                    " given twice");
+            }
+        }
+        constexpr auto kMaxValue =
+            static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+        for (auto [name, value] : {std::pair{"soft", limit.soft}, std::pair{"hard", limit.hard}}) {
+            if (value > kMaxValue && value != ResourceLimit::kUnlimited) {
+                throw ProtocolError(field(what, item + "." + name) + ": " + std::to_string(value) +
+                                    " is neither a limit nor unlimited");
+            }
+        }
+        if (limit.soft > limit.hard) {
+            throw ProtocolError(where + ": the soft limit " + std::to_string(limit.soft) +
+                                " is above the hard limit " + std::to_string(limit.hard));
+        }
+    }
+    if (request.umask && *request.umask > 0777) {
+        throw ProtocolError(field(what, "umask") + ": expected 0 to 0777, got " +
+                            std::to_string(*request.umask));
+    }
+}
+
+namespace {
+
+// A limit in JSON: a number, or -1 for unlimited (json-c's integers are signed 64-bit).
+JsonPtr limit_value(std::uint64_t value) {
+    return json_from_int(value == ResourceLimit::kUnlimited ? -1
+                                                            : static_cast<std::int64_t>(value));
+}
+
+std::uint64_t decode_limit_value(json_object *value, const std::string &where) {
+    const std::int64_t v =
+        json_int_value(value, -1, std::numeric_limits<std::int64_t>::max(), where);
+    return v < 0 ? ResourceLimit::kUnlimited : static_cast<std::uint64_t>(v);
+}
+
+struct RlimitName {
+    const char *name;
+    int resource;
+};
+constexpr RlimitName kRlimits[] = {
+    {"CPU", RLIMIT_CPU},     {"FSIZE", RLIMIT_FSIZE},   {"DATA", RLIMIT_DATA},
+    {"STACK", RLIMIT_STACK}, {"CORE", RLIMIT_CORE},     {"RSS", RLIMIT_RSS},
+    {"NPROC", RLIMIT_NPROC}, {"NOFILE", RLIMIT_NOFILE}, {"MEMLOCK", RLIMIT_MEMLOCK},
+    {"AS", RLIMIT_AS},
+};
+
+}  // namespace
+
+const std::vector<std::string> &rlimit_names() {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> out;
+        for (const auto &r : kRlimits) {
+            out.emplace_back(r.name);
+        }
+        return out;
+    }();
+    return names;
+}
+
+int rlimit_resource(std::string_view name) {
+    for (const auto &r : kRlimits) {
+        if (name == r.name) {
+            return r.resource;
+        }
+    }
+    return -1;
 }
 
 std::string encode_exec(const ExecRequest &request) {
@@ -362,6 +448,23 @@ std::string encode_exec(const ExecRequest &request) {
     json_set(obj.get(), "groups", std::move(groups));
     if (!request.script.empty()) {
         json_set(obj.get(), "script", json_from_string(request.script));
+    }
+    if (!request.limits.empty()) {
+        JsonPtr limits(json_object_new_array());
+        for (const auto &l : request.limits) {
+            JsonPtr limit = json_new_object();
+            json_set(limit.get(), "resource", json_from_string(l.resource));
+            json_set(limit.get(), "soft", limit_value(l.soft));
+            json_set(limit.get(), "hard", limit_value(l.hard));
+            json_object_array_add(limits.get(), limit.release());
+        }
+        json_set(obj.get(), "limits", std::move(limits));
+    }
+    if (request.umask) {
+        json_set(obj.get(), "umask", json_from_int(*request.umask));
+    }
+    if (request.make_tmpdir) {
+        json_set(obj.get(), "make_tmpdir", json_from_bool(true));
     }
     return json_to_text(obj.get());
 }
@@ -392,6 +495,37 @@ ExecRequest decode_exec(std::string_view payload) {
     json_object *script = nullptr;
     if (json_object_object_get_ex(obj.get(), "script", &script)) {
         request.script = json_string_value(script, field(what, "script"));
+    }
+    if (json_object *limits = json_optional_field(obj.get(), "limits")) {
+        json_array_value(limits, field(what, "limits"));
+        const std::size_t count = json_object_array_length(limits);
+        if (count > kMaxLimits) {
+            throw ProtocolError(field(what, "limits") + ": more than " +
+                                std::to_string(kMaxLimits) + " limits");
+        }
+        for (std::size_t i = 0; i < count; ++i) {
+            const std::string item = "limits[" + std::to_string(i) + "]";
+            const std::string lwhat = field(what, item);
+            json_object *l = json_object_array_get_idx(limits, i);
+            if (!json_object_is_type(l, json_type_object)) {
+                throw ProtocolError(lwhat + ": expected an object, got " + json_excerpt(l));
+            }
+            ResourceLimit limit;
+            limit.resource = json_string_value(json_field(l, "resource", lwhat),
+                                               field(what, item + ".resource"));
+            limit.soft =
+                decode_limit_value(json_field(l, "soft", lwhat), field(what, item + ".soft"));
+            limit.hard =
+                decode_limit_value(json_field(l, "hard", lwhat), field(what, item + ".hard"));
+            request.limits.push_back(std::move(limit));
+        }
+    }
+    if (json_object *mask = json_optional_field(obj.get(), "umask")) {
+        request.umask =
+            static_cast<std::uint32_t>(json_int_value(mask, 0, 0777, field(what, "umask")));
+    }
+    if (json_object *tmpdir = json_optional_field(obj.get(), "make_tmpdir")) {
+        request.make_tmpdir = json_bool_value(tmpdir, field(what, "make_tmpdir"));
     }
     validate_exec(request);
     return request;

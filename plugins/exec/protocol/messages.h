@@ -3,6 +3,7 @@
 // encode_* applies the same checks, so a bad request fails on the host with the same message.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -42,6 +43,16 @@ struct SetupRequest {
     std::optional<GuestUser> user = std::nullopt;  // default: the guest's own accounts only
 };
 
+// A resource limit for the command, as slurmstepd's set_user_limits would have left it for a
+// native task. `resource` is the name Slurm uses (CORE, NOFILE, ... see
+// protocol::rlimit_names()), so both ends agree whatever their headers number it.
+struct ResourceLimit {
+    std::string resource;
+    std::uint64_t soft = 0, hard = 0;  // kUnlimited: RLIM_INFINITY
+    static constexpr std::uint64_t kUnlimited = ~std::uint64_t{0};
+    bool operator==(const ResourceLimit &) const = default;
+};
+
 struct ExecRequest {
     std::vector<std::string> argv;
     std::vector<std::string> env;  // "NAME=value"
@@ -52,6 +63,13 @@ struct ExecRequest {
     // The program's text, when argv[0] is a file only the host has (a batch script in
     // slurmd's spool): the agent writes it to a private file and runs that as argv[0].
     std::string script;
+    // What slurmstepd applies to a native task after task_init (optional fields: an older
+    // host sends none of them and the guest's defaults stay):
+    std::vector<ResourceLimit> limits = {};  // set, soft and hard, before dropping privileges
+    std::optional<std::uint32_t> umask = std::nullopt;  // 0 to 0777
+    // The first task of a node checks TMPDIR as slurmstepd's _make_tmpdir does: created if
+    // missing (mode 0700), and replaced by /tmp when it is not a writable directory.
+    bool make_tmpdir = false;
 };
 
 // How the remote command ended.
@@ -117,6 +135,14 @@ AgentInfo decode_pong(std::string_view payload);
 void validate_setup(const SetupRequest &request);
 std::string encode_setup(const SetupRequest &request);
 SetupRequest decode_setup(std::string_view payload);
+
+// The resource limits Slurm propagates, by its names: CPU FSIZE DATA STACK CORE RSS NPROC
+// NOFILE MEMLOCK AS.
+const std::vector<std::string> &rlimit_names();
+// The RLIMIT_* number of a name of rlimit_names(), or -1.
+int rlimit_resource(std::string_view name);
+// At most this many limits in a request.
+inline constexpr std::size_t kMaxLimits = 16;
 
 void validate_exec(const ExecRequest &request);
 std::string encode_exec(const ExecRequest &request);

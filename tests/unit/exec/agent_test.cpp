@@ -622,5 +622,58 @@ TEST(ExecClient, RefusesAnEnvironmentTooLargeForOneFrame) {
     }
 }
 
+// What slurmstepd does to a native task before execve, the agent does in the guest.
+TEST_F(AgentTest, AppliesTheRequestsLimitsAndUmask) {
+    ExecRequest r = shell("ulimit -S -n; ulimit -S -c; umask");
+    r.limits = {{"NOFILE", 512, 1024}, {"CORE", 0, 0}};
+    r.umask = 023;
+    std::string out;
+    EXPECT_EQ(run(r, &out), 0);
+    EXPECT_EQ(out, "512\n0\n0023\n");
+}
+
+TEST_F(AgentTest, FindsARelativeProgramInTheJobsPathThenTheWorkingDirectory) {
+    const std::string bin = dir_ + "/bin";
+    fs::create_directories(bin);
+    {
+        std::ofstream(bin + "/svm-hello") << "#!/bin/sh\necho \"hello $0\"\n";
+        std::ofstream(dir_ + "/svm-local") << "#!/bin/sh\necho \"local $0\"\n";
+    }
+    fs::permissions(bin + "/svm-hello", fs::perms::owner_all);
+    fs::permissions(dir_ + "/svm-local", fs::perms::owner_all);
+    ExecRequest r = request({"svm-hello"});
+    r.env = {"PATH=/usr/bin:" + bin + ":/bin"};
+    r.cwd = dir_;
+    std::string out;
+    EXPECT_EQ(run(r, &out), 0);
+    EXPECT_EQ(out, "hello " + bin + "/svm-hello\n");  // argv[0] is the path found, as natively
+    // Not in PATH: slurmstepd leaves the name, and execve finds it in the working directory.
+    r.argv = {"svm-local"};
+    EXPECT_EQ(run(r, &out), 0);
+    EXPECT_EQ(out, "local svm-local\n");
+    r.argv = {"svm-nowhere"};
+    try {
+        run(r);
+        FAIL() << "a missing program started";
+    } catch (const RemoteStartError &e) {
+        EXPECT_EQ(e.stage(), "execve");
+        EXPECT_EQ(e.error_number(), ENOENT);
+        EXPECT_NE(std::string(e.what()).find("svm-nowhere"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(AgentTest, ReplacesAnUnusableTmpdirWithTmp) {
+    ExecRequest r = shell("echo \"$TMPDIR\"; test -d \"$TMPDIR\" && echo dir");
+    r.make_tmpdir = true;
+    r.env.push_back("TMPDIR=" + dir_ + "/new-tmp");
+    std::string out;
+    EXPECT_EQ(run(r, &out), 0);
+    EXPECT_EQ(out, dir_ + "/new-tmp\ndir\n");  // made, as slurmstepd makes it
+    { std::ofstream(dir_ + "/a-file") << "x"; }
+    r.env.back() = "TMPDIR=" + dir_ + "/a-file";
+    EXPECT_EQ(run(r, &out), 0);
+    EXPECT_EQ(out, "/tmp\ndir\n");
+}
+
 }  // namespace
 }  // namespace svm
