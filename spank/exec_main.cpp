@@ -2,7 +2,15 @@
 // plugin replaces each task with it (execv from slurm_spank_task_init, as the job's user).
 //
 //   slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] [--env-from-current]
-//                 [--host-calls none|steps|all] [--image NAME] -- ARGV...
+//                 [--host-calls none|steps|all] [--image NAME] [--multi-prog]
+//                 [--task-rank N] [--local-task-id N] [--task-prolog-conf PATH]
+//                 [--propagate-rlimits LIST] [--propagate-rlimits-except LIST] -- ARGV...
+//
+// Before the command goes to the guest, the client does what slurmstepd does to a native task
+// after SPANK's task_init (exec/task_setup.h): the per-task argv of --multi-prog, TaskProlog
+// (--task-prolog-conf) and the user's srun --task-prolog (SLURM_VM_TASK_PROLOG, set by the
+// plugin in srun) run here, on the host, and their output changes the environment; TMPDIR;
+// the limits Slurm propagates and the umask slurmstepd set travel in the request.
 //   slurm-vm-exec --ping SOCKET [--timeout-ms N]
 //   slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... [--timeout-ms N]
 //
@@ -18,12 +26,15 @@
 #include <sstream>
 #include <string>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <getopt.h>
 #include <unistd.h>
+#include <set>
 #include <vector>
 
 #include "exec/exec_client.h"
+#include "exec/task_setup.h"
 #include "util/text.h"
 
 extern char **environ;
@@ -34,10 +45,18 @@ constexpr int kExitUsage = 2;
 constexpr int kExitNotExecutable = 126;
 constexpr int kExitNotFound = 127;
 constexpr int kExitTransport = 255;
+// slurmstepd's exit for a task that has no program (a --multi-prog rank without a line).
+constexpr int kExitNoProgram = 2;
+// The variable by which the plugin in srun hands the task the user's --task-prolog.
+constexpr const char *kTaskPrologEnv = "SLURM_VM_TASK_PROLOG";
 
 const char *const kUsage =
     "usage: slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] "
-    "[--script] [--env-from-current] [--host-calls none|steps|all] [--image NAME] -- ARGV...\n"
+    "[--script] [--env-from-current] [--host-calls none|steps|all] [--image NAME]\n"
+    "                     [--multi-prog] [--task-rank N] [--local-task-id N] "
+    "[--task-prolog-conf PATH]\n"
+    "                     [--propagate-rlimits LIST] [--propagate-rlimits-except LIST] "
+    "-- ARGV...\n"
     "       slurm-vm-exec --ping SOCKET [--timeout-ms N]\n"
     "       slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... "
     "[--timeout-ms N]\n";
@@ -62,6 +81,18 @@ struct Options {
     svm::HostCallPolicy hostcalls;
     std::string image;  // the job's image, to name it when a program is not in it
     std::vector<std::string> argv;
+    // What slurmstepd would do after task_init (see the file's comment).
+    bool multi_prog = false;  // argv is {CONF_FILE, CONF_TEXT, EXTRA...}
+    long task_rank = -1;      // the task's global id
+    long local_task_id = -1;
+    std::string task_prolog_conf;                             // slurm.conf's TaskProlog
+    std::string propagate_rlimits, propagate_rlimits_except;  // slurm.conf's
+};
+
+// The task ends before its command runs, as slurmstepd ends a native task then: with this code.
+struct TaskEnd {
+    int code;
+    std::string message;  // one line for stderr, or "" (slurmstepd says nothing to the user)
 };
 
 long parse_number(const std::string &option, const std::string &text, long min, long max) {
@@ -105,7 +136,13 @@ Options parse_options(int argc, char **argv) {
         kHostname,
         kMount,
         kTimeoutMs,
-        kImage
+        kImage,
+        kMultiProg,
+        kTaskRank,
+        kLocalTaskId,
+        kTaskPrologConf,
+        kPropagateRlimits,
+        kPropagateRlimitsExcept
     };
     static const option long_options[] = {
         {"channel-dir", required_argument, nullptr, kChannelDir},
@@ -121,6 +158,12 @@ Options parse_options(int argc, char **argv) {
         {"mount", required_argument, nullptr, kMount},
         {"timeout-ms", required_argument, nullptr, kTimeoutMs},
         {"image", required_argument, nullptr, kImage},
+        {"multi-prog", no_argument, nullptr, kMultiProg},
+        {"task-rank", required_argument, nullptr, kTaskRank},
+        {"local-task-id", required_argument, nullptr, kLocalTaskId},
+        {"task-prolog-conf", required_argument, nullptr, kTaskPrologConf},
+        {"propagate-rlimits", required_argument, nullptr, kPropagateRlimits},
+        {"propagate-rlimits-except", required_argument, nullptr, kPropagateRlimitsExcept},
         {"help", no_argument, nullptr, 'h'},
         {nullptr, 0, nullptr, 0}};
     optind = 1;
@@ -176,6 +219,24 @@ Options parse_options(int argc, char **argv) {
             case kImage:
                 options.image = optarg;
                 break;
+            case kMultiProg:
+                options.multi_prog = true;
+                break;
+            case kTaskRank:
+                options.task_rank = parse_number("--task-rank", optarg, 0, 0x7fffffff);
+                break;
+            case kLocalTaskId:
+                options.local_task_id = parse_number("--local-task-id", optarg, 0, 0x7fffffff);
+                break;
+            case kTaskPrologConf:
+                options.task_prolog_conf = optarg;
+                break;
+            case kPropagateRlimits:
+                options.propagate_rlimits = optarg;
+                break;
+            case kPropagateRlimitsExcept:
+                options.propagate_rlimits_except = optarg;
+                break;
             case 'h':
                 std::fputs(kUsage, stdout);
                 std::exit(0);
@@ -198,7 +259,91 @@ Options parse_options(int argc, char **argv) {
     if (!options.setup_socket.empty() && options.hostname.empty()) {
         throw UsageError{"--setup needs --hostname"};
     }
+    if (options.multi_prog && (options.task_rank < 0 || options.argv.size() < 2)) {
+        throw UsageError{"--multi-prog needs --task-rank and the configuration file and text"};
+    }
     return options;
+}
+
+// One task prolog, as exec_task runs it: its output changes the environment, its "print" lines
+// go to the task's stdout, and a failure ends the task with the prolog's status.
+void run_prolog(const std::string &path, svm::ExecRequest &request) {
+    if (path.empty()) {
+        return;
+    }
+    svm::env_set(request.env, "SLURM_SCRIPT_CONTEXT", "prolog_task");
+    svm::PrologRun run;
+    try {
+        run = svm::run_task_prolog(path, request.env);
+    } catch (const svm::Error &e) {
+        throw TaskEnd{1, std::string("slurm-vm: task prolog: ") + e.what()};
+    }
+    if (!WIFEXITED(run.status)) {
+        throw TaskEnd{1,
+                      "slurm-vm: task prolog " + svm::printable(path) + " did not exit normally"};
+    }
+    const std::string printed = svm::apply_task_prolog_output(run.output, request.env);
+    if (!printed.empty()) {
+        std::fwrite(printed.data(), 1, printed.size(), stdout);
+        std::fflush(stdout);
+    }
+    if (WEXITSTATUS(run.status) != 0) {
+        throw TaskEnd{WEXITSTATUS(run.status), "slurm-vm: task prolog " + svm::printable(path) +
+                                                   " failed with status " +
+                                                   std::to_string(WEXITSTATUS(run.status))};
+    }
+}
+
+// What slurmstepd's exec_task does after task_init, in its order: TaskProlog, --task-prolog,
+// TMPDIR, the program (here: --multi-prog's argv; the PATH lookup is the agent's), the limits;
+// the umask was set before the task was forked.
+void prepare_task(const Options &options, svm::ExecRequest &request) {
+    const auto user_prolog = svm::env_get(request.env, kTaskPrologEnv);
+    svm::env_unset(request.env, kTaskPrologEnv);
+    run_prolog(options.task_prolog_conf, request);
+    if (user_prolog) {
+        run_prolog(*user_prolog, request);
+    }
+    if (options.local_task_id == 0) {
+        if (!svm::env_get(request.env, "TMPDIR")) {
+            svm::env_set(request.env, "TMPDIR", "/tmp");
+        } else {
+            request.make_tmpdir = true;  // checked in the guest, where the task runs
+        }
+    }
+    if (options.multi_prog) {
+        const std::vector<std::string> extra(options.argv.begin() + 2, options.argv.end());
+        auto result =
+            svm::multi_prog_argv(options.argv[1], static_cast<int>(options.task_rank), extra);
+        if (result.argv.empty()) {
+            throw TaskEnd{
+                kExitNoProgram,
+                "slurm-vm: --multi-prog " + svm::printable(options.argv[0]) + ": " + result.error};
+        }
+        request.argv = std::move(result.argv);
+    }
+    std::set<std::string> propagated;
+    try {
+        propagated =
+            svm::propagated_rlimits(options.propagate_rlimits, options.propagate_rlimits_except);
+    } catch (const svm::Error &) {
+        // slurmd would not have started with it; propagate nothing rather than guess.
+    }
+    std::vector<std::pair<std::string, svm::CurrentLimit>> current;
+    for (const auto &name : svm::protocol::rlimit_names()) {
+        struct rlimit r {};
+        if (::getrlimit(svm::protocol::rlimit_resource(name), &r) != 0) {
+            continue;
+        }
+        const auto value = [](rlim_t v) {
+            return v == RLIM_INFINITY ? svm::ResourceLimit::kUnlimited : std::uint64_t{v};
+        };
+        current.emplace_back(name, svm::CurrentLimit{value(r.rlim_cur), value(r.rlim_max)});
+    }
+    request.limits = svm::task_limits(request.env, propagated, current);
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    request.umask = static_cast<std::uint32_t>(mask & 0777);
 }
 
 svm::ExecRequest request_for_caller(const Options &options) {
@@ -219,6 +364,7 @@ svm::ExecRequest request_for_caller(const Options &options) {
             request.env.emplace_back(*e);
         }
     }
+    prepare_task(options, request);
     request.cwd = options.cwd;
     if (request.cwd.empty()) {
         char buf[4096];
@@ -252,8 +398,18 @@ int die_like(int status) {
     return 128 + signo;  // a signal whose default action does not end a process
 }
 
-int run_command(const Options &options) {
-    svm::ExecRequest request = request_for_caller(options);
+// `program`: the program the guest is asked to run (for --multi-prog, the task's own).
+int run_command(const Options &options, std::string &program) {
+    svm::ExecRequest request;
+    try {
+        request = request_for_caller(options);
+    } catch (const TaskEnd &end) {
+        if (!end.message.empty()) {
+            std::fprintf(stderr, "%s\n", end.message.c_str());
+        }
+        return end.code;
+    }
+    program = request.argv[0];
     int status;
     {
         svm::SignalForwarder signals;
@@ -271,6 +427,7 @@ int run_command(const Options &options) {
 
 int main(int argc, char **argv) {
     Options options;
+    std::string program;
     try {
         options = parse_options(argc, argv);
     } catch (const UsageError &e) {
@@ -287,15 +444,15 @@ int main(int argc, char **argv) {
             svm::setup_guest(options.setup_socket, setup, options.timeout_ms);
             return 0;
         }
-        return run_command(options);
+        return run_command(options, program);
     } catch (const svm::RemoteStartError &e) {
         const bool missing =
             e.stage() == "execve" && (e.error_number() == ENOENT || e.error_number() == ENOTDIR);
-        if (missing && !options.image.empty() && !options.argv.empty() && !options.send_script) {
+        if (missing && !options.image.empty() && !program.empty() && !options.send_script) {
             // In the user's words: the program is not in the image they chose.
             std::fprintf(stderr, "slurm-vm: '%s' is not in image '%s' (%s)\n",
-                         svm::printable(options.argv[0]).c_str(),
-                         svm::printable(options.image).c_str(), e.what());
+                         svm::printable(program).c_str(), svm::printable(options.image).c_str(),
+                         e.what());
         } else {
             std::fprintf(stderr, "slurm-vm: %s\n", e.what());
         }

@@ -158,6 +158,10 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av) {
     return guarded("--vm-image", ac, av, [&] { return on_submit_init_post_opt(sp); });
 }
 
+int slurm_spank_local_user_init(spank_t sp, int ac, char **av) {
+    return guarded("--task-prolog", ac, av, [&] { return on_local_user_init(sp); });
+}
+
 int slurm_spank_job_prolog(spank_t sp, int ac, char **av) {
     return guarded("prolog", ac, av, [&] { return on_job_prolog(sp); });
 }

@@ -21,6 +21,9 @@ namespace svm::spank {
 
 inline constexpr const char *kTag = "slurm-vm";
 inline constexpr const char *kImageEnv = "SLURM_VM_IMAGE";  // the option's environment twin
+// srun's --task-prolog, handed by the plugin in srun to the exec client through the step's
+// environment (SPANK does not show it to task_init); removed from every task's environment.
+inline constexpr const char *kTaskPrologEnv = "SLURM_VM_TASK_PROLOG";
 
 // The plugstack.conf arguments, parsed once in slurm_spank_init.
 Config &config();
@@ -36,6 +39,8 @@ struct spank_option *image_option();
 std::string requested_image(spank_t sp);
 
 int on_submit_init_post_opt(spank_t sp);
+// srun, after the allocation: passes the user's --task-prolog on to the exec client.
+int on_local_user_init(spank_t sp);
 
 // What slurmctld says of a job (slurm_job.cpp), through Slurm's API.
 struct SlurmJob {

@@ -3,16 +3,24 @@
 // VM and behaves like it (output, signals, exit status).
 #include "spank_common.h"
 
+#include "exec/task_setup.h"
 #include "vm/job_vm.h"
 
 extern "C" {
-#include <slurm/slurm.h>  // SLURM_BATCH_SCRIPT
+#include <slurm/slurm.h>  // SLURM_BATCH_SCRIPT, slurm_conf_t
+
+// slurmstepd's configuration (libslurm's global, public type): TaskProlog and the limits it
+// propagates. Weak, so that a process without it gives nullptr instead of failing to load.
+extern slurm_conf_t slurm_conf __attribute__((weak));
 }
 
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,12 +30,31 @@ extern "C" {
 
 namespace svm::spank {
 
+namespace {
+
+// The text of a --multi-prog configuration file as srun read it (at most 60000 bytes), or
+// nullopt.
+std::optional<std::string> small_file_text(const char *path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        return std::nullopt;
+    }
+    std::string text(60001, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<std::size_t>(in.gcount()));
+    return text;
+}
+
+}  // namespace
+
 int on_task_init(spank_t sp) {
     uint32_t jobid = 0;
     const char *node = getenv("SLURMD_NODENAME");
     if (spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS || node == nullptr ||
         !job_has_vm(config(), jobid, node)) {
-        return 0;  // not a VM job: the task runs as usual
+        // Not a VM job: the task runs as usual, without the variable our srun side set.
+        spank_unsetenv(sp, kTaskPrologEnv);
+        return 0;
     }
     if (const auto error = job_vm_error(config(), jobid, node)) {
         // The task's stderr is the job's output: the user reads why here.
@@ -57,6 +84,34 @@ int on_task_init(spank_t sp) {
     }
     if (batch) {
         args.push_back("--script");
+    }
+    // What slurmstepd does after task_init, the client does for it (exec/task_setup.h).
+    std::string rank_text, local_text;
+    uint32_t rank = 0;
+    int local_id = -1;
+    if (spank_get_item(sp, S_TASK_GLOBAL_ID, &rank) == ESPANK_SUCCESS) {
+        rank_text = std::to_string(rank);
+        args.insert(args.end(), {"--task-rank", rank_text.c_str()});
+    }
+    if (spank_get_item(sp, S_TASK_ID, &local_id) == ESPANK_SUCCESS && local_id >= 0) {
+        local_text = std::to_string(local_id);
+        args.insert(args.end(), {"--local-task-id", local_text.c_str()});
+    }
+    // srun --multi-prog sends {CONF_FILE, CONF_TEXT, ...}; SPANK says nothing of the flag, so
+    // the text is compared with the file's (the task's cwd is srun's, as for the program).
+    if (!batch && !rank_text.empty() && argc >= 2 &&
+        is_multi_prog_argv({argv[0], argv[1]}, small_file_text(argv[0]))) {
+        args.push_back("--multi-prog");
+    }
+    if (&slurm_conf != nullptr) {
+        const auto add = [&](const char *option, const char *value) {
+            if (value != nullptr && value[0] != '\0') {
+                args.insert(args.end(), {option, value});
+            }
+        };
+        add("--task-prolog-conf", slurm_conf.task_prolog);
+        add("--propagate-rlimits", slurm_conf.propagate_rlimits);
+        add("--propagate-rlimits-except", slurm_conf.propagate_rlimits_except);
     }
     args.push_back("--");
     for (int i = 0; i < argc; ++i) {

@@ -112,9 +112,12 @@ bool is_guarded(std::string_view name, HostCalls mode) {
 // makes a program on the host find its code somewhere: the commands themselves (PATH), the
 // loader (LD_*), glibc's charset modules (GCONV_PATH), the Lua modules of a cli_filter/lua
 // script (LUA_PATH*, LUA_CPATH*); HOME is where Slurm's clients look for the user's files.
+// SLURM_VM_TASK_PROLOG names the program the exec client runs on the host as the user's
+// --task-prolog: only the host's srun sets it.
 bool is_host_only(std::string_view name, HostCalls mode) {
     return name == "PATH" || name == "HOME" || name.starts_with("LD_") || name == "GCONV_PATH" ||
-           name.starts_with("LUA_PATH") || name.starts_with("LUA_CPATH") || is_guarded(name, mode);
+           name == "SLURM_VM_TASK_PROLOG" || name.starts_with("LUA_PATH") ||
+           name.starts_with("LUA_CPATH") || is_guarded(name, mode);
 }
 
 std::string_view variable_name(std::string_view entry) {
