@@ -1,7 +1,10 @@
 #!/bin/bash
 # Build the test image "debian11": Debian 11 (bullseye) with its own 5.10 kernel, systemd, bash
-# and python3, from Debian's packages only, on a partitioned disk that boots two ways:
-#   - by firmware: SeaBIOS -> GRUB in the disk's MBR gap -> /boot/grub/grub.cfg on the root fs;
+# and python3, from Debian's packages only, on a partitioned disk that boots three ways:
+#   - by BIOS firmware: SeaBIOS -> GRUB in the disk's MBR gap -> /boot/grub/grub.cfg on the
+#     root fs (partition 1);
+#   - by UEFI firmware: OVMF -> \EFI\BOOT\BOOTX64.EFI (GRUB) on the EFI system partition
+#     (partition 2, FAT) -> the same grub.cfg;
 #   - by direct kernel boot: vmlinuz and initrd.img (copies of the image's /boot) with
 #     root=/dev/vda1.
 # The image holds no slurm-vm agent: `slurm-vm image prepare` adds it (contrib/lib/setup.sh
@@ -28,6 +31,7 @@ mirror=${SVM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 include=systemd-sysv,linux-image-amd64,udev,kmod,iproute2,python3,procps,bash,coreutils,dbus
 disk_mib=3072 # virtual size; qcow2 stores only what is written (~330 MB)
 part_start=2048 # sectors: the partition starts at 1 MiB, GRUB's core.img lives before it
+esp_mib=16      # the EFI system partition, at the disk's end
 
 log() { printf 'build-debian11: %s\n' "$*" >&2; }
 
@@ -42,10 +46,11 @@ remove_tree() {
   rm -rf --one-file-system "$d"
 }
 
-for tool in debootstrap grub-mkimage sfdisk mkfs.ext4 qemu-img; do
-  command -v "$tool" >/dev/null || die "$tool is missing (contrib/install-deps.sh: debootstrap grub-pc-bin fdisk e2fsprogs qemu-utils)"
+for tool in debootstrap grub-mkimage sfdisk mkfs.ext4 mkfs.vfat mcopy qemu-img; do
+  command -v "$tool" >/dev/null || die "$tool is missing (contrib/install-deps.sh: debootstrap grub-pc-bin fdisk e2fsprogs dosfstools mtools qemu-utils)"
 done
 [ -f /usr/lib/grub/i386-pc/boot.img ] || die "GRUB's BIOS images are missing: apt-get install grub-pc-bin"
+[ -d /usr/lib/grub/x86_64-efi ] || die "GRUB's UEFI modules are missing: apt-get install grub-efi-amd64-bin"
 
 # The cache key. The InRelease file is a few hundred KB and signed; debootstrap checks the
 # signature itself when it builds.
@@ -155,10 +160,21 @@ EOF
 		features = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
 	}
 EOF
+  root_mib=$((disk_mib - 1 - esp_mib))
+  esp_start=$((part_start + root_mib * 2048))
   MKE2FS_CONFIG=$work/mke2fs.conf mkfs.ext4 -q -F -T default -U "$uuid" -L debian11 \
-    -E offset=$((part_start * 512)) -d "$root" "$raw" "$((disk_mib - 1))M"
-  printf 'label: dos\nstart=%s, type=83, bootable\n' "$part_start" |
+    -E offset=$((part_start * 512)) -d "$root" "$raw" "${root_mib}M"
+  printf 'label: dos\nstart=%s, size=%s, type=83, bootable\nstart=%s, type=ef\n' \
+    "$part_start" "$((root_mib * 2048))" "$esp_start" |
     sfdisk -q --wipe never --wipe-partitions never "$raw" 2>&1 | { grep -v 'contains a ext4 signature' || true; } >&2
+  # UEFI: GRUB as the removable-media loader on a FAT partition, made and filled as a file
+  # (mtools), then copied in at its offset. Its prefix is the root fs, as for BIOS.
+  grub-mkimage -O x86_64-efi -o "$work/BOOTX64.EFI" -p '(hd0,msdos1)/boot/grub' \
+    part_msdos ext2 normal linux serial terminal
+  mkfs.vfat -n ESP -C "$work/esp.img" $((esp_mib * 1024)) >/dev/null
+  mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT
+  mcopy -i "$work/esp.img" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+  dd if="$work/esp.img" of="$raw" bs=512 seek="$esp_start" conv=notrunc status=none
   grub-mkimage -O i386-pc -o "$work/core.img" -p '(hd0,msdos1)/boot/grub' \
     biosdisk part_msdos ext2 normal linux serial terminal
   [ "$(stat -c %s "$work/core.img")" -lt $(((part_start - 1) * 512)) ] || die "GRUB's core.img does not fit before the partition"
@@ -172,10 +188,10 @@ EOF
   cat >"$work/build.txt" <<EOF
 suite $suite, mirror $mirror, kernel $kver, root UUID $uuid
 debootstrap $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s, configure and disk $(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}') s
-firmware boot: the disk alone; direct boot: vmlinuz, initrd.img, cmdline "root=/dev/vda1 rw console=ttyS0 quiet"
+firmware boot (BIOS or UEFI): the disk alone; direct boot: vmlinuz, initrd.img, cmdline "root=/dev/vda1 rw console=ttyS0 quiet"
 EOF
   remove_tree "$root"
-  rm -f "$work/core.img" "$work/mke2fs.conf"
+  rm -f "$work/core.img" "$work/mke2fs.conf" "$work/BOOTX64.EFI" "$work/esp.img"
   # QEMU runs as the job's user: the image files must be readable by everyone.
   chmod 0644 "$work"/*
   chmod 0755 "$work"

@@ -43,9 +43,12 @@ PACKAGES=(
   slurmctld slurmd slurm-client slurmdbd munge mariadb-server
   # virtualisation
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils tini
-  # guest image build: tiny (busybox initramfs) and debian11 (debootstrap, GRUB, libguestfs for
-  # slurm-vm image prepare)
-  cpio xz-utils e2fsprogs debootstrap grub-pc-bin fdisk libguestfs-tools
+  ovmf # UEFI firmware for images whose catalog entry says "firmware": "uefi"
+  # guest image build: tiny (busybox initramfs) and debian11 (debootstrap, GRUB for BIOS and
+  # UEFI, a FAT EFI system partition written without mounting, libguestfs for slurm-vm image
+  # prepare)
+  cpio xz-utils e2fsprogs debootstrap grub-pc-bin grub-efi-amd64-bin dosfstools mtools fdisk
+  libguestfs-tools
   # test harness
   sudo procps psmisc
 )

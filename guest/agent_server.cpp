@@ -197,7 +197,7 @@ bool is_mounted(const GuestMount &mount) {
     std::ifstream mounts("/proc/self/mounts");
     std::string source, target, type, rest;
     while (mounts >> source >> target >> type && std::getline(mounts, rest)) {
-        if (source == mount.tag && target == mount.path && type == "9p") {
+        if (source == mount.tag && target == mount.path && type == mount.type) {
             return true;
         }
     }
@@ -307,9 +307,12 @@ void apply_setup(const SetupRequest &request) {
         }
         make_directories(mount.path);
         unsigned long flags = mount.readonly ? MS_RDONLY : 0;
-        const char *options = "trans=virtio,version=9p2000.L,msize=262144";
-        if (::mount(mount.tag.c_str(), mount.path.c_str(), "9p", flags, options) != 0) {
-            throw Error("mount 9p tag '" + mount.tag + "' on " + mount.path + ": " +
+        // virtiofs takes no options; the kernel loads its module (fs-virtiofs) on demand.
+        const char *options =
+            mount.type == "9p" ? "trans=virtio,version=9p2000.L,msize=262144" : nullptr;
+        if (::mount(mount.tag.c_str(), mount.path.c_str(), mount.type.c_str(), flags, options) !=
+            0) {
+            throw Error("mount " + mount.type + " tag '" + mount.tag + "' on " + mount.path + ": " +
                         errno_text(errno));
         }
     }

@@ -325,7 +325,11 @@ int cmd_check(const std::vector<std::string> &args) {
         catalog = Catalog::load(config.catalog);
         std::string problems;
         for (const auto &image : catalog->images()) {
-            for (const std::string *file : {&image.kernel, &image.initrd, &image.disk}) {
+            std::vector<const std::string *> files = {&image.kernel, &image.initrd, &image.disk};
+            if (image.firmware == "uefi") {
+                files.insert(files.end(), {&config.uefi_code, &config.uefi_vars});
+            }
+            for (const std::string *file : files) {
                 if (file->empty() || file->find("%n") != std::string::npos) {
                     continue;  // per-node paths are checked by each node's feature list
                 }
@@ -340,7 +344,9 @@ int cmd_check(const std::vector<std::string> &args) {
                        ? config.catalog + ": " + std::to_string(catalog->images().size()) +
                              " images, every file readable by job users"
                        : printable(problems),
-                   problems.empty() ? "" : "chmod o+r the files and o+x their folders");
+                   problems.empty() ? ""
+                                    : "chmod o+r the files and o+x their folders (UEFI firmware: "
+                                      "apt-get install ovmf)");
     } catch (const Error &e) {
         report.add("catalog", Status::Fail, e.what(), "correct the catalog");
     }
@@ -377,6 +383,19 @@ int cmd_check(const std::vector<std::string> &args) {
                    ninep ? "QEMU exports host folders over 9p"
                          : "QEMU offers no 9p export: jobs cannot see their folders",
                    ninep ? "" : "install a QEMU built with virtfs");
+        bool wanted = config.share == "virtiofs";
+        if (catalog) {
+            for (const auto &image : catalog->images()) {
+                wanted = wanted || image.share == "virtiofs";
+            }
+        }
+        if (wanted) {
+            const bool runs = access(config.virtiofsd.c_str(), X_OK) == 0;
+            report.add("virtiofs", runs ? Status::Ok : Status::Fail,
+                       runs ? config.virtiofsd + " serves virtiofs shares, as each job's user"
+                            : config.virtiofsd + " cannot run: " + errno_text(errno),
+                       runs ? "" : "apt-get install qemu-system-common, or set virtiofsd=");
+        }
     }
 
     // Probe boots: does KVM really run a guest, and does TCG?

@@ -21,7 +21,8 @@ namespace svm {
 namespace {
 
 constexpr const char *kUsage =
-    "usage: slurm-vm image prepare SRC DEST [--name NAME] [--direct-boot] [--agent PATH]\n";
+    "usage: slurm-vm image prepare SRC DEST [--name NAME] [--direct-boot | --uefi]\n"
+    "                              [--agent PATH]\n";
 
 // Whether this host proved that KVM runs guests (kvm_verdict.h): only then may libguestfs's
 // appliance use it.
@@ -51,6 +52,7 @@ int cmd_image(const std::vector<std::string> &args) {
     argv.push_back(nullptr);
     static const option options[] = {{"name", required_argument, nullptr, 'n'},
                                      {"direct-boot", no_argument, nullptr, 'd'},
+                                     {"uefi", no_argument, nullptr, 'u'},
                                      {"agent", required_argument, nullptr, 'a'},
                                      {nullptr, 0, nullptr, 0}};
     PrepareRequest request;
@@ -66,6 +68,9 @@ int cmd_image(const std::vector<std::string> &args) {
             case 'd':
                 request.direct_boot = true;
                 break;
+            case 'u':
+                request.uefi = true;
+                break;
             case 'a':
                 request.agent = optarg;
                 break;
@@ -78,6 +83,13 @@ int cmd_image(const std::vector<std::string> &args) {
     }
     if (static_cast<int>(words.size()) - optind != 2) {
         fprintf(stderr, "slurm-vm: image prepare: expected SRC and DEST\n%s", kUsage);
+        return 2;
+    }
+    if (request.direct_boot && request.uefi) {
+        fprintf(stderr,
+                "slurm-vm: image prepare: --direct-boot and --uefi exclude each other: a direct "
+                "kernel boot uses no firmware from the disk\n%s",
+                kUsage);
         return 2;
     }
     request.source = argv[optind];

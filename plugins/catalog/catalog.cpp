@@ -36,9 +36,9 @@ constexpr std::size_t max_groups = 65536;  // NGROUPS_MAX on Linux
 
 using FieldNames = std::vector<std::string_view>;
 const FieldNames top_fields = {"images"};
-const FieldNames image_fields = {"name",       "description",   "kernel",      "initrd",
-                                 "cmdline",    "disk",          "disk_format", "vcpus",
-                                 "memory_mib", "ready_timeout", "access",      "network"};
+const FieldNames image_fields = {"name",   "description", "kernel",   "initrd",     "cmdline",
+                                 "disk",   "disk_format", "vcpus",    "memory_mib", "ready_timeout",
+                                 "access", "network",     "firmware", "share"};
 const FieldNames limit_fields = {"default", "max"};
 const FieldNames access_fields = {"users", "groups", "accounts"};
 
@@ -272,6 +272,25 @@ Image parse_image(json_object *entry, std::size_t index, Where &where) {
                        "expected \"user\" or \"none\", got \"" + printable(*network) + "\"");
         }
         image.network = *network;
+    }
+
+    if (const auto share = string_field(entry, "share", where)) {
+        if (*share != "9p" && *share != "virtiofs") {
+            where.fail("share",
+                       "expected \"9p\" or \"virtiofs\", got \"" + printable(*share) + "\"");
+        }
+        image.share = *share;
+    }
+    if (const auto firmware = string_field(entry, "firmware", where)) {
+        if (*firmware != "bios" && *firmware != "uefi") {
+            where.fail("firmware",
+                       "expected \"bios\" or \"uefi\", got \"" + printable(*firmware) + "\"");
+        }
+        if (image.disk.empty() || !image.kernel.empty()) {
+            where.fail("firmware",
+                       "is for an image that boots its 'disk' by firmware, without 'kernel'");
+        }
+        image.firmware = *firmware;
     }
 
     if (image.kernel.empty() && image.disk.empty()) {

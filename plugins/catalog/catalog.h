@@ -40,6 +40,12 @@ struct Image {
     // "user" (outbound network through user-mode NAT), "none", or "" for the plugstack's
     // network= default.
     std::string network;
+    // How a disk boots without a kernel: "bios" (SeaBIOS, the default) or "uefi" (OVMF, the
+    // plugstack's uefi_code and uefi_vars; no Secure Boot).
+    std::string firmware = "bios";
+    // How the shared folders reach the guest: "9p", "virtiofs" (for kernels without 9p), or
+    // "" for the plugstack's share= default.
+    std::string share;
 };
 
 class Catalog {

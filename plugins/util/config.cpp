@@ -151,6 +151,16 @@ const std::vector<std::pair<std::string, Setter>> &options() {
              c.kvm_probe_timeout_seconds = parse_unsigned(w, 1, max_seconds, "a number of seconds");
          }},
         {"host_calls", [](Config &c, const OptionWord &w) { c.host_calls = parse_host_calls(w); }},
+        {"share",
+         [](Config &c, const OptionWord &w) {
+             if (w.value != "9p" && w.value != "virtiofs") {
+                 w.fail("expected 9p or virtiofs");
+             }
+             c.share = w.value;
+         }},
+        {"virtiofsd", [](Config &c, const OptionWord &w) { c.virtiofsd = parse_path(w); }},
+        {"uefi_code", [](Config &c, const OptionWord &w) { c.uefi_code = parse_path(w); }},
+        {"uefi_vars", [](Config &c, const OptionWord &w) { c.uefi_vars = parse_path(w); }},
     };
     return table;
 }

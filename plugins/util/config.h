@@ -52,7 +52,16 @@ struct Config {
     // Every VM's network unless its image says otherwise: "user" (outbound through QEMU's
     // user-mode NAT: no root helper, no bridge; the host is 10.0.2.2) or "none".
     std::string network = "user";
+    // How shared_paths reach every VM unless its image says otherwise: "9p" (QEMU serves
+    // them, as the job's user) or "virtiofs" (a virtiofsd per share, as the job's user in a
+    // user namespace; for kernels without 9p, such as the RHEL family's).
+    std::string share = "9p";
+    std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
     std::string log_dir = "/var/log/slurm-vm";  // guest console logs
+    // UEFI firmware for images with "firmware": "uefi" (Debian's ovmf package): the code,
+    // read-only, and the variable store template each VM gets its own copy of.
+    std::string uefi_code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    std::string uefi_vars = "/usr/share/OVMF/OVMF_VARS_4M.fd";
     // Steps by default: a job's own srun inside its VM is the common need (MPI launchers, job
     // scripts with steps) and stays inside the job's VMs; submitting jobs from inside a VM
     // (which may then run outside any VM) is a site's explicit choice.

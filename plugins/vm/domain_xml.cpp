@@ -9,6 +9,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include <algorithm>
 #include <memory>
 
 namespace svm {
@@ -77,6 +78,13 @@ void write_os(DomainWriter &w, const VmSpec &spec) {
     w.line("  <os>");
     // x86_64 only for now: the guest kernels we build and the measured boot path are x86.
     w.line("    <type arch='x86_64' machine='pc'>hvm</type>");
+    if (!spec.uefi_code.empty()) {
+        // Explicit files rather than libvirt's firmware auto-selection: the variable store is
+        // the VM's own file, writable by the job's user QEMU runs as, and goes with the VM.
+        w.line("    <loader readonly='yes' secure='no' type='pflash'>" +
+               w.value("uefi_code", spec.uefi_code) + "</loader>");
+        w.line("    <nvram>" + w.nonempty("uefi_vars", spec.uefi_vars) + "</nvram>");
+    }
     if (!spec.kernel.empty()) {
         w.line("    <kernel>" + w.value("kernel", spec.kernel) + "</kernel>");
         if (!spec.initrd.empty()) {
@@ -107,6 +115,18 @@ void write_disk(DomainWriter &w, const VmSpec &spec) {
 
 void write_shares(DomainWriter &w, const VmSpec &spec) {
     for (const Share &share : spec.shares) {
+        if (!share.virtiofs_socket.empty()) {
+            if (share.readonly) {
+                w.fail("share " + share.tag, "virtiofs shares are read-write (libvirt 9.0)");
+            }
+            w.line("    <filesystem type='mount'>");
+            w.line("      <driver type='virtiofs' queue='1024'/>");
+            w.line("      <source socket='" + w.value("virtiofs_socket", share.virtiofs_socket) +
+                   "'/>");
+            w.line("      <target dir='" + w.nonempty("share tag", share.tag) + "'/>");
+            w.line("    </filesystem>");
+            continue;
+        }
         w.line("    <filesystem type='mount' accessmode='passthrough'>");
         w.line("      <source dir='" + w.nonempty("share host_path", share.host_path) + "'/>");
         w.line("      <target dir='" + w.nonempty("share tag", share.tag) + "'/>");
@@ -170,6 +190,9 @@ void check_spec(const DomainWriter &w, const VmSpec &spec) {
     if (spec.kernel.empty() && spec.disk.empty()) {
         w.fail("kernel", "neither a kernel nor a disk to boot from");
     }
+    if (!spec.uefi_code.empty() && (spec.disk.empty() || !spec.kernel.empty())) {
+        w.fail("uefi_code", "UEFI boots a disk without a kernel");
+    }
 }
 
 // Decodes the five named entities and numeric character references.
@@ -223,6 +246,15 @@ std::string render_domain_xml(const VmSpec &spec) {
     write_metadata(w, spec);
     w.line("  <memory unit='MiB'>" + std::to_string(spec.memory_mib) + "</memory>");
     w.line("  <vcpu>" + std::to_string(spec.vcpus) + "</vcpu>");
+    const bool virtiofs = std::any_of(spec.shares.begin(), spec.shares.end(),
+                                      [](const Share &s) { return !s.virtiofs_socket.empty(); });
+    if (virtiofs) {
+        // vhost-user: virtiofsd maps the guest's memory, so it must be shareable.
+        w.line("  <memoryBacking>");
+        w.line("    <source type='memfd'/>");
+        w.line("    <access mode='shared'/>");
+        w.line("  </memoryBacking>");
+    }
     write_os(w, spec);
     w.line("  <features>");
     w.line("    <acpi/>");  // ACPI power button: the graceful shutdown path

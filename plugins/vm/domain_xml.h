@@ -17,12 +17,15 @@ namespace svm {
 // never changes for the life of a deployment.
 inline constexpr std::string_view metadata_namespace = "https://github.com/slurm-vm/slurm-vm/1";
 
-// A host directory exported to the guest over 9p; the guest mounts `tag` at `guest_path`.
+// A host directory exported to the guest; the guest mounts `tag` at `guest_path`. Over 9p
+// (QEMU itself serves host_path) or, when `virtiofs_socket` is set, over virtiofs (the
+// virtiofsd listening there serves it; see virtiofs.h).
 struct Share {
     std::string tag;
     std::string host_path;
     std::string guest_path;
     bool readonly = false;
+    std::string virtiofs_socket;
 };
 
 struct VmSpec {
@@ -32,7 +35,10 @@ struct VmSpec {
     uint64_t memory_mib = 512;
     std::string kernel, initrd, cmdline;  // direct kernel boot when kernel is set
     std::string disk, disk_format;        // the job's overlay; optional; format defaults to qcow2
-    std::vector<Share> shares;            // 9p, accessmode passthrough
+    // UEFI boot (no kernel): the firmware's code (read-only pflash) and this VM's own copy of
+    // the variable store. BIOS (SeaBIOS) when empty.
+    std::string uefi_code, uefi_vars;
+    std::vector<Share> shares;            // 9p (accessmode passthrough) or virtiofs
     std::string console_log;              // serial console to this file; none when empty
     bool user_network = false;            // a virtio NIC on QEMU's user-mode NAT
     // Exec channels: <channel_dir>/exec.<i>.sock on the host, virtio port org.slurmvm.exec.<i>

@@ -306,6 +306,9 @@ PrepareResult prepare_image(const PrepareRequest &r,
     }
     json_set(entry.get(), "disk", json_from_string(r.destination));
     json_set(entry.get(), "disk_format", json_from_string("qcow2"));
+    if (r.uefi) {
+        json_set(entry.get(), "firmware", json_from_string("uefi"));
+    }
     JsonPtr vcpus = json_new_object();
     json_set(vcpus.get(), "default", json_from_int(1));
     json_set(vcpus.get(), "max", json_from_int(64));

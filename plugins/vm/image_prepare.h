@@ -17,6 +17,7 @@ struct PrepareRequest {
     std::string name;          // catalog name for the printed entry
     std::string agent;         // the static slurm-vm-agent to install
     bool direct_boot = false;  // also take the kernel and initrd out, for direct kernel boot
+    bool uefi = false;         // the printed entry boots the disk by UEFI (OVMF), not BIOS
     // libguestfs boots its own appliance: under TCG unless KVM is known to work here.
     bool appliance_kvm = false;
     unsigned timeout_seconds = 1200;

@@ -10,6 +10,7 @@
 #include "util/text.h"
 #include "vm/kvm_verdict.h"
 #include "vm/overlay.h"
+#include "vm/virtiofs.h"
 #include "exec/protocol/json.h"
 #include "util/safe_fs.h"
 
@@ -17,6 +18,8 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -69,6 +72,36 @@ void make_lock_files(const JobVmPaths &paths, unsigned ports, uid_t uid, gid_t g
     }
 }
 
+// The VM's own UEFI variable store: a copy of the firmware's template, the job user's (QEMU
+// writes it), in the VM's root-owned state folder, so it goes with the VM. A missing template
+// is the node's fault (the ovmf package), not the user's.
+void copy_uefi_vars(const std::string &template_path, const std::string &dest, uid_t uid,
+                    gid_t gid) {
+    constexpr std::streamoff max_size = 64 << 20;  // OVMF's are 128 KiB to 4 MiB
+    std::ifstream in(template_path, std::ios::binary);
+    std::string bytes;
+    if (in) {
+        in.seekg(0, std::ios::end);
+        const std::streamoff size = in.tellg();
+        if (size > 0 && size <= max_size) {
+            bytes.resize(static_cast<std::size_t>(size));
+            in.seekg(0);
+            in.read(bytes.data(), size);
+        }
+    }
+    if (!in || bytes.empty()) {
+        throw NodeFaultError("the UEFI variable store template " + template_path +
+                             " cannot be read (install Debian's ovmf package, or set uefi_vars "
+                             "in plugstack.conf)");
+    }
+    // The state folder is root's: nobody else can put a link where dest goes.
+    write_file_atomically(dest, bytes, 0600);
+    if (chown(dest.c_str(), uid, gid) != 0) {
+        throw Error("cannot hand " + dest + " to uid " + std::to_string(uid) + ": " +
+                    errno_text(errno));
+    }
+}
+
 // The channel folder stays root's while the VM boots, so nothing of the user's can be in it
 // while root pings and sets up the guest through its sockets. libvirt made the sockets (it
 // passes them to QEMU as open files); each is checked and handed over through a descriptor,
@@ -95,7 +128,7 @@ std::vector<Share> shares_for(const Config &config, const std::string &work_dir)
     std::vector<Share> shares;
     for (const auto &p : config.shared_paths) {
         if (fs::is_directory(p)) {
-            shares.push_back({"svm" + std::to_string(shares.size()), p, p, false});
+            shares.push_back({"svm" + std::to_string(shares.size()), p, p, false, ""});
         }
     }
     if (work_dir.empty()) {
@@ -263,6 +296,9 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
           StartReport &report) {
     VmLifecycle vm(conn, paths.domain);
     report.domain_type = domain_type;
+    // virtiofsd processes of this boot: each ends when QEMU closes its socket, but one whose
+    // QEMU never came is killed here.
+    std::vector<pid_t> virtiofsds;
     try {
         // slurmd may run with umask 077: the parents must stay traversable for the job's
         // user (its exec client and its QEMU), whatever the umask made them.
@@ -298,8 +334,33 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             spec.disk = paths.state_dir + "/disk.qcow2";
             spec.disk_format = "qcow2";
             create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
+            if (image.firmware == "uefi") {
+                if (access(config.uefi_code.c_str(), R_OK) != 0) {
+                    throw NodeFaultError("the UEFI firmware " + config.uefi_code +
+                                         " cannot be read (install Debian's ovmf package, or "
+                                         "set uefi_code in plugstack.conf)");
+                }
+                spec.uefi_code = config.uefi_code;
+                spec.uefi_vars = paths.state_dir + "/uefi-vars.fd";
+                copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
+            }
         }
         spec.shares = shares_for(config, r.work_dir);
+        if ((image.share.empty() ? config.share : image.share) == "virtiofs") {
+            for (std::size_t i = 0; i < spec.shares.size(); ++i) {
+                Share &share = spec.shares[i];
+                VirtiofsdSpec d;
+                d.binary = config.virtiofsd;
+                d.shared_dir = share.host_path;
+                // The state folder is root's and traversable: QEMU (the job's user) connects.
+                d.socket_path = paths.state_dir + "/virtiofs." + std::to_string(i) + ".sock";
+                d.log_path = paths.state_dir + "/virtiofsd." + std::to_string(i) + ".log";
+                d.uid = r.uid;
+                d.gid = r.gid;
+                virtiofsds.push_back(start_virtiofsd(d));
+                share.virtiofs_socket = d.socket_path;
+            }
+        }
         spec.user_network = (image.network.empty() ? config.network : image.network) == "user";
         spec.console_log = paths.console_log;
         spec.channel_dir = paths.channel_dir;
@@ -370,7 +431,8 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         SetupRequest setup;
         setup.hostname = report.hostname;
         for (const auto &s : spec.shares) {
-            setup.mounts.push_back({s.tag, s.guest_path, s.readonly});
+            setup.mounts.push_back(
+                {s.tag, s.guest_path, s.readonly, s.virtiofs_socket.empty() ? "9p" : "virtiofs"});
         }
         setup.user = guest_user_for(r.uid, r.gid);
         setup_guest(control, setup, 30000);
@@ -383,6 +445,10 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             vm.destroy();
         } catch (const Error &) {
             // The domain may never have existed; the original error is what matters.
+        }
+        for (const pid_t pid : virtiofsds) {
+            kill(pid, SIGKILL);  // our own child: the pid cannot have been reused
+            waitpid(pid, nullptr, 0);
         }
         remove_job_files(paths);
         throw;

@@ -93,13 +93,16 @@ assert_no_leftovers() {
   local doms left i
   for ((i = 0; i < 120; i++)); do
     [ -z "$($VIRSH list --name 2>/dev/null | grep '^svm-')" ] &&
-      [ -z "$(find /run/slurm-vm /var/lib/slurm-vm/jobs -mindepth 1 -maxdepth 1 2>/dev/null)" ] && break
+      [ -z "$(find /run/slurm-vm /var/lib/slurm-vm/jobs -mindepth 1 -maxdepth 1 2>/dev/null)" ] &&
+      ! pgrep -x virtiofsd >/dev/null && break
     sleep 0.5
   done
   doms=$($VIRSH list --name 2>/dev/null | grep '^svm-' || true)
   [ -z "$doms" ] || fail "domains left running: $doms"
   left=$(find /run/slurm-vm /var/lib/slurm-vm/jobs -mindepth 1 -maxdepth 1 2>/dev/null || true)
   [ -z "$left" ] || fail "files left behind: $left"
+  left=$(pgrep -a -x virtiofsd || true)
+  [ -z "$left" ] || fail "virtiofsd processes left: $left"
 }
 
 # wait_for_vm_stopped JOBID: prints the epilog's "VM stopped" line for the job, once it is logged.

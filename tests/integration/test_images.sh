@@ -96,7 +96,17 @@ test_image_prepare_refuses_bad_inputs_with_one_line_and_leaves_nothing() {
   qemu-img create -q -f qcow2 "$d/empty.qcow2" 64M
   out=$(slurm-vm image prepare "$d/empty.qcow2" "$d/out.qcow2" 2>&1) && fail "an empty disk was accepted"
   assert_contains "$out" "empty.qcow2 holds no Linux system libguestfs can find" "error for an empty disk"
-  assert_eq "$(ls "$d" | sort | tr '\n' ' ')" "empty.qcow2 exists.qcow2 notes.txt " "files left in the folder"
+  # A Linux root file system with no room left: virt-customize cannot add the agent.
+  mkdir -p "$d/full/etc" "$d/full/bin" "$d/full/usr/bin" "$d/full/sbin"
+  printf 'ID=debian\nVERSION_ID="11"\n' >"$d/full/etc/os-release"
+  echo "/dev/vda / ext4 defaults 0 1" >"$d/full/etc/fstab"
+  cp /bin/dash "$d/full/bin/sh"
+  head -c $((6380 * 1024)) /dev/urandom >"$d/full/fill.bin" # random: mke2fs -d keeps zeros as holes
+  mkfs.ext4 -q -F -d "$d/full" "$d/full.raw" 8M
+  rm -rf "$d/full"
+  out=$(slurm-vm image prepare "$d/full.raw" "$d/out.qcow2" 2>&1) && fail "a full disk was accepted"
+  assert_contains "$out" "full.raw has no room for the agent (.*No space left on device)" "error for a full disk"
+  assert_eq "$(ls "$d" | sort | tr '\n' ' ')" "empty.qcow2 exists.qcow2 full.raw notes.txt " "files left in the folder"
   out=$(slurm-vm image prepare --bogus 2>&1) && rc=0 || rc=$?
   assert_eq "$rc" "2" "exit status for an unknown option"
 }
@@ -126,5 +136,40 @@ test_try_boots_debian11_by_firmware() {
   # Firmware boot: GRUB's command line, not one libvirt passed.
   assert_contains "$out" "BOOT_IMAGE=" "kernel command line"
   assert_contains "$out" "graceful shutdown: domain svm-[0-9]*-try powered off" "slurm-vm try"
+  assert_no_leftovers
+}
+
+test_try_boots_debian11_by_uefi_firmware() {
+  local out
+  out=$(slurm-vm try debian11-uefi -- /bin/sh -c 'test -d /sys/firmware/efi && echo firmware=uefi; cat /proc/cmdline' 2>&1)
+  assert_contains "$out" "agent ready after" "slurm-vm try"
+  # Booted by OVMF, through GRUB on the disk's EFI system partition.
+  assert_contains "$out" "^firmware=uefi\$" "UEFI firmware in the guest"
+  assert_contains "$out" "BOOT_IMAGE=" "GRUB's kernel command line"
+  assert_contains "$out" "graceful shutdown: domain svm-[0-9]*-try powered off" "slurm-vm try"
+  assert_no_leftovers
+}
+
+test_a_uefi_batch_job_runs_and_leaves_no_variable_store() {
+  local j
+  j=$(as_user "sbatch --parsable -w node2 --mem=1024 --vm-image=debian11-uefi -o out-%j.txt --wrap 'test -d /sys/firmware/efi && echo uefi-\$(id -un)'")
+  wait_job_done "$j" 400
+  assert_eq "$(cat "$TEST_DIR/out-$j.txt")" "uefi-$SVM_TEST_USER" "job output"
+  wait_sacct_field "$j" ExitCode "0:0"
+  assert_no_leftovers
+  # The VM's own copy of the UEFI variables went with it; libvirt kept none of its own.
+  assert_eq "$(ls /var/lib/libvirt/qemu/nvram 2>/dev/null | grep -c '^svm-' || true)" "0" "libvirt nvram files"
+}
+
+test_virtiofs_shares_the_work_dir_with_the_users_rights_only() {
+  local out
+  out=$(as_user "srun -w node3 -t 10 --mem=1024 --vm-image=debian11-virtiofs bash -c 'findmnt -n -o FSTYPE -T .; echo over-virtiofs > vfs.txt; touch /home/$SVM_OTHER_USER/from-vm 2>&1 | sed s/.*from-vm.:/other-home:/; id -un'" 2>&1)
+  assert_contains "$out" "^virtiofs\$" "the shared folder's file system in the guest"
+  assert_contains "$out" "^other-home: Permission denied\$" "another user's home, from the VM"
+  assert_contains "$out" "^$SVM_TEST_USER\$" "the user in the VM"
+  assert_eq "$(cat "$TEST_DIR/vfs.txt")" "over-virtiofs" "file written over virtiofs"
+  assert_eq "$(stat -c %U "$TEST_DIR/vfs.txt")" "$SVM_TEST_USER" "its owner on the host"
+  [ ! -e "/home/$SVM_OTHER_USER/from-vm" ] || fail "the VM wrote into another user's home"
+  assert_nodes_up
   assert_no_leftovers
 }

@@ -159,6 +159,10 @@ void validate_setup(const SetupRequest &request) {
             throw ProtocolError(tag_where + ": expected 1 to 255 characters without ',', got " +
                                 quoted(m.tag));
         }
+        if (m.type != "9p" && m.type != "virtiofs") {
+            throw ProtocolError(field(what, prefix + ".type") + ": expected 9p or virtiofs, got " +
+                                quoted(m.type));
+        }
         const std::string path_where = field(what, prefix + ".path");
         check_absolute_path(m.path, path_where);
         if (("/" + m.path + "/").find("/../") != std::string::npos) {
@@ -219,6 +223,9 @@ std::string encode_setup(const SetupRequest &request) {
         json_set(mount.get(), "tag", json_from_string(m.tag));
         json_set(mount.get(), "path", json_from_string(m.path));
         json_set(mount.get(), "readonly", json_from_bool(m.readonly));
+        if (m.type != "9p") {
+            json_set(mount.get(), "type", json_from_string(m.type));
+        }
         json_object_array_add(mounts.get(), mount.release());
     }
     json_set(obj.get(), "mounts", std::move(mounts));
@@ -266,6 +273,9 @@ SetupRequest decode_setup(std::string_view payload) {
                 json_string_value(json_field(m, "path", mwhat), field(what, prefix + ".path"));
             if (json_object *ro = json_optional_field(m, "readonly")) {
                 mount.readonly = json_bool_value(ro, field(what, prefix + ".readonly"));
+            }
+            if (json_object *type = json_optional_field(m, "type")) {
+                mount.type = json_string_value(type, field(what, prefix + ".type"));
             }
             request.mounts.push_back(std::move(mount));
         }

@@ -14,9 +14,10 @@
 namespace svm {
 
 struct GuestMount {
-    std::string tag;   // the 9p mount tag of the shared host directory
+    std::string tag;   // the mount tag of the shared host directory
     std::string path;  // absolute mount point in the guest
     bool readonly = false;
+    std::string type = "9p";  // or "virtiofs"; absent from older hosts' requests: 9p
 };
 
 // A group the job's user is in, by name and id, as the host knows it.

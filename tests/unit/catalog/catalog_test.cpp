@@ -166,7 +166,7 @@ TEST(Catalog, RejectsUnknownImageFieldListingValidOnes) {
               prefix +
                   "field 'kernal': unknown field; valid fields: name, description, kernel, "
                   "initrd, cmdline, disk, disk_format, vcpus, memory_mib, ready_timeout, access, "
-                  "network");
+                  "network, firmware, share");
 }
 
 TEST(Catalog, RejectsUnknownNestedFields) {
@@ -374,6 +374,28 @@ TEST(Catalog, ReadsAnImagesNetworkAndRefusesAnUnknownOne) {
     EXPECT_EQ(c.images().front().network, "none");
     EXPECT_EQ(parse_error(one_image(R"("network": "bridge")")),
               prefix + "field 'network': expected \"user\" or \"none\", got \"bridge\"");
+}
+
+TEST(Catalog, ReadsAnImagesShareType) {
+    EXPECT_EQ(Catalog::parse(one_image(R"("share": "virtiofs")"), "c").images().front().share,
+              "virtiofs");
+    EXPECT_EQ(Catalog::parse(one_image(""), "c").images().front().share, "");
+    EXPECT_EQ(parse_error(one_image(R"("share": "nfs")")),
+              prefix + "field 'share': expected \"9p\" or \"virtiofs\", got \"nfs\"");
+}
+
+TEST(Catalog, ReadsAFirmwareForDiskImagesOnly) {
+    const std::string disk = R"({"images": [{"name": "tiny", "disk": "/img/d.qcow2", )";
+    EXPECT_EQ(Catalog::parse(disk + R"("firmware": "uefi"}]})", "c").images().front().firmware,
+              "uefi");
+    EXPECT_EQ(Catalog::parse(disk + R"("description": ""}]})", "c").images().front().firmware,
+              "bios");
+    EXPECT_EQ(parse_error(disk + R"("firmware": "efi"}]})"),
+              prefix + "field 'firmware': expected \"bios\" or \"uefi\", got \"efi\"");
+    EXPECT_EQ(parse_error(one_image(R"("firmware": "uefi")")),
+              prefix +
+                  "field 'firmware': is for an image that boots its 'disk' by firmware, without "
+                  "'kernel'");
 }
 
 }  // namespace

@@ -140,7 +140,8 @@ TEST(Messages, RoundTripsAnExecRequest) {
 }
 
 TEST(Messages, RoundTripsASetupRequest) {
-    SetupRequest request{"node1-vm42", {{"svm0", "/home", false}, {"svm1", "/opt/data", true}}};
+    SetupRequest request{"node1-vm42",
+                         {{"svm0", "/home", false, "9p"}, {"svm1", "/opt/data", true, "9p"}}};
     SetupRequest back = decode_setup(encode_setup(request));
     EXPECT_EQ(back.hostname, "node1-vm42");
     ASSERT_EQ(back.mounts.size(), 2u);
@@ -148,6 +149,17 @@ TEST(Messages, RoundTripsASetupRequest) {
     EXPECT_EQ(back.mounts[1].path, "/opt/data");
     EXPECT_TRUE(back.mounts[1].readonly);
     EXPECT_FALSE(back.mounts[0].readonly);
+}
+
+TEST(Messages, CarriesAVirtiofsMountAndReadsAnOlderHostsAs9p) {
+    SetupRequest request{"node1-vm42", {{"svm0", "/home", false, "virtiofs"}}};
+    EXPECT_EQ(decode_setup(encode_setup(request)).mounts.at(0).type, "virtiofs");
+    const SetupRequest old = decode_setup(
+        R"({"hostname": "h", "mounts": [{"tag": "svm0", "path": "/home", "readonly": false}]})");
+    EXPECT_EQ(old.mounts.at(0).type, "9p");
+    EXPECT_THROW(decode_setup(R"({"hostname": "h", "mounts": [{"tag": "svm0", "path": "/home",)"
+                              R"( "type": "nfs"}]})"),
+                 ProtocolError);
 }
 
 TEST(Messages, RoundTripsTheJobsUserInASetupRequest) {

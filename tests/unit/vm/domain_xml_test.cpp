@@ -29,8 +29,8 @@ VmSpec kernel_boot_spec() {
     spec.cmdline = "console=ttyS0 quiet";
     spec.disk = "/var/lib/slurm-vm/42/node1.qcow2";
     spec.disk_format = "qcow2";
-    spec.shares = {{"svm0", "/home", "/home", false},
-                   {"svm1", "/opt/software", "/opt/software", true}};
+    spec.shares = {{"svm0", "/home", "/home", false, ""},
+                   {"svm1", "/opt/software", "/opt/software", true, ""}};
     spec.console_log = "/var/log/slurm-vm/42-node1.console.log";
     spec.channel_dir = "/run/slurm-vm/42/node1";
     spec.exec_ports = 2;
@@ -200,6 +200,55 @@ TEST(DomainXml, GivesAUserModeNicOnlyWhenAsked) {
     const std::string xml = render_domain_xml(spec);
     EXPECT_NE(xml.find("<interface type='user'>\n      <model type='virtio'/>"), std::string::npos)
         << xml;
+}
+
+TEST(DomainXml, ServesAVirtiofsShareFromItsSocketWithSharedMemory) {
+    VmSpec spec = kernel_boot_spec();
+    EXPECT_EQ(render_domain_xml(spec).find("<memoryBacking>"), std::string::npos);
+    spec.shares = {{"svm0", "/home", "/home", false, "/var/lib/slurm-vm/jobs/x/virtiofs.0.sock"}};
+    const std::string xml = render_domain_xml(spec);
+    EXPECT_NE(xml.find("  <memoryBacking>\n    <source type='memfd'/>\n"
+                       "    <access mode='shared'/>\n  </memoryBacking>\n"),
+              std::string::npos)
+        << xml;
+    EXPECT_NE(xml.find("    <filesystem type='mount'>\n"
+                       "      <driver type='virtiofs' queue='1024'/>\n"
+                       "      <source socket='/var/lib/slurm-vm/jobs/x/virtiofs.0.sock'/>\n"
+                       "      <target dir='svm0'/>\n"
+                       "    </filesystem>"),
+              std::string::npos)
+        << xml;
+    spec.shares[0].readonly = true;
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'share svm0': virtiofs shares are read-write "
+              "(libvirt 9.0)");
+}
+
+TEST(DomainXml, BootsUefiFromTheFirmwaresCodeAndTheVmsOwnVariables) {
+    VmSpec spec = firmware_boot_spec();
+    spec.uefi_code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    spec.uefi_vars = "/var/lib/slurm-vm/jobs/svm-7-gpu03/uefi-vars.fd";
+    const std::string xml = render_domain_xml(spec);
+    EXPECT_NE(xml.find("    <type arch='x86_64' machine='pc'>hvm</type>\n"
+                       "    <loader readonly='yes' secure='no' type='pflash'>"
+                       "/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n"
+                       "    <nvram>/var/lib/slurm-vm/jobs/svm-7-gpu03/uefi-vars.fd</nvram>\n"
+                       "    <boot dev='hd'/>"),
+              std::string::npos)
+        << xml;
+    EXPECT_EQ(render_domain_xml(firmware_boot_spec()).find("<loader"), std::string::npos);
+}
+
+TEST(DomainXml, RefusesUefiWithoutItsVariablesOrWithADirectKernel) {
+    VmSpec spec = firmware_boot_spec();
+    spec.uefi_code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    EXPECT_EQ(render_error(spec), "domain XML for 'svm-7-gpu03': field 'uefi_vars': is empty");
+    spec = kernel_boot_spec();
+    spec.uefi_code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    spec.uefi_vars = "/x.fd";
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-42-node1': field 'uefi_code': UEFI boots a disk without a "
+              "kernel");
 }
 
 }  // namespace

@@ -1,0 +1,253 @@
+#include "vm/virtiofs.h"
+
+#include "util/error.h"
+#include "util/fd.h"
+#include "util/text.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+namespace svm {
+
+namespace {
+
+constexpr unsigned kNobody = 65534;
+constexpr int kListenFd = 3;  // --fd=3: the descriptor virtiofsd serves on
+// What virtiofsd prints once its sandbox is up and it waits for QEMU.
+constexpr const char *kReadyLine = "Waiting for vhost-user socket connection";
+
+std::string describe(const VirtiofsdSpec &spec) {
+    return "virtiofs share " + printable(spec.shared_dir);
+}
+
+UniqueFd listening_socket(const VirtiofsdSpec &spec) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (spec.socket_path.size() >= sizeof(addr.sun_path)) {
+        throw Error(describe(spec) + ": socket path " + spec.socket_path + " is too long");
+    }
+    std::memcpy(addr.sun_path, spec.socket_path.c_str(), spec.socket_path.size() + 1);
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    unlink(spec.socket_path.c_str());  // a stale one of an earlier VM of the same name
+    if (!fd || bind(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 ||
+        chown(spec.socket_path.c_str(), spec.uid, spec.gid) != 0 ||
+        chmod(spec.socket_path.c_str(), 0600) != 0 || listen(fd.get(), 1) != 0) {
+        throw Error(describe(spec) + ": cannot listen on " + spec.socket_path + ": " +
+                    errno_text(errno));
+    }
+    return fd;
+}
+
+std::vector<gid_t> groups_of(uid_t uid, gid_t gid) {
+    const passwd *pw = getpwuid(uid);
+    std::vector<gid_t> groups(64);
+    if (pw == nullptr) {
+        return {gid};
+    }
+    for (int tries = 0; tries < 8; ++tries) {
+        int n = static_cast<int>(groups.size());
+        if (getgrouplist(pw->pw_name, gid, groups.data(), &n) >= 0) {
+            groups.resize(static_cast<std::size_t>(n));
+            return groups;
+        }
+        groups.resize(static_cast<std::size_t>(n) * 2);
+    }
+    return {gid};
+}
+
+void write_map(pid_t pid, const char *which, const std::string &map, const VirtiofsdSpec &spec) {
+    const std::string path = "/proc/" + std::to_string(pid) + "/" + which;
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd || write(fd.get(), map.data(), map.size()) != static_cast<ssize_t>(map.size())) {
+        throw Error(describe(spec) + ": cannot write " + path + ": " + errno_text(errno));
+    }
+}
+
+std::string last_log_line(const std::string &path) {
+    std::ifstream in(path);
+    std::string line, last;
+    while (std::getline(in, line)) {
+        if (!line.empty()) {
+            last = line;
+        }
+    }
+    return printable(last);
+}
+
+bool log_says_ready(const std::string &path) {
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.find(kReadyLine) != std::string::npos) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// In the child, between fork and exec: system calls only. Reports errno on `status` and ends.
+[[noreturn]] void child(const VirtiofsdSpec &spec, const std::vector<gid_t> &groups,
+                        char *const argv[], char *const envp[], int fds[6]) {
+    // fds: listen, log, null, ready (write end), go (read end), status (write end).
+    int high[6];
+    for (int i = 0; i < 6; ++i) {
+        high[i] = fcntl(fds[i], F_DUPFD, 100);
+    }
+    int status = high[5];
+    auto fail = [&]() {
+        const int err = errno;
+        (void)!write(status, &err, sizeof err);
+        _exit(127);
+    };
+    if (setsid() < 0 || dup2(high[2], 0) < 0 || dup2(high[1], 1) < 0 || dup2(high[1], 2) < 0 ||
+        dup2(high[0], kListenFd) < 0 || dup2(high[3], 4) < 0 || dup2(high[4], 5) < 0 ||
+        dup2(high[5], 6) < 0) {
+        fail();
+    }
+    status = 6;
+    syscall(SYS_close_range, 7U, ~0U, 0U);
+    fcntl(6, F_SETFD, FD_CLOEXEC);  // EOF on exec tells the parent it worked
+    fcntl(4, F_SETFD, FD_CLOEXEC);
+    fcntl(5, F_SETFD, FD_CLOEXEC);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (setgroups(groups.size(), groups.data()) != 0 ||
+        setresgid(spec.gid, spec.gid, spec.gid) != 0 ||
+        setresuid(spec.uid, spec.uid, spec.uid) != 0 || unshare(CLONE_NEWUSER) != 0) {
+        fail();
+    }
+    char byte = 'u';
+    if (write(4, &byte, 1) != 1 || read(5, &byte, 1) != 1) {
+        fail();
+    }
+    // Root of the new namespace (nobody on the host): virtiofsd sets its sandbox up from here.
+    if (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0) {
+        fail();
+    }
+    execve(spec.binary.c_str(), argv, envp);
+    fail();
+    _exit(127);  // not reached: fail() ends the process
+}
+
+}  // namespace
+
+std::string virtiofsd_id_map(unsigned id) {
+    if (id == 0) {
+        return "0 0 1\n";
+    }
+    return "0 " + std::to_string(kNobody) + " 1\n" + std::to_string(id) + " " + std::to_string(id) +
+           " 1\n";
+}
+
+pid_t start_virtiofsd(const VirtiofsdSpec &spec) {
+    if (spec.uid == kNobody || spec.gid == kNobody) {
+        throw Error(describe(spec) +
+                    ": the job's user or group is nobody (65534), which "
+                    "virtiofsd's namespace keeps for itself");
+    }
+    if (access(spec.binary.c_str(), X_OK) != 0) {
+        throw Error(describe(spec) + ": " + spec.binary + " cannot run: " + errno_text(errno) +
+                    " (Debian's qemu-system-common ships it)");
+    }
+    UniqueFd listen_fd = listening_socket(spec);
+    UniqueFd log_fd(
+        open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    UniqueFd null_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    int ready[2], go[2], status[2];
+    if (!log_fd || !null_fd || pipe2(ready, O_CLOEXEC) != 0) {
+        throw Error(describe(spec) + ": cannot open " + spec.log_path + ": " + errno_text(errno));
+    }
+    UniqueFd ready_r(ready[0]), ready_w(ready[1]);
+    if (pipe2(go, O_CLOEXEC) != 0) {
+        throw Error(describe(spec) + ": pipe: " + errno_text(errno));
+    }
+    UniqueFd go_r(go[0]), go_w(go[1]);
+    if (pipe2(status, O_CLOEXEC) != 0) {
+        throw Error(describe(spec) + ": pipe: " + errno_text(errno));
+    }
+    UniqueFd status_r(status[0]), status_w(status[1]);
+
+    // Everything the child needs is made before fork: it only makes system calls.
+    const std::vector<gid_t> groups = groups_of(spec.uid, spec.gid);
+    std::vector<std::string> args = {"virtiofsd",
+                                     "--fd=" + std::to_string(kListenFd),
+                                     "-o",
+                                     "source=" + spec.shared_dir,
+                                     "-o",
+                                     "sandbox=namespace",
+                                     "-o",
+                                     "cache=auto",
+                                     "--rlimit-nofile=0",
+                                     "-f"};
+    std::vector<std::string> env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"};
+    std::vector<char *> argv = c_strings(args), envp = c_strings(env);
+    int fds[6] = {listen_fd.get(), log_fd.get(), null_fd.get(),
+                  ready_w.get(),   go_r.get(),   status_w.get()};
+
+    const pid_t pid = fork();
+    if (pid < 0) {
+        throw Error(describe(spec) + ": fork: " + errno_text(errno));
+    }
+    if (pid == 0) {
+        child(spec, groups, argv.data(), envp.data(), fds);
+    }
+    ready_w = UniqueFd();
+    go_r = UniqueFd();
+    status_w = UniqueFd();
+    auto give_up = [&](const std::string &why) -> Error {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+        unlink(spec.socket_path.c_str());
+        return Error(describe(spec) + ": " + why);
+    };
+    char byte = 0;
+    if (read(ready_r.get(), &byte, 1) != 1) {
+        int err = 0;
+        const bool told = read(status_r.get(), &err, sizeof err) == sizeof err;
+        throw give_up(std::string("cannot enter a user namespace as uid ") +
+                      std::to_string(spec.uid) + ": " + (told ? errno_text(err) : "no answer"));
+    }
+    write_map(pid, "setgroups", "allow", spec);
+    write_map(pid, "uid_map", virtiofsd_id_map(spec.uid), spec);
+    write_map(pid, "gid_map", virtiofsd_id_map(spec.gid), spec);
+    if (write(go_w.get(), &byte, 1) != 1) {
+        throw give_up("the starter went away: " + errno_text(errno));
+    }
+    int err = 0;
+    if (read(status_r.get(), &err, sizeof err) == sizeof err) {
+        throw give_up("cannot run " + spec.binary + ": " + errno_text(err));
+    }
+    // Exec'd: wait for its sandbox (a few ms), or its last words.
+    for (int i = 0; i < 500; ++i) {
+        if (log_says_ready(spec.log_path)) {
+            return pid;
+        }
+        int wstatus = 0;
+        if (waitpid(pid, &wstatus, WNOHANG) == pid) {
+            unlink(spec.socket_path.c_str());
+            throw Error(describe(spec) +
+                        ": virtiofsd ended at start: " + last_log_line(spec.log_path));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw give_up("virtiofsd did not start within 5 s: " + last_log_line(spec.log_path));
+}
+
+}  // namespace svm
