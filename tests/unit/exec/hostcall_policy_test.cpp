@@ -275,5 +275,15 @@ TEST(HostCallPolicyEnvironment, TakesTheGuardedVariablesFromTheJobEvenWhenTheGue
     EXPECT_EQ(policy(HostCalls::All).environment({"SLURM_TASK_PROLOG=/home/u/x"}, {}), Env{});
 }
 
+TEST(HostCallPolicyEnvironment, NeverTakesTheTaskPrologHandOverFromTheGuest) {
+    // The exec client runs SLURM_VM_TASK_PROLOG on the host: only the host's srun sets it.
+    EXPECT_EQ(policy(HostCalls::All).environment({"SLURM_VM_TASK_PROLOG=/home/u/evil", "A=1"}, {}),
+              (Env{"A=1"}));
+    EXPECT_EQ(policy(HostCalls::Steps)
+                  .environment({"SLURM_VM_TASK_PROLOG=/home/u/evil"},
+                               {"SLURM_VM_TASK_PROLOG=/home/u/tp.sh"}),
+              (Env{"SLURM_VM_TASK_PROLOG=/home/u/tp.sh"}));
+}
+
 }  // namespace
 }  // namespace svm
