@@ -68,7 +68,9 @@ install_images() {
 install_debian11() {
   local built key prepared tmp
   built=$("$SVM_REPO/contrib/build-debian11.sh")
-  key=$( (echo "$built"; sha256sum "$SVM_PLUGIN_DIR/slurm-vm-agent" | cut -d' ' -f1) | sha256sum | cut -c1-16)
+  # Keyed by the built disk, the agent and the prepare command itself (what it installs).
+  key=$( (echo "$built"; sha256sum "$SVM_PLUGIN_DIR/slurm-vm-agent" "$(command -v slurm-vm)" | cut -d' ' -f1) |
+    sha256sum | cut -c1-16)
   prepared=$SVM_CACHE/debian11-prepared-$key
   if [ ! -f "$prepared/.complete" ]; then
     . "$SVM_REPO/contrib/lib/guestfs-env.sh"

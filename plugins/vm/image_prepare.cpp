@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -156,6 +157,48 @@ exit 0
 )";
 }
 
+std::string agent_start_script(const std::string &dir) {
+    return "#!/bin/sh\n"
+           "# slurm-vm: the agent, for an init other than systemd (see init-fallback).\n" +
+           dir + "/ports\nexec " + dir + "/slurm-vm-agent\n";
+}
+
+std::string agent_init_fallback_script(const std::string &dir) {
+    // $SVM_ROOT is empty in the image (virt-customize runs this chrooted); tests point it at a
+    // folder.
+    return R"(#!/bin/sh
+# slurm-vm: run by `slurm-vm image prepare` inside the image. systemd starts the agent through
+# its unit; another init is told here to start (and restart) it.
+root=${SVM_ROOT:-}
+start=)" + dir +
+           R"(/start
+for init in /lib/systemd/systemd /usr/lib/systemd/systemd; do
+    [ -x "$root$init" ] && exit 0
+done
+if [ -f "$root/etc/inittab" ]; then
+    grep -q "$start" "$root/etc/inittab" && exit 0
+    if grep -q '^::' "$root/etc/inittab"; then
+        echo "::respawn:$start" >>"$root/etc/inittab"  # busybox init (Alpine and the like)
+    else
+        echo "svma:2345:respawn:$start" >>"$root/etc/inittab"  # SysV init
+    fi
+    exit 0
+fi
+for rc in /etc/rc.local /etc/rc.d/rc.local; do
+    if [ -f "$root$rc" ]; then
+        grep -q "$start" "$root$rc" && exit 0
+        # Before a final "exit 0", if the file has one.
+        sed -i '/^exit 0/d' "$root$rc"
+        printf '(while :; do %s; sleep 1; done) &\nexit 0\n' "$start" >>"$root$rc"
+        chmod 0755 "$root$rc"
+        exit 0
+    fi
+done
+echo "slurm-vm: the image has no systemd, /etc/inittab or rc.local: start $start from its init" >&2
+exit 3
+)";
+}
+
 PrepareResult prepare_image(const PrepareRequest &r,
                             const std::function<void(const std::string &)> &progress) {
     const auto say = [&](const std::string &line) {
@@ -208,6 +251,8 @@ PrepareResult prepare_image(const PrepareRequest &r,
         const std::string dir = kAgentDir;
         write_file_atomically(tmp.path() + "/slurm-vm-agent.service", agent_unit_text(dir), 0644);
         write_file_atomically(tmp.path() + "/ports", agent_ports_script(), 0755);
+        write_file_atomically(tmp.path() + "/start", agent_start_script(dir), 0755);
+        write_file_atomically(tmp.path() + "/init-fallback", agent_init_fallback_script(dir), 0755);
         std::string links;
         for (const auto &cmd : protocol::hostcall_commands()) {
             links += ":/usr/local/bin/" + cmd;
@@ -236,13 +281,19 @@ PrepareResult prepare_image(const PrepareRequest &r,
                     "--chmod",
                     "0755:" + dir + "/ports",
                     "--upload",
+                    tmp.path() + "/start:" + dir + "/start",
+                    "--chmod",
+                    "0755:" + dir + "/start",
+                    "--upload",
                     tmp.path() + "/slurm-vm-agent.service:" + unit,
                     "--chmod",
                     "0644:" + unit,
                     "--link",
                     unit + ":/etc/systemd/system/sysinit.target.wants/slurm-vm-agent.service",
                     "--link",
-                    dir + "/slurm-vm-agent" + links}),
+                    dir + "/slurm-vm-agent" + links,
+                    "--run",
+                    tmp.path() + "/init-fallback"}),
             std::chrono::seconds(r.timeout_seconds));
         if (v.timed_out) {
             throw Error("virt-customize on " + part + " did not finish within " +
@@ -255,6 +306,12 @@ PrepareResult prepare_image(const PrepareRequest &r,
             }
             if (why.find("No space left") != std::string::npos) {
                 throw Error(r.source + " has no room for the agent (" + why + ")");
+            }
+            // The init fallback's own words (virt-customize's last line only says it failed).
+            if (const auto at = v.err.find("slurm-vm: the image has no systemd");
+                at != std::string::npos) {
+                const std::string line = v.err.substr(at, v.err.find('\n', at) - at);
+                throw Error(r.source + ": " + printable(line.substr(strlen("slurm-vm: "))));
             }
             throw Error("virt-customize on " + part + " failed: " + why);
         }

@@ -39,5 +39,11 @@ PrepareResult prepare_image(const PrepareRequest &request,
 // The unit and the port script that prepare installs, for tests and the admin guide.
 std::string agent_unit_text(const std::string &dir);
 std::string agent_ports_script();
+// For images without systemd: `start` (the port script, then the agent) and the script that
+// prepare runs inside the image to have init start it: a respawn line in /etc/inittab
+// (SysV or busybox syntax), else a respawning loop in rc.local; nothing where systemd is
+// the init; exit 3 with one line where it finds no init it knows.
+std::string agent_start_script(const std::string &dir);
+std::string agent_init_fallback_script(const std::string &dir);
 
 }  // namespace svm

@@ -173,3 +173,30 @@ test_virtiofs_shares_the_work_dir_with_the_users_rights_only() {
   assert_nodes_up
   assert_no_leftovers
 }
+
+test_image_prepare_gives_an_image_without_systemd_an_init_line_or_says_why_not() {
+  local out d=$TEST_DIR/noinit here bb
+  here=$(dirname "${BASH_SOURCE[0]}")
+  export SVM_REPO=$here/../..
+  . "$here/../../contrib/lib/common.sh"
+  . "$here/../../contrib/lib/guestfs-env.sh"
+  guestfs_env
+  # A busybox system (as Alpine's): the static busybox of the tiny guest's cache, an inittab.
+  bb=$(ls "$SVM_CACHE"/guest/base-*/busybox | head -1)
+  mkdir -p "$d/root/etc" "$d/root/bin" "$d/root/usr/bin" "$d/root/sbin"
+  cp "$bb" "$d/root/bin/busybox"
+  for a in sh grep sed chmod cat; do ln -s busybox "$d/root/bin/$a"; done
+  printf 'ID=alpine\nVERSION_ID=3.19\n' >"$d/root/etc/os-release"
+  echo "/dev/vda / ext4 defaults 0 1" >"$d/root/etc/fstab"
+  printf '::sysinit:/bin/sh /etc/rc\n' >"$d/root/etc/inittab"
+  mkfs.ext4 -q -F -d "$d/root" "$d/busybox.raw" 32M
+  slurm-vm image prepare "$d/busybox.raw" "$d/busybox.qcow2" >/dev/null 2>&1 || fail "prepare of a busybox image failed"
+  out=$(LIBGUESTFS_BACKEND_SETTINGS=force_tcg virt-cat -a "$d/busybox.qcow2" /etc/inittab)
+  assert_contains "$out" "^::respawn:/usr/local/libexec/slurm-vm/start\$" "the agent's line in inittab"
+  # No init it knows: one line that says what to do.
+  rm "$d/root/etc/inittab"
+  mkfs.ext4 -q -F -d "$d/root" "$d/noinit.raw" 32M
+  out=$(slurm-vm image prepare "$d/noinit.raw" "$d/noinit.qcow2" 2>&1) && fail "an image without an init was accepted"
+  assert_contains "$out" "noinit.raw: the image has no systemd, /etc/inittab or rc.local: start /usr/local/libexec/slurm-vm/start from its init" "error for an image without an init"
+  [ ! -e "$d/noinit.qcow2" ] && [ ! -e "$d/noinit.qcow2.part" ] || fail "prepare left a file behind"
+}
