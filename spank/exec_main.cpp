@@ -302,6 +302,11 @@ void prepare_task(const Options &options, svm::ExecRequest &request) {
     svm::env_unset(request.env, kTaskPrologEnv);
     run_prolog(options.task_prolog_conf, request);
     if (user_prolog) {
+        if (user_prolog->empty() || (*user_prolog)[0] != '/') {
+            // slurmstepd's own check and words (run_command), and its exit status.
+            throw TaskEnd{1, "slurm-vm: user task_prolog is not fully qualified pathname (" +
+                                 svm::printable(*user_prolog) + ")"};
+        }
         run_prolog(*user_prolog, request);
     }
     if (options.local_task_id == 0) {

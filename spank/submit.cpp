@@ -79,7 +79,9 @@ int on_local_user_init(spank_t sp) {
     if (spank_context() != S_CTX_LOCAL) {
         return 0;
     }
-    spank_unsetenv(sp, kTaskPrologEnv);
+    // srun's own environment: spank_setenv is for remote contexts only, and srun copies its
+    // environment into the step's when it launches it, after this callback.
+    unsetenv(kTaskPrologEnv);
     int argc = 0;
     char **argv = nullptr;
     if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1) {
@@ -112,11 +114,8 @@ int on_local_user_init(spank_t sp) {
     if (!prolog || prolog->empty()) {
         return 0;
     }
-    char cwd[4096];
-    const char *path = getenv("PATH");
-    const std::string full =
-        resolve_srun_program(*prolog, getcwd(cwd, sizeof cwd) ? cwd : "/", path ? path : "");
-    if (spank_setenv(sp, kTaskPrologEnv, full.c_str(), 1) != ESPANK_SUCCESS) {
+    // As given: slurmstepd refuses a path that is not absolute, and so does the exec client.
+    if (setenv(kTaskPrologEnv, prolog->c_str(), 1) != 0) {
         slurm_error("%s: cannot pass --task-prolog to the step's tasks", kTag);
         return -1;
     }

@@ -371,35 +371,6 @@ PrologRun run_task_prolog(const std::string &path, const std::vector<std::string
     return run;
 }
 
-std::string resolve_srun_program(const std::string &name, const std::string &cwd,
-                                 const std::string &path_env) {
-    if (name.empty() || name[0] == '/') {
-        return name;
-    }
-    if (name[0] == '.' || name.find('/') != std::string::npos) {
-        return cwd + "/" + name;
-    }
-    const auto executable = [](const std::string &p) {
-        struct stat st {};
-        return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
-    };
-    std::size_t start = 0;
-    while (start <= path_env.size()) {
-        std::size_t end = path_env.find(':', start);
-        if (end == std::string::npos) {
-            end = path_env.size();
-        }
-        if (end > start) {
-            const std::string candidate = path_env.substr(start, end - start) + "/" + name;
-            if (executable(candidate)) {
-                return candidate;
-            }
-        }
-        start = end + 1;
-    }
-    return cwd + "/" + name;
-}
-
 std::optional<std::string> find_task_prolog_option(const std::vector<std::string> &options) {
     constexpr std::string_view kName = "task-prolog";
     constexpr std::size_t kShortest = 6;  // "task-p": "task-" alone is also --task-epilog

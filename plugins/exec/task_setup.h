@@ -58,11 +58,6 @@ struct PrologRun {
 // group. Throws Error if it cannot start.
 PrologRun run_task_prolog(const std::string &path, const std::vector<std::string> &env);
 
-// The path srun gives --task-prolog (its search_path): absolute as is; with a '/' or starting
-// with '.', relative to cwd; a bare name, the first executable file in path_env, else in cwd.
-std::string resolve_srun_program(const std::string &name, const std::string &cwd,
-                                 const std::string &path_env);
-
 // The value of srun's --task-prolog in `options` (srun's words before the task's command), in
 // any spelling getopt_long takes: "--task-prolog=V", "--task-prolog V", or an unambiguous
 // abbreviation ("--task-p", "--task-pro=V"...). The last one wins; nullopt if none.

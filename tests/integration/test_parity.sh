@@ -97,9 +97,14 @@ test_task_prolog_exports_and_task_epilog_runs() {
     'echo "print user-prolog-says-hi"' >"$TEST_DIR/tp.sh"
   printf '%s\n' '#!/bin/sh' 'echo "$SLURM_JOB_ID" >"$EPI_DIR/epilog-ran-$EPI_MARK"' >"$TEST_DIR/te.sh"
   chmod 0755 "$TEST_DIR/tp.sh" "$TEST_DIR/te.sh"
-  out=$(both_srun "DROPME=1" "--task-prolog=./tp.sh sh -c 'echo \"USER_TP=\$USER_TP DROPME=[\$DROPME]\"'")
+  out=$(both_srun "DROPME=1" "--task-prolog=$TEST_DIR/tp.sh sh -c 'echo \"USER_TP=\$USER_TP DROPME=[\$DROPME]\"'")
   assert_parity "$out" "USER_TP=yes-0 DROPME=\[\]" "--task-prolog's export and unset"
   assert_parity "$out" "user-prolog-says-hi" "--task-prolog's print"
+  # Not a full path: slurmstepd refuses it, and the task ends with status 1, in a VM too.
+  out=$(both_srun "" "--task-prolog=./tp.sh true; echo rc=\$?")
+  assert_contains "$out" "^bare:.*user task_prolog is not fully qualified pathname (./tp.sh)" "bare: a relative --task-prolog"
+  assert_contains "$out" "^vm:.*user task_prolog is not fully qualified pathname (./tp.sh)" "in the VM: a relative --task-prolog"
+  assert_parity "$out" "rc=1" "the status with a relative --task-prolog"
   for run in bare vm; do
     local image=""
     [ "$run" = vm ] && image="--vm-image=tiny"
@@ -142,15 +147,18 @@ test_a_relative_program_is_found_with_the_jobs_path() {
 
 test_export_none_and_export_all_with_a_variable() {
   local out
-  out=$(both_srun "FOO=1" "--export=NONE sh -c 'echo \"FOO=[\$FOO]\"'")
+  # No PATH with --export=NONE, natively too: the program by its path.
+  out=$(both_srun "FOO=1" "--export=NONE /bin/sh -c 'echo \"FOO=[\$FOO]\"'")
   assert_parity "$out" "FOO=\[\]" "--export=NONE"
   out=$(both_srun "FOO=1" "--export=ALL,BAR=x sh -c 'echo \"FOO=\$FOO BAR=\$BAR\"'")
   assert_parity "$out" "FOO=1 BAR=x" "--export=ALL,BAR=x"
   # The same variables, less Slurm's own (their values differ from step to step).
-  out=$(both_srun "" "--export=NONE sh -c 'env | cut -d= -f1 | grep -v \"^SLURM_\" | sort | tr \"\n\" \" \"; echo'")
+  # env itself, not a shell (dash and busybox's ash export different variables of their own).
+  out=$(both_srun "" "--export=NONE /bin/env")
   local bare vm
-  bare=$(printf '%s\n' "$out" | sed -n 's/^bare://p')
-  vm=$(printf '%s\n' "$out" | sed -n 's/^vm://p')
+  bare=$(printf '%s\n' "$out" | sed -n 's/^bare:\([A-Za-z_0-9]*\)=.*/\1/p' | grep -v '^SLURM_' | sort | tr '\n' ' ')
+  vm=$(printf '%s\n' "$out" | sed -n 's/^vm:\([A-Za-z_0-9]*\)=.*/\1/p' | grep -v '^SLURM_' | sort | tr '\n' ' ')
+  assert_eq "$bare" "SLURMD_NODENAME TMPDIR " "bare: the variables with --export=NONE"
   assert_eq "$vm" "$bare" "the names of the variables with --export=NONE"
   assert_no_leftovers
 }

@@ -158,14 +158,6 @@ TEST(TaskPrologOption, FindsEverySpellingGetoptLongTakes) {
     EXPECT_EQ(find_task_prolog_option({"--task-prolog"}), std::nullopt);
 }
 
-TEST(TaskPrologOption, ResolvesThePathAsSrunDoes) {
-    EXPECT_EQ(resolve_srun_program("/abs/tp", "/cwd", "/bin"), "/abs/tp");
-    EXPECT_EQ(resolve_srun_program("./tp", "/cwd", "/bin"), "/cwd/./tp");
-    EXPECT_EQ(resolve_srun_program("dir/tp", "/cwd", "/bin"), "/cwd/dir/tp");
-    EXPECT_EQ(resolve_srun_program("sh", "/cwd", "/nonexistent:/bin"), "/bin/sh");
-    EXPECT_EQ(resolve_srun_program("no-such-tp", "/cwd", "/bin"), "/cwd/no-such-tp");
-}
-
 // ---- resource limits ----------------------------------------------------------------------
 
 const std::set<std::string> kAll(protocol::rlimit_names().begin(), protocol::rlimit_names().end());
