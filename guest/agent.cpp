@@ -6,6 +6,11 @@
 //   slurm-vm-agent --fd N           serve one connected fd until it closes (host-side tests)
 //   --hostcall-dir DIR              where the per-session host-call sockets go
 //                                   (default /run/slurm-vm-hostcall; "" turns host calls off)
+//   --poweroff-marker FILE          with --listen or --fd: the host's POWEROFF syncs and
+//                                   creates FILE instead of powering off (host-side tests)
+//
+// On virtio ports the host's POWEROFF syncs and powers the guest off. On --listen and --fd
+// (the agent runs on a host, for tests) it is refused unless --poweroff-marker is given.
 //
 // Started as srun, sbatch, scancel, scontrol, squeue, sacct, sinfo, sstat or salloc (the guest
 // has links of these names to it), or as `slurm-vm-agent --hostcall NAME [ARGS...]`, it is a
@@ -47,7 +52,7 @@ constexpr int kRespawnDelayMs = 1000;
 
 const char *const kUsage =
     "usage: slurm-vm-agent [--ports GLOB] | --listen PATH [--listen PATH]... | --fd N "
-    "[--hostcall-dir DIR]\n"
+    "[--hostcall-dir DIR] [--poweroff-marker FILE]\n"
     "       slurm-vm-agent --hostcall NAME [ARGS...]";
 
 struct Options {
@@ -68,6 +73,8 @@ bool parse_options(int argc, char **argv, Options &options) {
             options.listen_paths.emplace_back(v);
         } else if (arg == "--hostcall-dir" && (v = value())) {
             options.server.hostcall_dir = v;
+        } else if (arg == "--poweroff-marker" && (v = value())) {
+            options.server.poweroff_marker = v;
         } else if (arg == "--fd" && (v = value())) {
             char *end = nullptr;
             long fd = std::strtol(v, &end, 10);
@@ -320,6 +327,15 @@ int main(int argc, char **argv) {
     ::signal(SIGPIPE, SIG_IGN);
     Options options;
     if (!parse_options(argc, argv, options)) {
+        return 2;
+    }
+    // Only the agent on a VM's virtio ports powers its machine off.
+    if (options.fd >= 0 || !options.listen_paths.empty()) {
+        options.server.poweroff = options.server.poweroff_marker.empty()
+                                      ? svm::agent::PowerOffMode::Refuse
+                                      : svm::agent::PowerOffMode::Marker;
+    } else if (!options.server.poweroff_marker.empty()) {
+        log_line("--poweroff-marker is for --listen and --fd only; " + std::string(kUsage));
         return 2;
     }
     return serve(options);

@@ -23,9 +23,18 @@ inline constexpr const char *kScriptDir = "/run/slurm-vm-scripts";
 // their own socket by name and cannot list the others.
 inline constexpr const char *kHostCallDir = "/run/slurm-vm-hostcall";
 
+// What the agent does with the host's POWEROFF (the job is over).
+enum class PowerOffMode {
+    Machine,  // sync(), then reboot(RB_POWER_OFF): the guest's real agent, on virtio ports
+    Refuse,   // answer ERROR: an agent serving test sockets on the host must never power it off
+    Marker,   // sync(), then create the marker file and go on serving: host-side tests
+};
+
 struct ServerConfig {
     // Where the per-session host-call sockets go; empty: no host calls.
     std::string hostcall_dir = kHostCallDir;
+    PowerOffMode poweroff = PowerOffMode::Machine;
+    std::string poweroff_marker;  // for PowerOffMode::Marker
 };
 
 // One line on stderr (the guest console), prefixed "slurm-vm-agent: ".

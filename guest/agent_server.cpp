@@ -10,6 +10,7 @@
 #include <sstream>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -376,6 +377,41 @@ std::string describe(const Frame &frame) {
     return std::string("session ") + id;
 }
 
+// Why this agent will not power the guest off, or "" when it will.
+std::string poweroff_refusal(const ServerConfig &config) {
+    switch (config.poweroff) {
+        case PowerOffMode::Refuse:
+            return "this agent serves test sockets, not a VM: it does not power off";
+        case PowerOffMode::Marker:
+            return config.poweroff_marker.empty() ? "no power-off marker file was given" : "";
+        case PowerOffMode::Machine:
+            return ::geteuid() == 0 ? "" : "the agent does not run as root";
+    }
+    return "unknown power-off mode";
+}
+
+// The host's POWEROFF, after the OK went out. The job's tasks have ended and the guest's disk
+// is a copy-on-write overlay the host throws away: what must survive is what the job wrote to
+// the shared folders, and sync() writes back every file system's dirty data, the 9p and
+// virtiofs shares included. After that a full shutdown would only stop services whose state
+// is thrown away, so the kernel powers off at once (init, busybox's or systemd, is not asked:
+// systemd would run its whole shutdown transaction, or wait on a stubborn unit). Returns only
+// when the power-off failed.
+void power_off(const ServerConfig &config, const std::string &label) {
+    ::sync();
+    if (config.poweroff == PowerOffMode::Marker) {
+        UniqueFd fd(::open(config.poweroff_marker.c_str(),
+                           O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+        if (!fd) {
+            log_line(label + ": power-off marker " + config.poweroff_marker + ": " +
+                     errno_text(errno));
+        }
+        return;
+    }
+    ::reboot(RB_POWER_OFF);
+    log_line(label + ": power off failed: reboot(RB_POWER_OFF): " + errno_text(errno));
+}
+
 }  // namespace
 
 int serve_channel(Channel &channel, const ServerConfig &config) {
@@ -420,6 +456,21 @@ int serve_channel(Channel &channel, const ServerConfig &config) {
                     host_there = reply(channel, FrameType::Ok, frame.session, "{}");
                 } else {
                     log_line(describe(frame) + ": setup failed: " + error.message);
+                    host_there = reply(channel, FrameType::Error, frame.session,
+                                       protocol::encode_error(error));
+                }
+            } else if (frame.type == FrameType::Poweroff) {
+                const std::string refusal = poweroff_refusal(config);
+                if (refusal.empty()) {
+                    log_line(describe(frame) + ": the host asks for a power-off; syncing");
+                    // The answer first: once the kernel powers off, nothing more goes out.
+                    host_there = reply(channel, FrameType::Ok, frame.session, "{}");
+                    power_off(config, describe(frame));
+                } else {
+                    log_line(describe(frame) + ": power-off refused: " + refusal);
+                    AgentError error;
+                    error.message = "power-off refused: " + refusal;
+                    error.stage = "poweroff";
                     host_there = reply(channel, FrameType::Error, frame.session,
                                        protocol::encode_error(error));
                 }

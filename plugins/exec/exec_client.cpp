@@ -78,7 +78,7 @@ int ms_left(std::int64_t deadline) {
     return static_cast<int>(std::max<std::int64_t>(0, deadline - monotonic_ms()));
 }
 
-// One request, one reply, both within the deadline: PING and SETUP.
+// One request, one reply, both within the deadline: PING, SETUP and POWEROFF.
 Frame request_reply(int sock, const std::string &channel, FrameType type,
                     const std::string &payload, int timeout_ms, std::int64_t deadline) {
     const std::string what = std::string(protocol::frame_type_name(type));
@@ -676,6 +676,24 @@ void setup_guest(const std::string &socket_path, const SetupRequest &request, in
 void setup_guest(int socket, const std::string &channel, const SetupRequest &request,
                  int timeout_ms) {
     setup_within(socket, channel, request, timeout_ms, monotonic_ms() + timeout_ms);
+}
+
+void request_poweroff(int socket, const std::string &channel, int timeout_ms) {
+    Frame reply = request_reply(socket, channel, FrameType::Poweroff, "{}", timeout_ms,
+                                monotonic_ms() + timeout_ms);
+    if (reply.type == FrameType::Error) {
+        std::string reason;
+        try {
+            reason = protocol::decode_error(reply.payload).message;
+        } catch (const protocol::ProtocolError &e) {
+            reason = e.what();
+        }
+        throw Error("the VM's agent on " + channel + " refused POWEROFF: " + guest_text(reason));
+    }
+    if (reply.type != FrameType::Ok) {
+        throw Error("the VM's agent on " + channel + " answered POWEROFF with " +
+                    protocol::frame_type_name(reply.type));
+    }
 }
 
 int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecRequest &request,

@@ -124,6 +124,14 @@ void setup_guest(const std::string &socket_path, const SetupRequest &request, in
 void setup_guest(int socket, const std::string &channel, const SetupRequest &request,
                  int timeout_ms);
 
+// Sends POWEROFF (the job is over: sync and power off) and waits for the agent's OK, all within
+// timeout_ms, on a socket the caller connected; `channel` names it in messages. After the OK the
+// guest syncs and powers off: the caller watches the domain. Throws Error when the agent
+// refuses (its reason, made printable), answers something else, or does not answer in time: an
+// agent older than POWEROFF skips the frame and never answers, so keep timeout_ms short and
+// fall back to the ACPI power button.
+void request_poweroff(int socket, const std::string &channel, int timeout_ms);
+
 // Runs request in the VM whose exec ports live in channel_dir (ports of them), waiting up to
 // 60 s for a free port. Streams stdin_fd (if >= 0; otherwise the command's stdin is at end of
 // file) and the command's stdout/stderr to stdout_fd/stderr_fd (discarded if < 0). With

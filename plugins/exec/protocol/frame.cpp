@@ -37,6 +37,7 @@ bool is_known_frame_type(std::uint8_t type) {
         case FrameType::Pong:
         case FrameType::Setup:
         case FrameType::Ok:
+        case FrameType::Poweroff:
         case FrameType::Error:
         case FrameType::Exec:
         case FrameType::Started:
@@ -57,7 +58,8 @@ bool is_known_frame_type(std::uint8_t type) {
 }
 
 bool is_request(FrameType type) {
-    return type == FrameType::Ping || type == FrameType::Setup || type == FrameType::Exec;
+    return type == FrameType::Ping || type == FrameType::Setup || type == FrameType::Poweroff ||
+           type == FrameType::Exec;
 }
 
 const char *frame_type_name(FrameType type) {
@@ -70,6 +72,8 @@ const char *frame_type_name(FrameType type) {
             return "SETUP";
         case FrameType::Ok:
             return "OK";
+        case FrameType::Poweroff:
+            return "POWEROFF";
         case FrameType::Error:
             return "ERROR";
         case FrameType::Exec:

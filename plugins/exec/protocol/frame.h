@@ -33,6 +33,10 @@ enum class FrameType : std::uint8_t {
     Pong = 0x02,
     Setup = 0x03,
     Ok = 0x04,
+    // host -> guest, when the job is over: sync and power the guest off. The agent answers OK
+    // (then powers off) or ERROR; an agent older than this frame skips it and never answers,
+    // so the host gives up after a short deadline and presses the ACPI power button instead.
+    Poweroff = 0x05,
     Error = 0x0F,
     Exec = 0x10,
     Started = 0x11,
@@ -53,7 +57,7 @@ enum class FrameType : std::uint8_t {
 };
 
 bool is_known_frame_type(std::uint8_t type);
-// Requests open a session on the guest: PING, SETUP, EXEC.
+// Requests open a session on the guest: PING, SETUP, POWEROFF, EXEC.
 bool is_request(FrameType type);
 const char *frame_type_name(FrameType type);
 

@@ -587,6 +587,81 @@ TEST(ExecClient, ReportsAnAgentThatDoesNotAnswer) {
     fs::remove_all(tmpl);
 }
 
+// Under the tests the agent serves sockets on the host, maybe as root: it must never power the
+// host off. It says so, and goes on serving.
+TEST_F(AgentTest, RefusesPoweroffOnTestSockets) {
+    UniqueFd sock = connect_unix_with_deadline(socket_path(0), 5000);
+    try {
+        request_poweroff(sock.get(), socket_path(0), 5000);
+        FAIL() << "the agent agreed to power the host off";
+    } catch (const Error &e) {
+        EXPECT_EQ(std::string(e.what()),
+                  "the VM's agent on " + socket_path(0) +
+                      " refused POWEROFF: power-off refused: this agent serves test sockets, not "
+                      "a VM: it does not power off");
+    }
+    EXPECT_NO_THROW(ping_agent(sock.get(), socket_path(0), 5000));
+}
+
+TEST(AgentPoweroff, SyncsAndAnswersOkThenPowersOff) {
+    char tmpl[] = "/tmp/svm-poweroff.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    const std::string marker = dir + "/powered-off";
+    {
+        test::AgentProcess agent;
+        ASSERT_NO_FATAL_FAILURE(agent.start(dir, {"--poweroff-marker", marker}, false));
+        UniqueFd sock = connect_unix_with_deadline(agent.socket_path(1), 5000);
+        const std::int64_t start = monotonic_ms();
+        EXPECT_NO_THROW(request_poweroff(sock.get(), agent.socket_path(1), 5000));
+        EXPECT_LT(monotonic_ms() - start, 1000) << "POWEROFF's answer must be fast";
+        // The "power-off" (the marker standing in for reboot(RB_POWER_OFF)) follows the answer.
+        EXPECT_TRUE(wait_until([&] { return fs::exists(marker); }));
+    }
+    fs::remove_all(dir);
+}
+
+TEST(AgentPoweroff, TheMarkerIsForTestSocketsOnly) {
+    // On virtio ports (a VM) the agent powers off for real: no test hook there.
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        int devnull = ::open("/dev/null", O_WRONLY);
+        ::dup2(devnull, 2);
+        ::execl(SVM_AGENT_PATH, "slurm-vm-agent", "--ports", "/nonexistent/*", "--poweroff-marker",
+                "/tmp/x", static_cast<char *>(nullptr));
+        ::_exit(127);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << "status " << status;
+}
+
+// An agent older than POWEROFF skips the frame and says nothing: the host gives up at its
+// deadline (and presses the power button instead).
+TEST(ExecClient, ReportsAnAgentThatDoesNotAnswerPoweroff) {
+    char tmpl[] = "/tmp/svm-silent.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    const std::string path = std::string(tmpl) + "/exec.0.sock";
+    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr *>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::listen(listener.get(), 1), 0);
+    UniqueFd sock = connect_unix_with_deadline(path, 1000);
+    const std::int64_t start = monotonic_ms();
+    try {
+        request_poweroff(sock.get(), path, 200);
+        FAIL() << "POWEROFF succeeded";
+    } catch (const Error &e) {
+        EXPECT_EQ(std::string(e.what()),
+                  "the VM's agent did not answer POWEROFF on " + path + " within 200 ms");
+    }
+    EXPECT_LT(monotonic_ms() - start, 1000);
+    fs::remove_all(tmpl);
+}
+
 TEST(ExecClient, ReportsAMissingSocket) {
     try {
         ping_agent("/nonexistent/exec.0.sock", 200);

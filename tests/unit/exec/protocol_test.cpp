@@ -80,6 +80,34 @@ TEST(Frame, ResyncsOverGarbageAndCountsTheSkippedBytes) {
     EXPECT_FALSE(reader.next());
 }
 
+TEST(Frame, PoweroffIsARequestThatRoundTrips) {
+    FrameReader reader;
+    reader.feed(encode_frame(FrameType::Poweroff, 0x01020304, "{}"));
+    auto frame = reader.next();
+    ASSERT_TRUE(frame);
+    EXPECT_EQ(frame->type, FrameType::Poweroff);
+    EXPECT_EQ(frame->session, 0x01020304u);
+    EXPECT_EQ(frame->payload, "{}");
+    EXPECT_TRUE(protocol::is_request(FrameType::Poweroff));
+    EXPECT_STREQ(protocol::frame_type_name(FrameType::Poweroff), "POWEROFF");
+    EXPECT_EQ(reader.take_skipped(), 0u);
+}
+
+// An agent older than POWEROFF reads its type as unknown: it skips the frame byte by byte and
+// answers nothing (the host falls back to ACPI after its deadline), and the next request still
+// gets through. The same reader code, with a type it does not know standing in for 0x05.
+TEST(Frame, AnAgentThatDoesNotKnowAFrameTypeSkipsItAndReadsTheNextRequest) {
+    FrameReader reader;
+    std::string unknown = encode_frame(FrameType::Poweroff, 5, "{}");
+    unknown[2] = '\x7e';
+    reader.feed(unknown + encode_frame(FrameType::Ping, 6));
+    auto frame = reader.next();
+    ASSERT_TRUE(frame);
+    EXPECT_EQ(frame->type, FrameType::Ping);
+    EXPECT_EQ(frame->session, 6u);
+    EXPECT_EQ(reader.take_skipped(), unknown.size());
+}
+
 TEST(Frame, SkipsFramesOfOtherSessionsWhenOneIsExpected) {
     FrameReader reader;
     reader.expect_session(9);
