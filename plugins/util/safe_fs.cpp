@@ -140,6 +140,36 @@ void hand_over_socket(const std::string &dir, const std::string &name, uid_t exp
     }
 }
 
+UniqueFd open_owned_socket(const std::string &dir, const std::string &name) {
+    const std::string path = dir + "/" + name;
+    UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dfd) {
+        throw Error("cannot open " + dir + ": " + errno_text(errno));
+    }
+    struct stat dst {};
+    if (fstat(dfd.get(), &dst) != 0) {
+        throw Error("cannot look at " + dir + ": " + errno_text(errno));
+    }
+    UniqueFd fd(openat(dfd.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+        throw Error("cannot open " + path + ": " + errno_text(errno));
+    }
+    struct stat st {};
+    if (fstat(fd.get(), &st) != 0) {
+        throw Error("cannot look at " + path + ": " + errno_text(errno));
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        throw Error(path + " is not a socket (" +
+                    (S_ISLNK(st.st_mode) ? std::string("a symbolic link") : "another file type") +
+                    "): refusing to connect to it");
+    }
+    if (st.st_uid != dst.st_uid) {
+        throw Error(path + " is owned by uid " + std::to_string(st.st_uid) + ", not by uid " +
+                    std::to_string(dst.st_uid) + " who owns its folder: refusing to connect to it");
+    }
+    return fd;
+}
+
 void hand_over_folder(const std::string &path, uid_t uid, gid_t gid, mode_t mode) {
     UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {

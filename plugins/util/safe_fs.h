@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "util/fd.h"
+
 namespace svm {
 
 // Whether `path` is a folder this process may enter (stat, then access(X_OK)).
@@ -22,6 +24,15 @@ void remove_tree(const std::string &path);
 // Throws Error naming the entry and what it is instead.
 void hand_over_socket(const std::string &dir, const std::string &name, uid_t expected_owner,
                       uid_t uid, gid_t gid);
+
+// Root reaching a socket in a folder that may be a job's user's: opens `dir` (not a link) and
+// `dir`/`name` with O_PATH|O_NOFOLLOW and checks that it is a socket owned by the folder's
+// owner (root's folder: root's socket; the user's folder: the user's socket). Connect through
+// "/proc/self/fd/N" of the returned descriptor, which names this very inode: a link the user
+// planted is refused, not followed, and a socket the owner check lets through is one the
+// folder's owner made (or was given), never a socket of root's or of another user's hard-linked
+// into the folder. Throws Error naming the entry and what it is instead.
+UniqueFd open_owned_socket(const std::string &dir, const std::string &name);
 
 // Gives the folder `path` (not a link) to uid:gid with `mode`, through its descriptor.
 void hand_over_folder(const std::string &path, uid_t uid, gid_t gid, mode_t mode);

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -79,6 +80,72 @@ TEST_F(SafeFsTest, RefusesASocketOwnedBySomeoneElse) {
     fs::create_directory(channels);
     make_socket(channels + "/exec.0.sock");
     EXPECT_THROW(hand_over_socket(channels, "exec.0.sock", getuid() + 1, 0, 0), Error);
+}
+
+TEST_F(SafeFsTest, OpensASocketOfTheFoldersOwnerForAConnect) {
+    const std::string channels = dir_ + "/ch";
+    fs::create_directory(channels);
+    const int listener = socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = channels + "/exec.0.sock";
+    strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr *>(&addr), sizeof addr), 0);
+    ASSERT_EQ(listen(listener, 1), 0);
+    UniqueFd target = open_owned_socket(channels, "exec.0.sock");
+    // Connecting through the descriptor reaches the very socket that was checked.
+    const std::string via = "/proc/self/fd/" + std::to_string(target.get());
+    const int client = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un to{};
+    to.sun_family = AF_UNIX;
+    strncpy(to.sun_path, via.c_str(), sizeof to.sun_path - 1);
+    EXPECT_EQ(connect(client, reinterpret_cast<sockaddr *>(&to), sizeof to), 0) << strerror(errno);
+    close(client);
+    close(listener);
+}
+
+TEST_F(SafeFsTest, WillNotConnectThroughALinkOrToAFile) {
+    const std::string channels = dir_ + "/ch";
+    fs::create_directory(channels);
+    // A link to a socket elsewhere (root's own services have sockets) is refused, not followed.
+    make_socket(dir_ + "/elsewhere.sock");
+    fs::create_symlink(dir_ + "/elsewhere.sock", channels + "/exec.0.sock");
+    try {
+        open_owned_socket(channels, "exec.0.sock");
+        FAIL() << "a link was accepted";
+    } catch (const Error &e) {
+        EXPECT_EQ(std::string(e.what()), channels +
+                                             "/exec.0.sock is not a socket (a symbolic link): "
+                                             "refusing to connect to it");
+    }
+    std::ofstream(channels + "/exec.1.sock") << "x";
+    EXPECT_THROW(open_owned_socket(channels, "exec.1.sock"), Error);
+    EXPECT_THROW(open_owned_socket(channels, "exec.2.sock"), Error);
+    // Nor is a folder that is a link.
+    fs::create_directory_symlink(channels, dir_ + "/ch-link");
+    make_socket(channels + "/exec.3.sock");
+    EXPECT_THROW(open_owned_socket(dir_ + "/ch-link", "exec.3.sock"), Error);
+    EXPECT_NO_THROW(open_owned_socket(channels, "exec.3.sock"));
+}
+
+TEST_F(SafeFsTest, WillNotConnectToASocketOfAnotherOwnerThanTheFolders) {
+    if (getuid() != 0) {
+        GTEST_SKIP() << "needs root to give a socket away";
+    }
+    // The user's folder holding root's socket (a hard link to one of root's services, say).
+    const std::string channels = dir_ + "/ch";
+    fs::create_directory(channels);
+    make_socket(channels + "/exec.0.sock");
+    ASSERT_EQ(chown(channels.c_str(), 12345, 12345), 0);
+    try {
+        open_owned_socket(channels, "exec.0.sock");
+        FAIL() << "root's socket in a user's folder was accepted";
+    } catch (const Error &e) {
+        EXPECT_EQ(std::string(e.what()), channels +
+                                             "/exec.0.sock is owned by uid 0, not by uid 12345 "
+                                             "who owns its folder: refusing to connect to it");
+    }
 }
 
 TEST_F(SafeFsTest, RemoveTreeRemovesLinksNotTheirTargets) {
