@@ -166,6 +166,38 @@ void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const Star
     write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0644);
 }
 
+// The epilog's fast stop: POWEROFF to the agent on exec port 0 (the tasks have ended, so no
+// client holds it). Root connects into the user's folder: the socket is opened without
+// following links and must be the folder owner's (open_owned_socket), then reached through its
+// descriptor. A user who put a listener of their own there gets root's POWEROFF frame in their
+// own process, nothing else, and the stop goes on with the power button. "" when the agent
+// agreed, else why not.
+std::string ask_agent_to_power_off(const JobVmPaths &paths, std::chrono::milliseconds timeout) {
+    const std::string name = "exec.0.sock";
+    const std::string path = paths.channel_dir + "/" + name;
+    const int timeout_ms = static_cast<int>(std::max<long long>(0, timeout.count()));
+    const std::int64_t deadline = monotonic_ms() + timeout_ms;
+    try {
+        UniqueFd target = open_owned_socket(paths.channel_dir, name);
+        const std::string via = "/proc/self/fd/" + std::to_string(target.get());
+        UniqueFd sock;
+        try {
+            sock = connect_unix_with_deadline(via, timeout_ms);
+        } catch (const Error &e) {
+            std::string message = e.what();
+            if (auto at = message.find(via); at != std::string::npos) {
+                message.replace(at, via.size(), path);
+            }
+            throw Error(message);
+        }
+        const auto left = static_cast<int>(std::max<std::int64_t>(1, deadline - monotonic_ms()));
+        request_poweroff(sock.get(), path, left);
+        return "";
+    } catch (const Error &e) {
+        return e.what();
+    }
+}
+
 // The channel folder is the user's by now: remove_tree follows no link they may have planted.
 void remove_job_files(const JobVmPaths &paths) {
     for (const auto &dir : {paths.channel_dir, paths.state_dir}) {
@@ -546,7 +578,11 @@ StopReport stop_job_vm(const Config &config, uint32_t jobid, std::string_view no
     }
     VmLifecycle vm(conn.get(), paths.domain);
     if (vm.attach() != VmState::Absent) {
-        report = vm.stop(std::chrono::seconds(config.grace_seconds));
+        // The job is over: the agent's power-off first, then the power button, then destroy.
+        report = vm.stop(std::chrono::seconds(config.grace_seconds),
+                         [&](std::chrono::milliseconds timeout) {
+                             return ask_agent_to_power_off(paths, timeout);
+                         });
     } else {
         report.detail = "no VM was running";
     }

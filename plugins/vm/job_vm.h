@@ -75,8 +75,9 @@ class GuestDiedError : public Error {
 // reason; whatever was made is removed again before it throws.
 StartReport start_job_vm(const Config &config, const Catalog &catalog, const JobVmRequest &request);
 
-// Graceful shutdown, destroy after the grace period, then removal of the domain's files.
-// Safe to call when nothing is there.
+// The job is over: the agent syncs and powers the guest off (POWEROFF on exec port 0), else
+// the ACPI power button, then destroy at the end of the grace period (VmLifecycle::stop); then
+// the domain's files are removed. Safe to call when nothing is there.
 StopReport stop_job_vm(const Config &config, uint32_t jobid, std::string_view node);
 
 // Records why the VM could not start, where task_init finds it. Never throws.

@@ -4,6 +4,7 @@
 
 #include <libvirt/virterror.h>
 
+#include <algorithm>
 #include <thread>
 
 namespace svm {
@@ -136,6 +137,20 @@ const char *to_string(VmState state) {
     return "unknown";
 }
 
+const char *to_string(StopPath path) {
+    switch (path) {
+        case StopPath::None:
+            return "not running";
+        case StopPath::Agent:
+            return "agent";
+        case StopPath::Acpi:
+            return "ACPI power button";
+        case StopPath::Destroy:
+            return "destroyed";
+    }
+    return "unknown";
+}
+
 std::optional<DomainPtr> lookup_domain(virConnectPtr conn, const std::string &name) {
     silence_libvirt_stderr();
     DomainPtr dom(virDomainLookupByName(conn, name.c_str()));
@@ -256,7 +271,8 @@ bool VmLifecycle::wait_ready(milliseconds timeout,
     }
 }
 
-StopReport VmLifecycle::stop(milliseconds grace) {
+StopReport VmLifecycle::stop(milliseconds grace, const GuestPowerOff &ask_agent,
+                             milliseconds agent_wait) {
     StopReport report;
     const auto start = Clock::now();
     if (!is_active()) {
@@ -268,6 +284,19 @@ StopReport VmLifecycle::stop(milliseconds grace) {
     report.was_running = true;
     state_ = VmState::Stopping;
     virDomainPtr dom = domain();
+    const auto deadline = start + grace;
+
+    const auto powered_off = [&](StopPath path, const std::string &note) {
+        report.graceful = true;
+        report.path = path;
+        report.shutdown_time = since(start);
+        report.detail = "domain " + name_ + " powered off after " +
+                        std::to_string(report.shutdown_time.count()) + " ms (" + to_string(path) +
+                        (note.empty() ? "" : "; " + note) + ")";
+        state_ = VmState::Gone;
+        dom_.reset();
+        return report;
+    };
 
     // libvirt clears its last error on every call: take the message before looking again.
     std::string why_forced;
@@ -278,6 +307,36 @@ StopReport VmLifecycle::stop(milliseconds grace) {
             why_forced = "it is paused and could not be resumed for a shutdown: " + reason;
         }
     }
+
+    // The fast path: the agent syncs and powers off in milliseconds, where the ACPI button
+    // takes the guest's whole shutdown (seconds) or is lost on a systemd guest before logind.
+    std::string agent_note;  // why the agent did not stop it, for the detail
+    if (why_forced.empty() && ask_agent && grace.count() > 0) {
+        std::string refusal;
+        try {
+            refusal = ask_agent(std::min(kAgentAnswerTimeout, until(deadline)));
+        } catch (const std::exception &e) {
+            refusal = e.what();
+        }
+        if (refusal.empty()) {
+            const auto agreed_at = Clock::now();
+            const auto wait_end = std::min(deadline, agreed_at + agent_wait);
+            while (is_active() && Clock::now() < wait_end) {
+                sleep_until_next_poll(wait_end);
+            }
+            if (!is_active()) {
+                return powered_off(StopPath::Agent, "");
+            }
+            agent_note = "the agent agreed to power off but the domain still ran " +
+                         std::to_string(since(agreed_at).count()) + " ms later";
+        } else if (!is_active()) {
+            // The guest went while the agent was asked: its answer was lost with it.
+            return powered_off(StopPath::Agent, "its answer was lost: " + refusal);
+        } else {
+            agent_note = "agent: " + refusal;
+        }
+    }
+
     if (why_forced.empty()) {
         int rc = virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN);
         if (rc < 0 && is_unsupported_mode(libvirt_last_error_code())) {
@@ -292,7 +351,6 @@ StopReport VmLifecycle::stop(milliseconds grace) {
     }
 
     if (asked) {
-        const auto deadline = start + grace;
         auto asked_at = Clock::now();
         while (is_active() && Clock::now() < deadline) {
             sleep_until_next_poll(deadline);
@@ -304,16 +362,13 @@ StopReport VmLifecycle::stop(milliseconds grace) {
             }
         }
         if (!is_active()) {
-            report.graceful = true;
-            report.shutdown_time = since(start);
-            report.detail = "domain " + name_ + " powered off after " +
-                            std::to_string(report.shutdown_time.count()) + " ms";
-            state_ = VmState::Gone;
-            dom_.reset();
-            return report;
+            return powered_off(StopPath::Acpi, agent_note);
         }
         why_forced = "it did not power off within " + std::to_string(grace.count()) +
                      " ms of the shutdown request";
+    }
+    if (!agent_note.empty()) {
+        why_forced += " (" + agent_note + ")";
     }
     report.shutdown_time = since(start);
 
@@ -324,10 +379,12 @@ StopReport VmLifecycle::stop(milliseconds grace) {
             fail("cannot destroy domain " + name_ + " (" + why_forced + "): " + reason);
         }
         // It went away by itself between our last look and the destroy.
+        report.path = asked ? StopPath::Acpi : StopPath::Destroy;
         report.destroy_time = since(destroy_start);
         report.detail = "domain " + name_ + " powered off just after " + why_forced;
     } else {
         report.destroyed = true;
+        report.path = StopPath::Destroy;
         report.destroy_time = since(destroy_start);
         report.detail = "domain " + name_ + " destroyed after " +
                         std::to_string(report.destroy_time.count()) + " ms: " + why_forced;

@@ -24,10 +24,21 @@ enum class VmState { Absent, Starting, Ready, Suspended, Stopping, Gone, Failed 
 // "absent", "starting", ... for messages and logs.
 const char *to_string(VmState state);
 
+// What ended a running domain in stop(), fastest first.
+enum class StopPath {
+    None,     // it was not running
+    Agent,    // the guest's agent synced and powered off when asked (POWEROFF)
+    Acpi,     // the guest's OS handled the ACPI power button
+    Destroy,  // it was destroyed at the end of the grace period (or at once, with no grace)
+};
+// "agent", "ACPI power button", "destroy", "none": for logs.
+const char *to_string(StopPath path);
+
 struct StopReport {
     bool was_running = false;  // the domain existed and was running (or paused) when stop began
     bool graceful = false;     // it powered off by itself within the grace period
     bool destroyed = false;    // it had to be destroyed
+    StopPath path = StopPath::None;
     std::chrono::milliseconds shutdown_time{0}, destroy_time{0};
     std::string detail;  // one line for the log: what happened and why
 };
@@ -40,6 +51,16 @@ class VmStoppedError : public Error {
 
 // The domain named `name`, if it exists. Throws Error for failures other than "no such domain".
 std::optional<DomainPtr> lookup_domain(virConnectPtr conn, const std::string &name);
+
+// Asks the guest's agent to sync and power off, within `timeout`: returns "" when it agreed,
+// else why not (one line for the log: refused, no answer, no channel). The VM is the caller's.
+using GuestPowerOff = std::function<std::string(std::chrono::milliseconds timeout)>;
+
+// How long stop() waits for the guest's agent to answer POWEROFF (an agent older than the frame
+// never does), then for the domain to be off once it agreed (sync, then the kernel's power-off:
+// milliseconds, unless the shared folders have much to write).
+inline constexpr std::chrono::milliseconds kAgentAnswerTimeout{1000};
+inline constexpr std::chrono::milliseconds kAgentPowerOffWait{5000};
 
 class VmLifecycle {
   public:
@@ -58,11 +79,17 @@ class VmLifecycle {
     bool wait_ready(std::chrono::milliseconds timeout,
                     const std::function<bool(std::chrono::milliseconds remaining)> &probe);
 
-    // Graceful shutdown (ACPI power button), a poll every 50 ms until the domain is off or
-    // `grace` passes, then destroy. A domain that is already gone is fine. A paused domain is
-    // resumed first so its guest can see the power button. -> Gone; throws Error (state Failed)
-    // only when the domain is still running after destroy.
-    StopReport stop(std::chrono::milliseconds grace);
+    // Graceful shutdown, a poll every 50 ms until the domain is off or `grace` passes, then
+    // destroy. With `ask_agent` (and a grace period), the guest's agent is asked first
+    // (kAgentAnswerTimeout at most) and, if it agreed, the domain gets `agent_wait` to go off;
+    // then, or when the agent did not agree, the ACPI power button (pressed again every 2 s).
+    // A domain that is already gone is fine. A paused domain is resumed first so its guest can
+    // act. -> Gone; throws Error (state Failed) only when the domain is still running after
+    // destroy. The report's path says what stopped it and its detail why the faster paths did
+    // not ("domain D powered off after N ms (agent)", "... (ACPI power button; ...)",
+    // "domain D destroyed after N ms: ...").
+    StopReport stop(std::chrono::milliseconds grace, const GuestPowerOff &ask_agent = {},
+                    std::chrono::milliseconds agent_wait = kAgentPowerOffWait);
 
     // Immediate power-off, no grace. A domain that is already gone is fine. -> Gone.
     void destroy();

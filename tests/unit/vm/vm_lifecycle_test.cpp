@@ -220,6 +220,111 @@ TEST_F(VmLifecycleTest, StopOfASuspendedDomainResumesItAndShutsItDown) {
     EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
 }
 
+// The job is over: the agent is asked first and, when it powers the guest off, that is the
+// path. The test driver's shutdown stands in for the guest's own power-off.
+TEST_F(VmLifecycleTest, StopAsksTheAgentFirstAndReportsItsPowerOff) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    int asked = 0;
+    milliseconds given{0};
+    StopReport report = vm.stop(milliseconds(30000), [&](milliseconds timeout) {
+        ++asked;
+        given = timeout;
+        virDomainShutdown(lookup_domain(conn.get(), name)->get());
+        return std::string();
+    });
+    EXPECT_EQ(asked, 1);
+    EXPECT_EQ(given, kAgentAnswerTimeout);
+    EXPECT_TRUE(report.was_running);
+    EXPECT_TRUE(report.graceful);
+    EXPECT_FALSE(report.destroyed);
+    EXPECT_EQ(report.path, StopPath::Agent);
+    EXPECT_EQ(report.detail.rfind("domain svm-7-node1 powered off after ", 0), 0u) << report.detail;
+    EXPECT_EQ(report.detail.substr(report.detail.size() - 11), " ms (agent)") << report.detail;
+    EXPECT_LT(report.shutdown_time, milliseconds(1000));
+    EXPECT_EQ(vm.state(), VmState::Gone);
+    EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
+}
+
+// An old agent (no answer), a refusal, or no channel: the power button, as before, and the log
+// says why the agent did not.
+TEST_F(VmLifecycleTest, StopFallsBackToTheAcpiButtonWhenTheAgentDoesNotAgree) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    StopReport report = vm.stop(milliseconds(30000), [](milliseconds) {
+        return std::string("the VM's agent did not answer POWEROFF on x within 1000 ms");
+    });
+    EXPECT_TRUE(report.graceful);
+    EXPECT_FALSE(report.destroyed);
+    EXPECT_EQ(report.path, StopPath::Acpi);
+    EXPECT_EQ(report.detail.rfind("domain svm-7-node1 powered off after ", 0), 0u) << report.detail;
+    EXPECT_NE(report.detail.find(" ms (ACPI power button; agent: the VM's agent did not answer "
+                                 "POWEROFF on x within 1000 ms)"),
+              std::string::npos)
+        << report.detail;
+    EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
+}
+
+TEST_F(VmLifecycleTest, StopFallsBackToTheAcpiButtonWhenTheAgentAgreedButTheGuestRuns) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    StopReport report = vm.stop(
+        milliseconds(30000), [](milliseconds) { return std::string(); }, milliseconds(100));
+    EXPECT_EQ(report.path, StopPath::Acpi);
+    EXPECT_TRUE(report.graceful);
+    EXPECT_NE(report.detail.find("(ACPI power button; the agent agreed to power off but the "
+                                 "domain still ran "),
+              std::string::npos)
+        << report.detail;
+}
+
+TEST_F(VmLifecycleTest, StopTakesAnAgentThatThrowsForOneThatRefused) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    StopReport report = vm.stop(milliseconds(30000), [](milliseconds) -> std::string {
+        throw Error("cannot open /run/x: No such file or directory");
+    });
+    EXPECT_EQ(report.path, StopPath::Acpi);
+    EXPECT_NE(report.detail.find("agent: cannot open /run/x: No such file or directory)"),
+              std::string::npos)
+        << report.detail;
+}
+
+TEST_F(VmLifecycleTest, StopReportsAGuestThatWentWhileTheAgentWasAsked) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    StopReport report = vm.stop(milliseconds(30000), [&](milliseconds) {
+        virDomainShutdown(lookup_domain(conn.get(), name)->get());
+        return std::string("lost the connection to the VM's agent (the channel x was closed)");
+    });
+    EXPECT_EQ(report.path, StopPath::Agent);
+    EXPECT_TRUE(report.graceful);
+    EXPECT_NE(report.detail.find(" ms (agent; its answer was lost: lost the connection"),
+              std::string::npos)
+        << report.detail;
+}
+
+// slurm-vm try --destroy: no grace, no agent, straight to the end.
+TEST_F(VmLifecycleTest, StopWithoutAGracePeriodDoesNotAskTheAgent) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create(test_domain_xml(name));
+    bool asked = false;
+    StopReport report = vm.stop(milliseconds(0), [&](milliseconds) {
+        asked = true;
+        return std::string();
+    });
+    EXPECT_FALSE(asked);
+    EXPECT_NE(report.path, StopPath::Agent);
+    EXPECT_FALSE(lookup_domain(conn.get(), name).has_value());
+}
+
+TEST(StopPath, NamesEachPathForTheLog) {
+    EXPECT_STREQ(to_string(StopPath::Agent), "agent");
+    EXPECT_STREQ(to_string(StopPath::Acpi), "ACPI power button");
+    EXPECT_STREQ(to_string(StopPath::Destroy), "destroyed");
+    EXPECT_STREQ(to_string(StopPath::None), "not running");
+}
+
 TEST_F(VmLifecycleTest, DestroyPowersOffAtOnceAndIsIdempotent) {
     VmLifecycle vm(conn.get(), name);
     vm.create(test_domain_xml(name));
