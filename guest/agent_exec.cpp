@@ -9,6 +9,8 @@
 #include <grp.h>
 #include <memory>
 #include <poll.h>
+#include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -43,6 +45,7 @@ struct StartFailure {
 struct Child {
     pid_t pid = -1;
     UniqueFd stdin_w, stdout_r, stderr_r;
+    UniqueFd pty;  // srun --pty: the terminal's master side (stdin_w and stdout_r are copies)
 };
 
 void make_pipe(UniqueFd &read_end, UniqueFd &write_end) {
@@ -144,6 +147,11 @@ std::string script_path(pid_t pid) {
     if (::dup2(stdin_r, 0) < 0 || ::dup2(stdout_w, 1) < 0 || ::dup2(stderr_w, 2) < 0) {
         child_fail(error_fd, "dup2", "stdio", errno);
     }
+    // A terminal session: the pseudo-terminal is the session's controlling terminal, so ^C,
+    // ^Z and job control act in the guest as on a login.
+    if (req.pty && ::ioctl(0, TIOCSCTTY, 0) != 0) {
+        child_fail(error_fd, "ioctl", "TIOCSCTTY", errno);
+    }
     // Nothing of the agent's may leak into the command.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
 
@@ -217,11 +225,43 @@ std::string script_path(pid_t pid) {
     child_fail(error_fd, "execve", req.argv[0], errno);
 }
 
+// A pseudo-terminal of the request's size: `master` stays with the agent, the slave becomes the
+// command's stdin, stdout and stderr.
+void make_pty(const WindowSize &size, UniqueFd &master, UniqueFd &slave) {
+    int m = -1, s = -1;
+    winsize ws{};
+    ws.ws_row = size.rows;
+    ws.ws_col = size.cols;
+    if (::openpty(&m, &s, nullptr, nullptr, &ws) != 0) {
+        throw StartFailure{{"openpty(): " + errno_text(errno), "openpty", errno}};
+    }
+    master.reset(m);
+    slave.reset(s);
+    ::fcntl(m, F_SETFD, FD_CLOEXEC);
+    ::fcntl(s, F_SETFD, FD_CLOEXEC);
+}
+
+UniqueFd duplicate(const UniqueFd &fd) {
+    UniqueFd copy(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3));
+    if (!copy) {
+        throw StartFailure{{"fcntl(F_DUPFD): " + errno_text(errno), "dup", errno}};
+    }
+    return copy;
+}
+
 Child start_child(const ExecRequest &req) {
-    UniqueFd stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, error_r, error_w;
-    make_pipe(stdin_r, stdin_w);
-    make_pipe(stdout_r, stdout_w);
-    make_pipe(stderr_r, stderr_w);
+    UniqueFd stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, error_r, error_w, pty;
+    if (req.pty) {
+        make_pty(*req.pty, pty, stdin_r);
+        stdout_w = duplicate(stdin_r);
+        stderr_w = duplicate(stdin_r);
+        stdin_w = duplicate(pty);
+        stdout_r = duplicate(pty);
+    } else {
+        make_pipe(stdin_r, stdin_w);
+        make_pipe(stdout_r, stdout_w);
+        make_pipe(stderr_r, stderr_w);
+    }
     make_pipe(error_r, error_w);
     std::vector<char *> argv = c_strings(req.argv);
     std::vector<char *> envp = c_strings(req.env);
@@ -271,9 +311,13 @@ Child start_child(const ExecRequest &req) {
     child.stdin_w = std::move(stdin_w);
     child.stdout_r = std::move(stdout_r);
     child.stderr_r = std::move(stderr_r);
+    child.pty = std::move(pty);
+    // One open file description for both copies of a pty's master: non-blocking for both.
     set_nonblocking(child.stdin_w.get());
     set_nonblocking(child.stdout_r.get());
-    set_nonblocking(child.stderr_r.get());
+    if (child.stderr_r) {
+        set_nonblocking(child.stderr_r.get());
+    }
     return child;
 }
 
@@ -384,9 +428,28 @@ ExecSession::Step ExecSession::handle_frame(Frame &frame) {
             }
             break;
         case FrameType::StdinEof:
+            // A terminal has no end of input to pass on (^D is a byte on it): the host's
+            // terminal going away ends the session through the host instead.
+            if (child_.pty) {
+                break;
+            }
             stdin_eof_ = true;
             if (stdin_.empty()) {
                 child_.stdin_w.reset();
+            }
+            break;
+        case FrameType::Winch:
+            try {
+                const WindowSize size = protocol::decode_winch(frame.payload);
+                winsize ws{};
+                ws.ws_row = size.rows;
+                ws.ws_col = size.cols;
+                // The kernel sends SIGWINCH to the terminal's foreground process group.
+                if (child_.pty && ::ioctl(child_.pty.get(), TIOCSWINSZ, &ws) != 0) {
+                    log_line(label_ + ": TIOCSWINSZ: " + errno_text(errno));
+                }
+            } catch (const protocol::ProtocolError &e) {
+                log_line(label_ + ": " + e.what());
             }
             break;
         case FrameType::Signal:

@@ -377,6 +377,10 @@ svm::ExecRequest request_for_caller(const Options &options) {
     }
     request.uid = ::getuid();
     request.gid = ::getgid();
+    // srun --pty: slurmstepd gave the task a terminal; the guest gives the command one too.
+    if (options.forward_stdin && ::isatty(STDIN_FILENO)) {
+        request.pty = svm::terminal_size(STDIN_FILENO);
+    }
     int n = ::getgroups(0, nullptr);
     std::vector<gid_t> groups(n > 0 ? n : 0);
     n = ::getgroups(static_cast<int>(groups.size()), groups.data());

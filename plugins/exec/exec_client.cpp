@@ -9,6 +9,8 @@
 #include <deque>
 #include <fcntl.h>
 #include <poll.h>
+#include <termios.h>
+#include <sys/ioctl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -66,6 +68,38 @@ void on_forwarded_signal(int signo) {
     }
     errno = saved_errno;
 }
+
+// srun --pty: the task's terminal in raw mode for the session, and SIGWINCH caught (into the
+// forwarder's pipe), both as they were again on destruction.
+class RawTerminal {
+  public:
+    explicit RawTerminal(int fd) : fd_(fd) {
+        if (::tcgetattr(fd_, &saved_) != 0) {
+            throw Error("the task's terminal: tcgetattr: " + errno_text(errno));
+        }
+        termios raw = saved_;
+        ::cfmakeraw(&raw);
+        if (::tcsetattr(fd_, TCSANOW, &raw) != 0) {
+            throw Error("the task's terminal: tcsetattr: " + errno_text(errno));
+        }
+        struct sigaction action {};
+        action.sa_handler = on_forwarded_signal;
+        sigemptyset(&action.sa_mask);
+        action.sa_flags = SA_RESTART;
+        ::sigaction(SIGWINCH, &action, &saved_winch_);
+    }
+    ~RawTerminal() {
+        ::sigaction(SIGWINCH, &saved_winch_, nullptr);
+        ::tcsetattr(fd_, TCSADRAIN, &saved_);
+    }
+    RawTerminal(const RawTerminal &) = delete;
+    RawTerminal &operator=(const RawTerminal &) = delete;
+
+  private:
+    int fd_;
+    termios saved_{};
+    struct sigaction saved_winch_ {};
+};
 
 std::string lost_connection(const std::string &reason) {
     // Seen by the user when QEMU dies under a running task: say what it means for them.
@@ -352,8 +386,10 @@ void OutputQueue::drain() {
 class ClientSession {
   public:
     ClientSession(UniqueFd sock, std::string socket_path, int stdin_fd, int stdout_fd,
-                  int stderr_fd, SignalForwarder *signals, const HostCallPolicy &hostcalls)
-        : sock_(std::move(sock)),
+                  int stderr_fd, SignalForwarder *signals, const HostCallPolicy &hostcalls,
+                  bool pty)
+        : pty_(pty),
+          sock_(std::move(sock)),
           path_(std::move(socket_path)),
           stdin_fd_(stdin_fd),
           output_(stdout_fd, stderr_fd),
@@ -379,6 +415,7 @@ class ClientSession {
     void forward_signals();
     std::optional<int> handle(Frame &frame);
 
+    bool pty_;  // a terminal session: SIGWINCH becomes WINCH
     UniqueFd sock_;
     std::string path_;
     int stdin_fd_;
@@ -425,6 +462,12 @@ void ClientSession::read_stdin() {
 
 void ClientSession::forward_signals() {
     while (int signo = signals_ ? signals_->take() : 0) {
+        if (signo == SIGWINCH) {
+            if (pty_) {
+                send(FrameType::Winch, protocol::encode_winch(terminal_size(stdin_fd_)));
+            }
+            continue;
+        }
         send(FrameType::Signal, protocol::encode_signal(signo));
     }
 }
@@ -587,6 +630,14 @@ const std::vector<int> &SignalForwarder::caught_signals() {
     return signals;
 }
 
+WindowSize terminal_size(int fd) {
+    winsize ws{};
+    if (::ioctl(fd, TIOCGWINSZ, &ws) != 0) {
+        return {};
+    }
+    return {ws.ws_row, ws.ws_col};
+}
+
 std::string guest_text(std::string_view text) {
     if (text.size() <= kMaxGuestText) {
         return printable(text);
@@ -712,8 +763,13 @@ int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecReque
         return port.signal;  // as if killed by it: WIFSIGNALED, WTERMSIG == signal
     }
     const std::string path = channel_dir + "/exec." + std::to_string(port.index) + ".sock";
+    const bool pty = request.pty && stdin_fd >= 0 && ::isatty(stdin_fd);
     ClientSession session(connect_unix_with_deadline(path, kConnectTimeoutMs), path, stdin_fd,
-                          stdout_fd, stderr_fd, signals, hostcalls);
+                          stdout_fd, stderr_fd, signals, hostcalls, pty);
+    std::optional<RawTerminal> raw;
+    if (pty) {
+        raw.emplace(stdin_fd);
+    }
     return session.run(payload);
 }
 

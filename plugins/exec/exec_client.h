@@ -144,6 +144,12 @@ void request_poweroff(int socket, const std::string &channel, int timeout_ms);
 // ("lost the connection to the VM's agent (...)").
 // Host calls of the command run, as children of the caller, under `hostcalls`; those still
 // running when the session ends get SIGTERM, and SIGKILL 5 s later, before this returns.
+// The size of the terminal on `fd` (TIOCGWINSZ); 0 x 0 when it has none.
+WindowSize terminal_size(int fd);
+
+// With request.pty and a terminal on stdin_fd, run_in_guest puts that terminal in raw mode for
+// the session (restored on every way out), so that ^C, ^Z and the like reach the guest's
+// terminal as bytes, and sends the terminal's new size on each SIGWINCH.
 int run_in_guest(const std::string &channel_dir, unsigned ports, const ExecRequest &request,
                  int stdin_fd, int stdout_fd, int stderr_fd, SignalForwarder *signals = nullptr,
                  const HostCallPolicy &hostcalls = {});

@@ -176,3 +176,19 @@ test_get_user_env_gives_the_users_login_environment() {
   done
   assert_no_leftovers
 }
+
+test_srun_pty_gives_a_terminal_with_line_editing_interrupts_resizes_and_exit_status() {
+  local out run image here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  # srun needs a terminal of its own for --pty: an interactive bash (a distribution image: busybox has none), driven through a terminal.
+  for run in bare vm; do
+    image=""
+    [ "$run" = vm ] && image="--mem=1024 --vm-image=debian11-direct"
+    out=$(as_user "python3 '$here/data/pty_session.py' -w node1 -t 10 $image --pty bash --norc --noprofile" 2>&1) ||
+      fail "$run: srun --pty bash: $out" || return 1
+    for check in shell tty size resize interrupt "status after ^C" "exit status"; do
+      assert_contains "$out" "^ok $check\$" "$run: $check" || return 1
+    done
+  done
+  assert_no_leftovers
+}

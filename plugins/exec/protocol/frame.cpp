@@ -47,6 +47,7 @@ bool is_known_frame_type(std::uint8_t type) {
         case FrameType::Stderr:
         case FrameType::Signal:
         case FrameType::Exit:
+        case FrameType::Winch:
         case FrameType::HostCall:
         case FrameType::HostCallStdout:
         case FrameType::HostCallStderr:
@@ -92,6 +93,8 @@ const char *frame_type_name(FrameType type) {
             return "SIGNAL";
         case FrameType::Exit:
             return "EXIT";
+        case FrameType::Winch:
+            return "WINCH";
         case FrameType::HostCall:
             return "HOSTCALL";
         case FrameType::HostCallStdout:

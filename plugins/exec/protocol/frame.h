@@ -46,6 +46,8 @@ enum class FrameType : std::uint8_t {
     Stderr = 0x15,
     Signal = 0x16,
     Exit = 0x17,
+    // host -> guest: the terminal of a pty session changed size (srun --pty); see messages.h.
+    Winch = 0x18,
     // Host calls: a Slurm client command (srun, squeue, ...) run inside an EXEC session's
     // command is relayed by the agent to the host, which runs it next to the job. Each frame
     // names its call (several may run at once in one session); see messages.h.

@@ -421,6 +421,25 @@ constexpr RlimitName kRlimits[] = {
     {"AS", RLIMIT_AS},
 };
 
+JsonPtr window_size_json(const WindowSize &size) {
+    JsonPtr obj = json_new_object();
+    json_set(obj.get(), "rows", json_from_int(size.rows));
+    json_set(obj.get(), "cols", json_from_int(size.cols));
+    return obj;
+}
+
+WindowSize window_size_from_json(json_object *obj, const std::string &what) {
+    if (!json_object_is_type(obj, json_type_object)) {
+        throw ProtocolError(what + ": expected an object, got " + json_excerpt(obj));
+    }
+    WindowSize size;
+    size.rows = static_cast<std::uint16_t>(
+        json_int_value(json_field(obj, "rows", what), 0, 65535, field(what, "rows")));
+    size.cols = static_cast<std::uint16_t>(
+        json_int_value(json_field(obj, "cols", what), 0, 65535, field(what, "cols")));
+    return size;
+}
+
 }  // namespace
 
 const std::vector<std::string> &rlimit_names() {
@@ -475,6 +494,9 @@ std::string encode_exec(const ExecRequest &request) {
     }
     if (request.make_tmpdir) {
         json_set(obj.get(), "make_tmpdir", json_from_bool(true));
+    }
+    if (request.pty) {
+        json_set(obj.get(), "pty", window_size_json(*request.pty));
     }
     return json_to_text(obj.get());
 }
@@ -536,6 +558,9 @@ ExecRequest decode_exec(std::string_view payload) {
     }
     if (json_object *tmpdir = json_optional_field(obj.get(), "make_tmpdir")) {
         request.make_tmpdir = json_bool_value(tmpdir, field(what, "make_tmpdir"));
+    }
+    if (json_object *pty = json_optional_field(obj.get(), "pty")) {
+        request.pty = window_size_from_json(pty, field(what, "pty"));
     }
     validate_exec(request);
     return request;
@@ -602,6 +627,16 @@ std::string signal_name(int signo) {
         return std::string("SIG") + abbrev;
     }
     return "signal " + std::to_string(signo);
+}
+
+std::string encode_winch(const WindowSize &size) {
+    return json_to_text(window_size_json(size).get());
+}
+
+WindowSize decode_winch(std::string_view payload) {
+    const std::string what = "WINCH frame";
+    JsonPtr obj = parse_json_object(payload, what);
+    return window_size_from_json(obj.get(), what);
 }
 
 std::string encode_signal(int signo) {

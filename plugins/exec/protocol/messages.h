@@ -54,6 +54,12 @@ struct ResourceLimit {
     bool operator==(const ResourceLimit &) const = default;
 };
 
+// A terminal's size, in characters (TIOCGWINSZ's rows and columns).
+struct WindowSize {
+    std::uint16_t rows = 0, cols = 0;
+    bool operator==(const WindowSize &) const = default;
+};
+
 struct ExecRequest {
     std::vector<std::string> argv;
     std::vector<std::string> env;  // "NAME=value"
@@ -71,6 +77,9 @@ struct ExecRequest {
     // The first task of a node checks TMPDIR as slurmstepd's _make_tmpdir does: created if
     // missing (mode 0700), and replaced by /tmp when it is not a writable directory.
     bool make_tmpdir = false;
+    // srun --pty: the command runs on a pseudo-terminal of the guest of this size (its stdin,
+    // stdout and stderr; its output comes as STDOUT), and WINCH frames resize it.
+    std::optional<WindowSize> pty = std::nullopt;
 };
 
 // How the remote command ended.
@@ -148,6 +157,9 @@ inline constexpr std::size_t kMaxLimits = 16;
 void validate_exec(const ExecRequest &request);
 std::string encode_exec(const ExecRequest &request);
 ExecRequest decode_exec(std::string_view payload);
+
+std::string encode_winch(const WindowSize &size);
+WindowSize decode_winch(std::string_view payload);
 
 std::string encode_started(pid_t pid);
 pid_t decode_started(std::string_view payload);

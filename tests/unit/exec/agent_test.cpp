@@ -384,6 +384,47 @@ TEST_F(AgentTest, KillsTheRemoteProcessGroupWhenTheClientDisconnects) {
     EXPECT_TRUE(wait_until([&] { return process_gone(sleep_pid); }));
 }
 
+TEST_F(AgentTest, GivesAPtySessionATerminalOfTheRequestedSize) {
+    ExecRequest r = shell("tty; stty size; test -t 0 && test -t 2 && echo all-terminals");
+    r.pty = WindowSize{30, 100};
+    std::string out, err;
+    EXPECT_EQ(run(r, &out, &err), 0);
+    // One stream, through the terminal's line discipline (\n becomes \r\n).
+    EXPECT_NE(out.find("/dev/pts/"), std::string::npos) << out;
+    EXPECT_NE(out.find("30 100\r\n"), std::string::npos) << out;
+    EXPECT_NE(out.find("all-terminals\r\n"), std::string::npos) << out;
+    EXPECT_EQ(err, "");
+}
+
+TEST_F(AgentTest, ResizesAPtyOnWinchAndTakesInputThroughIt) {
+    UniqueFd sock = connect_raw();
+    ExecRequest r = shell("read line; echo \"got $line\"; stty size");
+    r.pty = WindowSize{24, 80};
+    send_raw(sock.get(), FrameType::Exec, 9, protocol::encode_exec(r));
+    FrameReader reader;
+    reader.expect_session(9);
+    auto started = next_frame(sock.get(), reader);
+    ASSERT_TRUE(started);
+    ASSERT_EQ(started->type, FrameType::Started);
+    send_raw(sock.get(), FrameType::Winch, 9, protocol::encode_winch({50, 120}));
+    send_raw(sock.get(), FrameType::StdinEof, 9);  // ignored: a terminal has no end of input
+    send_raw(sock.get(), FrameType::Stdin, 9, "go\r");
+    std::string out;
+    std::optional<RemoteExit> exit;
+    while (!exit) {
+        auto frame = next_frame(sock.get(), reader);
+        ASSERT_TRUE(frame) << "the session did not end; output: " << out;
+        if (frame->type == FrameType::Stdout) {
+            out += frame->payload;
+        } else if (frame->type == FrameType::Exit) {
+            exit = protocol::decode_exit(frame->payload);
+        }
+    }
+    EXPECT_NE(out.find("got go\r\n"), std::string::npos) << out;
+    EXPECT_NE(out.find("50 120\r\n"), std::string::npos) << out;
+    EXPECT_EQ(exit->wait_status(), 0);
+}
+
 TEST_F(AgentTest, IgnoresStaleBytesBeforeARequest) {
     UniqueFd sock = connect_raw();
     const std::string garbage = "noise" + protocol::encode_frame(FrameType::Stdin, 5, "stale");

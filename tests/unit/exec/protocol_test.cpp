@@ -167,6 +167,19 @@ TEST(Messages, RoundTripsAnExecRequest) {
     EXPECT_EQ(back.groups, request.groups);
 }
 
+TEST(Messages, CarriesAPtyRequestAndItsResizes) {
+    ExecRequest request;
+    request.argv = {"bash"};
+    request.cwd = "/";
+    EXPECT_FALSE(decode_exec(encode_exec(request)).pty.has_value());
+    request.pty = WindowSize{24, 80};
+    EXPECT_EQ(decode_exec(encode_exec(request)).pty, (WindowSize{24, 80}));
+    EXPECT_EQ(decode_winch(encode_winch({50, 132})), (WindowSize{50, 132}));
+    EXPECT_THROW(decode_winch(R"({"rows": 70000, "cols": 80})"), ProtocolError);
+    EXPECT_THROW(decode_winch(R"({"rows": 24})"), ProtocolError);
+    EXPECT_STREQ(protocol::frame_type_name(FrameType::Winch), "WINCH");
+}
+
 TEST(Messages, RoundTripsASetupRequest) {
     SetupRequest request{"node1-vm42",
                          {{"svm0", "/home", false, "9p"}, {"svm1", "/opt/data", true, "9p"}}};
