@@ -174,18 +174,21 @@ void ping_within(int sock, const std::string &channel, int timeout_ms, std::int6
     }
 }
 
+// The agent's reason in an ERROR reply, printable.
+std::string error_reason(const Frame &reply) {
+    try {
+        return guest_text(protocol::decode_error(reply.payload).message);
+    } catch (const protocol::ProtocolError &e) {
+        return guest_text(e.what());
+    }
+}
+
 void setup_within(int sock, const std::string &channel, const SetupRequest &request, int timeout_ms,
                   std::int64_t deadline) {
     Frame reply = request_reply(sock, channel, FrameType::Setup, protocol::encode_setup(request),
                                 timeout_ms, deadline);
     if (reply.type == FrameType::Error) {
-        std::string reason;
-        try {
-            reason = protocol::decode_error(reply.payload).message;
-        } catch (const protocol::ProtocolError &e) {
-            reason = e.what();
-        }
-        throw Error("guest setup of " + request.hostname + " failed: " + guest_text(reason));
+        throw Error("guest setup of " + request.hostname + " failed: " + error_reason(reply));
     }
     if (reply.type != FrameType::Ok) {
         throw Error("the VM's agent on " + channel + " answered SETUP with " +
@@ -733,13 +736,7 @@ void request_poweroff(int socket, const std::string &channel, int timeout_ms) {
     Frame reply = request_reply(socket, channel, FrameType::Poweroff, "{}", timeout_ms,
                                 monotonic_ms() + timeout_ms);
     if (reply.type == FrameType::Error) {
-        std::string reason;
-        try {
-            reason = protocol::decode_error(reply.payload).message;
-        } catch (const protocol::ProtocolError &e) {
-            reason = e.what();
-        }
-        throw Error("the VM's agent on " + channel + " refused POWEROFF: " + guest_text(reason));
+        throw Error("the VM's agent on " + channel + " refused POWEROFF: " + error_reason(reply));
     }
     if (reply.type != FrameType::Ok) {
         throw Error("the VM's agent on " + channel + " answered POWEROFF with " +

@@ -105,36 +105,53 @@ void remove_tree(const std::string &path) {
     }
 }
 
+namespace {
+
+// `name` in `dir`, opened O_PATH without following a link, after checking that it is a socket:
+// the folder's descriptor, the socket's, and the socket's stat. `doing` ends the refusal.
+struct OpenedSocket {
+    UniqueFd dir, fd;
+    struct stat st {};
+};
+
+OpenedSocket open_socket_in(const std::string &dir, const std::string &name, const char *doing) {
+    const std::string path = dir + "/" + name;
+    OpenedSocket s;
+    s.dir = UniqueFd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!s.dir) {
+        throw Error("cannot open " + dir + ": " + errno_text(errno));
+    }
+    s.fd = UniqueFd(openat(s.dir.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!s.fd) {
+        throw Error("cannot open " + path + ": " + errno_text(errno));
+    }
+    if (fstat(s.fd.get(), &s.st) != 0) {
+        throw Error("cannot look at " + path + ": " + errno_text(errno));
+    }
+    if (!S_ISSOCK(s.st.st_mode)) {
+        throw Error(path + " is not a socket (" +
+                    (S_ISLNK(s.st.st_mode) ? std::string("a symbolic link") : "another file type") +
+                    "): refusing to " + doing);
+    }
+    return s;
+}
+
+}  // namespace
+
 void hand_over_socket(const std::string &dir, const std::string &name, uid_t expected_owner,
                       uid_t uid, gid_t gid) {
     const std::string path = dir + "/" + name;
-    UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dfd) {
-        throw Error("cannot open " + dir + ": " + errno_text(errno));
-    }
-    UniqueFd fd(openat(dfd.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) {
-        throw Error("cannot open " + path + ": " + errno_text(errno));
-    }
-    struct stat st {};
-    if (fstat(fd.get(), &st) != 0) {
-        throw Error("cannot look at " + path + ": " + errno_text(errno));
-    }
-    if (!S_ISSOCK(st.st_mode)) {
-        throw Error(path + " is not a socket (" +
-                    (S_ISLNK(st.st_mode) ? std::string("a symbolic link") : "another file type") +
-                    "): refusing to hand it over");
-    }
-    if (st.st_uid != expected_owner) {
-        throw Error(path + " is owned by uid " + std::to_string(st.st_uid) + ", not uid " +
+    const OpenedSocket s = open_socket_in(dir, name, "hand it over");
+    if (s.st.st_uid != expected_owner) {
+        throw Error(path + " is owned by uid " + std::to_string(s.st.st_uid) + ", not uid " +
                     std::to_string(expected_owner) + ": refusing to hand it over");
     }
-    if (fchownat(fd.get(), "", uid, gid, AT_EMPTY_PATH) != 0) {
+    if (fchownat(s.fd.get(), "", uid, gid, AT_EMPTY_PATH) != 0) {
         throw Error("cannot give " + path + " to uid " + std::to_string(uid) + ": " +
                     errno_text(errno));
     }
     // fchmod does not take an O_PATH descriptor; its /proc link names this very inode.
-    const std::string self = "/proc/self/fd/" + std::to_string(fd.get());
+    const std::string self = "/proc/self/fd/" + std::to_string(s.fd.get());
     if (chmod(self.c_str(), 0600) != 0) {
         throw Error("cannot make " + path + " private: " + errno_text(errno));
     }
@@ -142,32 +159,16 @@ void hand_over_socket(const std::string &dir, const std::string &name, uid_t exp
 
 UniqueFd open_owned_socket(const std::string &dir, const std::string &name) {
     const std::string path = dir + "/" + name;
-    UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dfd) {
-        throw Error("cannot open " + dir + ": " + errno_text(errno));
-    }
+    OpenedSocket s = open_socket_in(dir, name, "connect to it");
     struct stat dst {};
-    if (fstat(dfd.get(), &dst) != 0) {
+    if (fstat(s.dir.get(), &dst) != 0) {
         throw Error("cannot look at " + dir + ": " + errno_text(errno));
     }
-    UniqueFd fd(openat(dfd.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) {
-        throw Error("cannot open " + path + ": " + errno_text(errno));
-    }
-    struct stat st {};
-    if (fstat(fd.get(), &st) != 0) {
-        throw Error("cannot look at " + path + ": " + errno_text(errno));
-    }
-    if (!S_ISSOCK(st.st_mode)) {
-        throw Error(path + " is not a socket (" +
-                    (S_ISLNK(st.st_mode) ? std::string("a symbolic link") : "another file type") +
-                    "): refusing to connect to it");
-    }
-    if (st.st_uid != dst.st_uid) {
-        throw Error(path + " is owned by uid " + std::to_string(st.st_uid) + ", not by uid " +
+    if (s.st.st_uid != dst.st_uid) {
+        throw Error(path + " is owned by uid " + std::to_string(s.st.st_uid) + ", not by uid " +
                     std::to_string(dst.st_uid) + " who owns its folder: refusing to connect to it");
     }
-    return fd;
+    return std::move(s.fd);
 }
 
 void hand_over_folder(const std::string &path, uid_t uid, gid_t gid, mode_t mode) {
