@@ -164,10 +164,11 @@ write_slurm_conf() {
   fi
   local host plugins=""
   host=$(hostname -s)
-  # The slurm-vm plugins take part only once they are built and installed.
-  local extra=""
-  [ -f "$SVM_PLUGIN_DIR/job_submit_slurm_vm.so" ] && extra+="JobSubmitPlugins=slurm_vm"$'\n'
-  [ -f "$SVM_PLUGIN_DIR/node_features_slurm_vm.so" ] && extra+="NodeFeaturesPlugins=node_features/slurm_vm"$'\n'
+  # The slurm-vm plugins take part only once they are built and installed (and not at all with
+  # SVM_WITHOUT_PLUGINS=1: bench/ measures Slurm without them).
+  local extra="" without=${SVM_WITHOUT_PLUGINS:-0}
+  [ "$without" != 1 ] && [ -f "$SVM_PLUGIN_DIR/job_submit_slurm_vm.so" ] && extra+="JobSubmitPlugins=slurm_vm"$'\n'
+  [ "$without" != 1 ] && [ -f "$SVM_PLUGIN_DIR/node_features_slurm_vm.so" ] && extra+="NodeFeaturesPlugins=node_features/slurm_vm"$'\n'
   plugins="/usr/lib/x86_64-linux-gnu/slurm-wlm"
   [ -d "$SVM_PLUGIN_DIR" ] && plugins+=":$SVM_PLUGIN_DIR"
   # A task prolog for tests/integration/test_parity.sh: it exports a variable and prints a line
@@ -229,7 +230,7 @@ CONF
   [ -f /etc/slurm/plugstack.conf ] || echo 'include /etc/slurm/plugstack.conf.d/*.conf' >/etc/slurm/plugstack.conf
   grep -q 'plugstack.conf.d' /etc/slurm/plugstack.conf ||
     echo 'include /etc/slurm/plugstack.conf.d/*.conf' >>/etc/slurm/plugstack.conf
-  if [ -f "$SVM_PLUGIN_DIR/spank_slurm_vm.so" ]; then
+  if [ "$without" != 1 ] && [ -f "$SVM_PLUGIN_DIR/spank_slurm_vm.so" ]; then
     cat >/etc/slurm/plugstack.conf.d/slurm-vm.conf <<CONF
 $MARKER
 required $SVM_PLUGIN_DIR/spank_slurm_vm.so catalog=$SVM_CATALOG grace=10 ready_timeout=90 shared_paths=/home,/tmp log_dir=$SVM_LOG/guests

@@ -184,3 +184,22 @@ test_job_survives_a_libvirtd_restart() {
   assert_contains "$(wait_for_vm_stopped "$j")" "powered off" "the epilog's stop after the restart"
   assert_no_leftovers
 }
+
+# Issue 12, fast graceful stop: the epilog of a finished job asks the agent to power off (POWEROFF
+# on exec port 0), which syncs and powers the guest off in milliseconds instead of ACPI (~2.3 s).
+test_epilog_of_a_finished_job_stops_the_vm_through_the_agent_in_well_under_a_second() {
+  local j line ms console
+  j=$(as_user "sbatch --parsable --vm-image=tiny -o out-%j.txt --wrap 'echo done-in-vm > stop-file.txt; echo ran'")
+  wait_job_done "$j" 120
+  assert_eq "$(job_state "$j")" "COMPLETED" "job state"
+  line=$(wait_for_vm_stopped "$j")
+  assert_contains "$line" "image tiny: VM stopped: domain svm-$j-node[0-9]* powered off after [0-9]* ms (agent) (shutdown [0-9.]* s, destroy 0.00 s)" "the agent's power-off in slurmd's log"
+  ms=$(sed -n 's/.* powered off after \([0-9]*\) ms (agent).*/\1/p' <<<"$line")
+  [ -n "$ms" ] && [ "$ms" -lt 500 ] || fail "the agent's power-off took '${ms}' ms, expected under 500 ms: $line"
+  # What the job wrote is on the host (the agent synced before powering off).
+  assert_eq "$(cat "$TEST_DIR/stop-file.txt" 2>/dev/null)" "done-in-vm" "the job's file"
+  console=$(cat "$SVM_LOG"/guests/svm-"$j"-node*.console.log 2>/dev/null)
+  assert_contains "$console" "slurm-vm-agent: session [0-9a-f]*: the host asks for a power-off; syncing" "the guest console"
+  assert_no_leftovers
+  assert_nodes_up
+}
