@@ -1,5 +1,6 @@
 #include "vm/domain_xml.h"
 
+#include "util/cpu_list.h"
 #include "util/error.h"
 #include "util/text.h"
 
@@ -177,6 +178,28 @@ void write_devices(DomainWriter &w, const VmSpec &spec) {
     w.line("  </devices>");
 }
 
+// One vCPU per allocated CPU is the usual sizing, but an image's max_vcpus may make fewer, and
+// an image's default more: round-robin covers both. The emulator threads (QEMU's main loop,
+// I/O, TCG's when not per-vCPU) may run on any allocated CPU, never outside the allocation.
+void write_cputune(DomainWriter &w, const VmSpec &spec) {
+    if (spec.cpus.empty()) {
+        return;
+    }
+    for (unsigned cpu : spec.cpus) {
+        if (cpu >= kMaxCpuId) {
+            w.fail("cpus",
+                   "CPU id " + std::to_string(cpu) + " is not below " + std::to_string(kMaxCpuId));
+        }
+    }
+    w.line("  <cputune>");
+    for (unsigned vcpu = 0; vcpu < spec.vcpus; ++vcpu) {
+        w.line("    <vcpupin vcpu='" + std::to_string(vcpu) + "' cpuset='" +
+               std::to_string(spec.cpus[vcpu % spec.cpus.size()]) + "'/>");
+    }
+    w.line("    <emulatorpin cpuset='" + format_cpu_list(spec.cpus) + "'/>");
+    w.line("  </cputune>");
+}
+
 void check_spec(const DomainWriter &w, const VmSpec &spec) {
     if (spec.domain_type != "kvm" && spec.domain_type != "qemu") {
         w.fail("domain_type", "expected kvm or qemu, got '" + printable(spec.domain_type) + "'");
@@ -246,6 +269,7 @@ std::string render_domain_xml(const VmSpec &spec) {
     write_metadata(w, spec);
     w.line("  <memory unit='MiB'>" + std::to_string(spec.memory_mib) + "</memory>");
     w.line("  <vcpu>" + std::to_string(spec.vcpus) + "</vcpu>");
+    write_cputune(w, spec);
     const bool virtiofs = std::any_of(spec.shares.begin(), spec.shares.end(),
                                       [](const Share &s) { return !s.virtiofs_socket.empty(); });
     if (virtiofs) {

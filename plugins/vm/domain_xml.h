@@ -32,6 +32,10 @@ struct VmSpec {
     std::string name;         // libvirt domain name, e.g. "svm-42-node1"
     std::string domain_type;  // "kvm" or "qemu"; see capabilities.h
     unsigned vcpus = 1;
+    // The host CPUs Slurm allocated to the job on this node (OS numbering). When not empty,
+    // <cputune> pins vCPU i to cpus[i % cpus.size()] and QEMU's emulator threads to all of
+    // them; when empty, nothing is pinned (the scheduler places the threads).
+    std::vector<unsigned> cpus;
     uint64_t memory_mib = 512;
     std::string kernel, initrd, cmdline;  // direct kernel boot when kernel is set
     std::string disk, disk_format;        // the job's overlay; optional; format defaults to qcow2

@@ -253,3 +253,65 @@ TEST(DomainXml, RefusesUefiWithoutItsVariablesOrWithADirectKernel) {
 
 }  // namespace
 }  // namespace svm
+
+namespace svm {
+namespace {
+
+// The XML of `spec` without pinning, with `cputune` inserted right after the <vcpu> line.
+std::string with_cputune(const VmSpec &spec, const std::string &cputune) {
+    VmSpec unpinned = spec;
+    unpinned.cpus.clear();
+    std::string xml = render_domain_xml(unpinned);
+    const std::string vcpu = "  <vcpu>" + std::to_string(spec.vcpus) + "</vcpu>\n";
+    const std::size_t at = xml.find(vcpu);
+    EXPECT_NE(at, std::string::npos);
+    return xml.insert(at + vcpu.size(), cputune);
+}
+
+TEST(DomainXml, PinsEachVcpuRoundRobinAndTheEmulatorOnAllAllocatedCpus) {
+    VmSpec spec = firmware_boot_spec();  // 4 vCPUs
+    spec.cpus = {2, 3};
+    EXPECT_EQ(render_domain_xml(spec), with_cputune(spec,
+                                                    "  <cputune>\n"
+                                                    "    <vcpupin vcpu='0' cpuset='2'/>\n"
+                                                    "    <vcpupin vcpu='1' cpuset='3'/>\n"
+                                                    "    <vcpupin vcpu='2' cpuset='2'/>\n"
+                                                    "    <vcpupin vcpu='3' cpuset='3'/>\n"
+                                                    "    <emulatorpin cpuset='2-3'/>\n"
+                                                    "  </cputune>\n"));
+}
+
+TEST(DomainXml, PinsOneVcpuPerCpuAndFewerVcpusThanCpus) {
+    VmSpec spec = kernel_boot_spec();
+    spec.vcpus = 2;
+    spec.cpus = {0, 8};
+    EXPECT_EQ(render_domain_xml(spec), with_cputune(spec,
+                                                    "  <cputune>\n"
+                                                    "    <vcpupin vcpu='0' cpuset='0'/>\n"
+                                                    "    <vcpupin vcpu='1' cpuset='8'/>\n"
+                                                    "    <emulatorpin cpuset='0,8'/>\n"
+                                                    "  </cputune>\n"));
+    spec.vcpus = 1;
+    spec.cpus = {4, 5, 6, 10, 11};
+    EXPECT_EQ(render_domain_xml(spec), with_cputune(spec,
+                                                    "  <cputune>\n"
+                                                    "    <vcpupin vcpu='0' cpuset='4'/>\n"
+                                                    "    <emulatorpin cpuset='4-6,10-11'/>\n"
+                                                    "  </cputune>\n"));
+}
+
+TEST(DomainXml, PinsNothingWithoutAllocatedCpus) {
+    VmSpec spec = firmware_boot_spec();
+    EXPECT_EQ(render_domain_xml(spec).find("cputune"), std::string::npos);
+    EXPECT_EQ(render_domain_xml(spec), read_data("domain_disk_kvm.xml"));
+}
+
+TEST(DomainXml, RefusesACpuIdOutOfBoundsNamingTheField) {
+    VmSpec spec = firmware_boot_spec();
+    spec.cpus = {1, 8192};
+    EXPECT_EQ(render_error(spec),
+              "domain XML for 'svm-7-gpu03': field 'cpus': CPU id 8192 is not below 8192");
+}
+
+}  // namespace
+}  // namespace svm
