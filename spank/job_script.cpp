@@ -6,6 +6,8 @@
 // job's own output. The node stays usable.
 #include "spank_common.h"
 
+#include "util/cpu_list.h"
+
 #include "catalog/catalog.h"
 #include "util/error.h"
 #include "util/text.h"
@@ -50,12 +52,13 @@ bool job_facts(spank_t sp, JobFacts &facts) {
 struct NodeAllocation {
     unsigned cpus = 0;
     uint64_t memory_mib = 0;
+    std::string cpu_ids;  // Slurm's abstract ids
 };
 
 NodeAllocation allocation_here(const JobFacts &f) {
     try {
         if (const auto job = load_slurm_job(f.jobid, f.node)) {
-            return {job->cpus_here, job->memory_mib_here};
+            return {job->cpus_here, job->memory_mib_here, job->cpu_ids_here};
         }
         slurm_info("%s: job %u node %s: slurmctld does not know the job; using image defaults",
                    kTag, f.jobid, f.node.c_str());
@@ -164,6 +167,12 @@ int on_job_prolog(spank_t sp) {
         const NodeAllocation alloc = allocation_here(f);
         request.cpus = alloc.cpus;
         request.memory_mib = alloc.memory_mib;
+        try {
+            request.slurm_cpus = parse_cpu_list(alloc.cpu_ids);
+        } catch (const Error &e) {
+            slurm_info("%s: job %u node %s: the job's CPU ids: %s; the VM is not pinned", kTag,
+                       f.jobid, f.node.c_str(), e.what());
+        }
         if (const char *wd = getenv("SLURM_JOB_WORK_DIR"); wd != nullptr) {
             request.work_dir = wd;
         }
@@ -183,10 +192,12 @@ int on_job_prolog(spank_t sp) {
         }
         slurm_info(
             "%s: job %u node %s image %s: VM %s ready as %s (%s, %u vCPU, %llu MiB): "
-            "created in %.2f s, agent ready after %.2f s, set up in %.2f s",
+            "created in %.2f s, agent ready after %.2f s, set up in %.2f s; vCPUs on CPUs %s",
             kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.domain.c_str(), r.hostname.c_str(),
             r.domain_type.c_str(), r.vcpus, static_cast<unsigned long long>(r.memory_mib),
-            r.create_seconds, r.ready_seconds, r.setup_seconds);
+            r.create_seconds, r.ready_seconds, r.setup_seconds,
+            r.pinned_cpus.empty() ? ("any (" + r.pin_problem + ")").c_str()
+                                  : r.pinned_cpus.c_str());
     } catch (const NodeFaultError &e) {
         // Not the user's doing, and the next job here would fail the same way: the node is
         // drained with the reason, which `sinfo -R` and `scontrol show node` show, and the

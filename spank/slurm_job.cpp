@@ -37,6 +37,11 @@ std::optional<SlurmJob> load_slurm_job(uint32_t jobid, const std::string &node) 
         if (!node.empty() && info.job_resrcs != nullptr) {
             const int cpus = slurm_job_cpus_allocated_on_node(info.job_resrcs, node.c_str());
             job.cpus_here = cpus > 0 ? static_cast<unsigned>(cpus) : 0;
+            char ids[4096] = "";
+            if (slurm_job_cpus_allocated_str_on_node(ids, sizeof ids, info.job_resrcs,
+                                                     node.c_str()) == SLURM_SUCCESS) {
+                job.cpu_ids_here = ids;
+            }
         }
         // pn_min_memory is per node, or per CPU with the MEM_PER_CPU bit (MiB either way).
         if (info.pn_min_memory != NO_VAL64 && info.pn_min_memory != 0) {

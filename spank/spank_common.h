@@ -46,6 +46,7 @@ int on_local_user_init(spank_t sp);
 struct SlurmJob {
     bool may_own_vm = false;  // running, suspended, configuring or completing
     unsigned cpus_here = 0;   // CPUs allocated on the node asked about
+    std::string cpu_ids_here;  // their Slurm (abstract) ids, "0-1,4": see util/cpu_topology.h
     uint64_t memory_mib_here = 0;
     std::string admin_comment;
 };

@@ -56,6 +56,9 @@ struct Config {
     // them, as the job's user) or "virtiofs" (a virtiofsd per share, as the job's user in a
     // user namespace; for kernels without 9p, such as the RHEL family's).
     std::string share = "9p";
+    // Pin each VM's vCPUs to the CPUs Slurm gave the job on the node (and QEMU's own threads
+    // to all of them), as task/affinity binds a native task.
+    bool pin_vcpus = true;
     std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
     std::string log_dir = "/var/log/slurm-vm";  // guest console logs
     // UEFI firmware for images with "firmware": "uefi" (Debian's ovmf package): the code,

@@ -11,6 +11,8 @@
 #include "vm/kvm_verdict.h"
 #include "vm/overlay.h"
 #include "vm/virtiofs.h"
+#include "util/cpu_list.h"
+#include "util/cpu_topology.h"
 #include "exec/protocol/json.h"
 #include "util/safe_fs.h"
 
@@ -351,6 +353,19 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         spec.name = paths.domain;
         spec.domain_type = domain_type;
         spec.vcpus = report.vcpus;
+        if (!config.pin_vcpus) {
+            report.pin_problem = "pin_vcpus=no";
+        } else if (r.slurm_cpus.empty()) {
+            report.pin_problem = "Slurm gave no CPU ids";
+        } else {
+            try {
+                // The kernel's ids: Slurm's are abstract (socket, core, thread order).
+                spec.cpus = kernel_cpus_of(r.slurm_cpus, kernel_cpus_in_slurm_order());
+                report.pinned_cpus = format_cpu_list(spec.cpus);
+            } catch (const Error &e) {
+                report.pin_problem = e.what();  // a node description to fix, not a job to fail
+            }
+        }
         spec.memory_mib = report.memory_mib;
         // QEMU runs as the job's user and libvirt relabels nothing (relabel='no'): the
         // catalog's files stay root's and only need to be readable.

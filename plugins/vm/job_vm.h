@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace svm {
 
@@ -24,6 +25,9 @@ struct JobVmRequest {
     unsigned cpus = 0;        // 0: the image's default
     uint64_t memory_mib = 0;  // 0: the image's default
     std::string work_dir;     // shared into the guest at the same path
+    // Slurm's (abstract) ids of the job's CPUs on this node: the vCPUs are pinned to them
+    // (pin_vcpus=yes). Empty: not pinned.
+    std::vector<unsigned> slurm_cpus;
     // Overrides the ready timeout when not 0 (slurm-vm check's probe boots).
     unsigned ready_timeout_seconds = 0;
 };
@@ -51,6 +55,8 @@ struct StartReport {
     std::string kvm_fallback_reason;
     // "works" or "broken" when this start decided KVM's verdict for the host, "" otherwise.
     std::string kvm_verdict;
+    // The kernel's CPUs the vCPUs are pinned to ("0-1"), or "" and why not.
+    std::string pinned_cpus, pin_problem;
 };
 
 // The node cannot run any VM (libvirtd unreachable, the state or run folder unwritable): not

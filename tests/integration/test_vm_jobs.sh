@@ -203,3 +203,31 @@ test_epilog_of_a_finished_job_stops_the_vm_through_the_agent_in_well_under_a_sec
   assert_no_leftovers
   assert_nodes_up
 }
+
+# Issue 11 (first part): a VM's vCPUs run on the CPUs Slurm gave the job on the node, as
+# task/affinity binds a native task; another job on the node gets the other CPU.
+test_a_one_cpu_vm_job_runs_its_vcpu_on_the_cpu_slurm_gave_it() {
+  local j k i ids other pid tid allowed line
+  j=$(as_user "sbatch --parsable -w node1 -n1 -c1 --vm-image=tiny -o out-%j.txt --wrap 'echo up; sleep 60'")
+  for ((i = 0; i < 240; i++)); do grep -q up "$TEST_DIR/out-$j.txt" 2>/dev/null && break; sleep 0.5; done
+  assert_contains "$(cat "$TEST_DIR/out-$j.txt")" "^up\$" "job output"
+  ids=$(scontrol show job -d "$j" | sed -n 's/.*Nodes=node1 CPU_IDs=\([0-9,-]*\).*/\1/p')
+  [ -n "$ids" ] || fail "no CPU_IDs for job $j" || return 1
+  line=$(grep -h "slurm-vm: job $j node node1 image tiny: VM .* ready as" "$SVM_LOG"/slurmd-node1.log)
+  assert_contains "$line" "vCPUs on CPUs $ids\$" "the pinning in slurmd's log"
+  pid=$(cat "/run/libvirt/qemu/svm-$j-node1.pid")
+  tid=$(grep -l '^CPU 0/' /proc/"$pid"/task/*/comm | head -1 | cut -d/ -f5)
+  [ -n "$tid" ] || fail "no vCPU thread in QEMU $pid" || return 1
+  allowed=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "/proc/$pid/task/$tid/status")
+  assert_eq "$allowed" "$ids" "the vCPU thread's CPUs"
+  # A bare one-CPU job beside it gets the node's other CPU.
+  k=$(as_user "sbatch --parsable -w node1 -n1 -c1 -o /dev/null --wrap 'sleep 30'")
+  for ((i = 0; i < 40; i++)); do [ "$(job_state "$k")" = RUNNING ] && break; sleep 0.5; done
+  other=$(scontrol show job -d "$k" | sed -n 's/.*Nodes=node1 CPU_IDs=\([0-9,-]*\).*/\1/p')
+  [ -n "$other" ] && [ "$other" != "$ids" ] || fail "the second job's CPUs: '$other' (the VM's: $ids)" || return 1
+  scancel "$j" "$k"
+  wait_job_done "$j" 120
+  wait_job_done "$k" 60
+  assert_no_leftovers
+  assert_nodes_up
+}

@@ -69,7 +69,8 @@ TEST(Config, RejectsUnknownOptionListingValidOnes) {
     EXPECT_EQ(config_error({"foo=1"}),
               "unknown option 'foo=1'; valid options: catalog, grace, ready_timeout, "
               "shared_paths, hostname, libvirt_uri, run_dir, state_dir, exec_ports, "
-              "domain_type, log_dir, network, kvm_probe_timeout, host_calls, share, virtiofsd, "
+              "domain_type, log_dir, network, kvm_probe_timeout, host_calls, share, pin_vcpus, "
+              "virtiofsd, "
               "uefi_code, uefi_vars");
 }
 
