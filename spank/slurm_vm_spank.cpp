@@ -2,9 +2,7 @@
 // dispatch on the context and make sure nothing thrown crosses into Slurm.
 #include "spank_common.h"
 
-#include "util/error.h"
-#include "catalog/image_name.h"
-
+#include <dlfcn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,56 +23,34 @@ namespace svm::spank {
 
 namespace {
 
-std::optional<Config> g_config;
+#ifndef SVM_NODE_MODULE
+#error "SVM_NODE_MODULE must name the installed slurm_vm_node.so"
+#endif
 
-int on_option(int, const char *optarg, int remote) {
-    const std::string value = optarg != nullptr ? optarg : "";
-    const std::string problem = image_name_problem(value);
-    if (!problem.empty()) {
-        if (!remote) {
-            slurm_error("%s: --vm-image=%s: image name is invalid: %s", kTag, value.c_str(),
-                        problem.c_str());
+using NodeCall = int (*)(const char *, spank_t, int, char **);
+
+// The node module's one entry point, loaded on first use (RTLD_LOCAL: nothing of it is seen by
+// the rest of the process). Slurm's own symbols (spank_*, slurm_*) resolve from the process.
+int node_call(const char *what, spank_t sp, int ac, char **av) {
+    static NodeCall call = nullptr;
+    if (call == nullptr) {
+        void *module = dlopen(SVM_NODE_MODULE, RTLD_NOW | RTLD_LOCAL);
+        if (module == nullptr) {
+            slurm_error("%s: %s: cannot load %s: %s", kTag, what, SVM_NODE_MODULE, dlerror());
+            return -1;
         }
-        return -1;
-    }
-    if (!option_value().empty() && option_value() != value) {
-        slurm_error("%s: --vm-image given twice with different values ('%s' and '%s')", kTag,
-                    option_value().c_str(), value.c_str());
-        return -1;
-    }
-    option_value() = value;
-    return 0;
-}
-
-struct spank_option g_image_option = {
-    const_cast<char *>("vm-image"),
-    const_cast<char *>("NAME"),
-    const_cast<char *>("slurm-vm: run the job inside a virtual machine booted from catalog "
-                       "image NAME (environment: SLURM_VM_IMAGE)"),
-    1,
-    0,
-    on_option};
-
-// slurm_spank_init is not called in the prolog/epilog (job script) context, but every
-// callback gets the plugstack.conf arguments: parse them on first use, wherever that is.
-template <typename F>
-int guarded(const char *where, int ac, char **av, F &&f) {
-    try {
-        if (!g_config) {
-            g_config = parse_config(std::vector<std::string>(av, av + ac));
+        call = reinterpret_cast<NodeCall>(dlsym(module, "slurm_vm_node_call"));
+        if (call == nullptr) {
+            slurm_error("%s: %s: %s has no slurm_vm_node_call", kTag, what, SVM_NODE_MODULE);
+            return -1;
         }
-        return f();
-    } catch (const std::exception &e) {
-        slurm_error("%s: %s: %s", kTag, where, e.what());
-    } catch (...) {
-        slurm_error("%s: %s: unexpected error", kTag, where);
     }
-    return -1;
+    return call(what, sp, ac, av);
 }
 
 // VMs left by jobs that ended while this host was down (or slurmd was): swept when slurmd
 // starts, in a detached grandchild so slurmd's start never waits on libvirt or slurmctld.
-void sweep_at_slurmd_start() {
+void sweep_at_slurmd_start(spank_t sp, int ac, char **av) {
     const pid_t child = fork();
     if (child < 0) {
         slurm_error("%s: cannot fork the start-up sweep: %m", kTag);
@@ -88,47 +64,11 @@ void sweep_at_slurmd_start() {
         _exit(0);
     }
     setsid();
-    try {
-        sweep_orphans("", 0);
-    } catch (const std::exception &e) {
-        slurm_error("%s: start-up sweep: %s", kTag, e.what());
-    }
+    node_call("start-up sweep", sp, ac, av);
     _exit(0);
 }
 
 }  // namespace
-
-Config &config() {
-    return *g_config;
-}
-
-std::string &option_value() {
-    static std::string value;
-    return value;
-}
-
-struct spank_option *image_option() {
-    return &g_image_option;
-}
-
-std::string requested_image(spank_t sp) {
-    char *value = nullptr;
-    if (spank_option_getopt(sp, image_option(), &value) == ESPANK_SUCCESS && value != nullptr &&
-        *value != '\0') {
-        return value;
-    }
-    // Set by the submit side (spank_job_control_setenv) when the environment twin was used.
-    if (const char *env = getenv("SPANK_"
-                                 "SLURM_VM_IMAGE");
-        env != nullptr) {
-        return env;
-    }
-    char buf[256];
-    if (spank_getenv(sp, kImageEnv, buf, sizeof buf) == ESPANK_SUCCESS) {
-        return buf;
-    }
-    return "";
-}
 
 }  // namespace svm::spank
 
@@ -144,7 +84,7 @@ int slurm_spank_init(spank_t sp, int ac, char **av) {
             return -1;
         }
         if (spank_context() == S_CTX_SLURMD) {
-            sweep_at_slurmd_start();
+            sweep_at_slurmd_start(sp, ac, av);
         }
         return 0;
     });
@@ -163,11 +103,11 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av) {
 }
 
 int slurm_spank_job_prolog(spank_t sp, int ac, char **av) {
-    return guarded("prolog", ac, av, [&] { return on_job_prolog(sp); });
+    return node_call("prolog", sp, ac, av);
 }
 
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av) {
-    return guarded("epilog", ac, av, [&] { return on_job_epilog(sp); });
+    return node_call("epilog", sp, ac, av);
 }
 
 int slurm_spank_task_init(spank_t sp, int ac, char **av) {

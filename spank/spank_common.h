@@ -1,8 +1,11 @@
 // State and helpers shared by the SPANK plugin's per-context files. Every entry point is in
 // slurm_vm_spank.cpp; the files named after a context hold what runs there:
 //   submit.cpp       sbatch/srun/salloc (user, before anything is queued)
-//   job_script.cpp   prolog and epilog (root, on each allocated node)
 //   task.cpp         task_init (the job's user, in slurmstepd, just before exec)
+//   job_script.cpp   prolog and epilog (root, on each allocated node), in the node module
+// The plugin is two modules: spank_slurm_vm.so, which every sbatch, srun and salloc loads, links
+// no libvirt (its load would cost each command ~10 ms); the prolog, the epilog and slurmd's
+// start-up sweep load slurm_vm_node.so (node_module.cpp), which has libvirt, when they run.
 #pragma once
 
 extern "C" {
@@ -14,8 +17,10 @@ extern "C" {
 #include "vm/vm_lifecycle.h"  // StopReport
 
 #include <chrono>
+#include <exception>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace svm::spank {
 
@@ -25,8 +30,28 @@ inline constexpr const char *kImageEnv = "SLURM_VM_IMAGE";  // the option's envi
 // environment (SPANK does not show it to task_init); removed from every task's environment.
 inline constexpr const char *kTaskPrologEnv = "SLURM_VM_TASK_PROLOG";
 
-// The plugstack.conf arguments, parsed once in slurm_spank_init.
+// The plugstack.conf arguments, parsed on the first callback (guarded). Each module of the
+// plugin (spank_slurm_vm.so, slurm_vm_node.so) has its own.
+std::optional<Config> &config_slot();
 Config &config();
+
+// slurm_spank_init is not called in the prolog/epilog (job script) context, but every
+// callback gets the plugstack.conf arguments: parse them on first use, wherever that is. No
+// exception leaves: Slurm gets -1 and the log the reason.
+template <typename F>
+int guarded(const char *where, int ac, char **av, F &&f) {
+    try {
+        if (!config_slot()) {
+            config_slot() = parse_config(std::vector<std::string>(av, av + ac));
+        }
+        return f();
+    } catch (const std::exception &e) {
+        slurm_error("%s: %s: %s", kTag, where, e.what());
+    } catch (...) {
+        slurm_error("%s: %s: unexpected error", kTag, where);
+    }
+    return -1;
+}
 
 // The --vm-image value given on this command line (submit side), or "".
 std::string &option_value();
@@ -44,8 +69,8 @@ int on_local_user_init(spank_t sp);
 
 // What slurmctld says of a job (slurm_job.cpp), through Slurm's API.
 struct SlurmJob {
-    bool may_own_vm = false;  // running, suspended, configuring or completing
-    unsigned cpus_here = 0;   // CPUs allocated on the node asked about
+    bool may_own_vm = false;   // running, suspended, configuring or completing
+    unsigned cpus_here = 0;    // CPUs allocated on the node asked about
     std::string cpu_ids_here;  // their Slurm (abstract) ids, "0-1,4": see util/cpu_topology.h
     uint64_t memory_mib_here = 0;
     std::string admin_comment;

@@ -504,17 +504,6 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
 
 }  // namespace
 
-JobVmPaths job_vm_paths(const Config &config, uint32_t jobid, std::string_view node) {
-    JobVmPaths p;
-    p.domain = domain_name_for(jobid, node);
-    p.state_dir = config.state_dir + "/jobs/" + p.domain;
-    p.channel_dir = config.run_dir + "/" + p.domain;
-    p.console_log = config.log_dir + "/" + p.domain + ".console.log";
-    p.error_file = p.state_dir + "/error";
-    p.state_file = p.state_dir + "/vm.json";
-    return p;
-}
-
 StartReport start_job_vm(const Config &config, const Catalog &catalog, const JobVmRequest &r) {
     const Image *listed = catalog.find(r.image);
     if (listed == nullptr) {
@@ -603,35 +592,6 @@ StopReport stop_job_vm(const Config &config, uint32_t jobid, std::string_view no
     }
     remove_job_files(paths);
     return report;
-}
-
-void record_job_vm_error(const Config &config, uint32_t jobid, std::string_view node,
-                         const std::string &message) {
-    const JobVmPaths paths = job_vm_paths(config, jobid, node);
-    try {
-        std::error_code ec;
-        fs::create_directories(paths.state_dir, ec);
-        write_file_atomically(paths.error_file, message + "\n", 0644);
-    } catch (const Error &) {
-        // Nothing better to do: the caller logs the message too.
-    }
-}
-
-std::optional<std::string> job_vm_error(const Config &config, uint32_t jobid,
-                                        std::string_view node) {
-    std::ifstream in(job_vm_paths(config, jobid, node).error_file);
-    if (!in) {
-        return std::nullopt;
-    }
-    std::string line;
-    std::getline(in, line);
-    return line;
-}
-
-bool job_has_vm(const Config &config, uint32_t jobid, std::string_view node) {
-    const JobVmPaths paths = job_vm_paths(config, jobid, node);
-    std::error_code ec;
-    return fs::exists(paths.state_dir, ec) || fs::exists(paths.channel_dir, ec);
 }
 
 }  // namespace svm

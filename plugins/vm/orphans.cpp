@@ -18,8 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::string_view kPrefix = "svm-";
-
 // The job id of an entry named for `node` whose job is not live, if the name is one of ours.
 std::optional<uint32_t> dead_job_of(std::string_view name, std::string_view node,
                                     const std::function<bool(uint32_t)> &job_is_live) {
@@ -61,40 +59,6 @@ void for_each_dead_entry(const fs::path &dir, std::string_view suffix, std::stri
 }
 
 }  // namespace
-
-std::string domain_name_for(uint32_t jobid, std::string_view node) {
-    if (!node_name_problem(node).empty()) {
-        throw Error("node name '" + std::string(node) +
-                    "': expected letters, digits, '.', '_' or '-'");
-    }
-    return std::string(kPrefix) + std::to_string(jobid) + "-" + std::string(node);
-}
-
-std::optional<std::pair<uint32_t, std::string>> parse_domain_name(std::string_view name) {
-    if (!name.starts_with(kPrefix)) {
-        return std::nullopt;
-    }
-    name.remove_prefix(kPrefix.size());
-    // The job id is the first field; the node name, which may hold '-', is all the rest.
-    std::size_t dash = name.find('-');
-    if (dash == std::string_view::npos || dash == 0) {
-        return std::nullopt;
-    }
-    std::string_view digits = name.substr(0, dash);
-    std::string_view node = name.substr(dash + 1);
-    if (digits.size() > 1 && digits[0] == '0') {
-        return std::nullopt;
-    }
-    uint32_t jobid = 0;
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), jobid);
-    if (ec != std::errc() || end != digits.data() + digits.size()) {
-        return std::nullopt;
-    }
-    if (!node_name_problem(node).empty()) {
-        return std::nullopt;
-    }
-    return std::make_pair(jobid, std::string(node));
-}
 
 std::vector<std::string> find_orphan_domains(virConnectPtr conn, std::string_view node,
                                              const std::function<bool(uint32_t)> &job_is_live) {
