@@ -47,8 +47,6 @@ constexpr int kExitNotFound = 127;
 constexpr int kExitTransport = 255;
 // slurmstepd's exit for a task that has no program (a --multi-prog rank without a line).
 constexpr int kExitNoProgram = 2;
-// The variable by which the plugin in srun hands the task the user's --task-prolog.
-constexpr const char *kTaskPrologEnv = "SLURM_VM_TASK_PROLOG";
 
 const char *const kUsage =
     "usage: slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] "
@@ -298,8 +296,8 @@ void run_prolog(const std::string &path, svm::ExecRequest &request) {
 // TMPDIR, the program (here: --multi-prog's argv; the PATH lookup is the agent's), the limits;
 // the umask was set before the task was forked.
 void prepare_task(const Options &options, svm::ExecRequest &request) {
-    const auto user_prolog = svm::env_get(request.env, kTaskPrologEnv);
-    svm::env_unset(request.env, kTaskPrologEnv);
+    const auto user_prolog = svm::env_get(request.env, svm::kTaskPrologEnv);
+    svm::env_unset(request.env, svm::kTaskPrologEnv);
     run_prolog(options.task_prolog_conf, request);
     if (user_prolog) {
         if (user_prolog->empty() || (*user_prolog)[0] != '/') {

@@ -12,6 +12,7 @@ extern "C" {
 #include <slurm/spank.h>
 }
 
+#include "exec/task_setup.h"  // kTaskPrologEnv
 #include "util/config.h"
 #include "util/process.h"
 #include "vm/vm_lifecycle.h"  // StopReport
@@ -26,9 +27,6 @@ namespace svm::spank {
 
 inline constexpr const char *kTag = "slurm-vm";
 inline constexpr const char *kImageEnv = "SLURM_VM_IMAGE";  // the option's environment twin
-// srun's --task-prolog, handed by the plugin in srun to the exec client through the step's
-// environment (SPANK does not show it to task_init); removed from every task's environment.
-inline constexpr const char *kTaskPrologEnv = "SLURM_VM_TASK_PROLOG";
 
 // The plugstack.conf arguments, parsed on the first callback (guarded). Each module of the
 // plugin (spank_slurm_vm.so, slurm_vm_node.so) has its own.

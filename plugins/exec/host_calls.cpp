@@ -1,5 +1,6 @@
 #include "exec/host_calls.h"
 
+#include "exec/task_setup.h"  // kTaskPrologEnv, env_entry_sets
 #include "util/safe_fs.h"
 #include "util/spawn.h"
 
@@ -116,7 +117,7 @@ bool is_guarded(std::string_view name, HostCalls mode) {
 // --task-prolog: only the host's srun sets it.
 bool is_host_only(std::string_view name, HostCalls mode) {
     return name == "PATH" || name == "HOME" || name.starts_with("LD_") || name == "GCONV_PATH" ||
-           name == "SLURM_VM_TASK_PROLOG" || name.starts_with("LUA_PATH") ||
+           name == kTaskPrologEnv || name.starts_with("LUA_PATH") ||
            name.starts_with("LUA_CPATH") || is_guarded(name, mode);
 }
 
@@ -129,7 +130,7 @@ std::vector<std::string_view> values_of(const std::vector<std::string> &env,
                                         std::string_view name) {
     std::vector<std::string_view> values;
     for (const auto &e : env) {
-        if (e.size() > name.size() && e[name.size()] == '=' && e.starts_with(name)) {
+        if (env_entry_sets(e, name)) {
             values.push_back(std::string_view(e).substr(name.size() + 1));
         }
     }

@@ -268,7 +268,7 @@ MultiProgResult multi_prog_argv(std::string_view conf, int rank,
 
 std::optional<std::string> env_get(const std::vector<std::string> &env, std::string_view name) {
     for (const auto &e : env) {
-        if (e.size() > name.size() && e[name.size()] == '=' && e.starts_with(name)) {
+        if (env_entry_sets(e, name)) {
             return e.substr(name.size() + 1);
         }
     }
@@ -276,15 +276,13 @@ std::optional<std::string> env_get(const std::vector<std::string> &env, std::str
 }
 
 void env_unset(std::vector<std::string> &env, std::string_view name) {
-    std::erase_if(env, [&](const std::string &e) {
-        return e.size() > name.size() && e[name.size()] == '=' && e.starts_with(name);
-    });
+    std::erase_if(env, [&](const std::string &e) { return env_entry_sets(e, name); });
 }
 
 void env_set(std::vector<std::string> &env, std::string_view name, std::string_view value) {
     std::string entry = std::string(name) + "=" + std::string(value);
     for (auto &e : env) {
-        if (e.size() > name.size() && e[name.size()] == '=' && e.starts_with(name)) {
+        if (env_entry_sets(e, name)) {
             e = std::move(entry);
             return;
         }

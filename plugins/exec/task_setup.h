@@ -38,6 +38,15 @@ MultiProgResult multi_prog_argv(std::string_view conf, int rank,
 
 // ---- TaskProlog / --task-prolog -------------------------------------------------------------
 
+// The variable by which the plugin in srun hands a task the user's --task-prolog (SPANK does
+// not show it to task_init); removed from every task's environment, never taken from a guest.
+inline constexpr const char *kTaskPrologEnv = "SLURM_VM_TASK_PROLOG";
+
+// Whether the environment entry `entry` ("NAME=value") sets `name`.
+inline bool env_entry_sets(std::string_view entry, std::string_view name) {
+    return entry.size() > name.size() && entry[name.size()] == '=' && entry.starts_with(name);
+}
+
 // Applies a task prolog's standard output to env as slurmstepd does (_proc_stdout): each line
 // "export NAME=VALUE" sets NAME (spaces after "export" and before '=' dropped, VALUE kept as it
 // is), "unset NAME" removes it, "print TEXT" is returned, to go to the task's stdout. Other lines
