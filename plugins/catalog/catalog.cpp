@@ -1,13 +1,12 @@
 #include "catalog/catalog.h"
 
+#include "util/accounts.h"
 #include "util/config.h"
 #include "util/error.h"
 #include "catalog/image_name.h"
 #include "util/fd.h"
 
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -30,9 +29,6 @@ constexpr std::size_t max_catalog_bytes = 16 << 20;
 constexpr uint64_t max_ready_timeout = 24 * 3600;
 // Far above any machine, low enough that MiB -> bytes never overflows.
 constexpr uint64_t max_memory_mib = uint64_t{1} << 30;
-// NSS answers that need more than this are broken; give up rather than grow forever.
-constexpr std::size_t max_nss_buffer = 16 << 20;
-constexpr std::size_t max_groups = 65536;  // NGROUPS_MAX on Linux
 
 using FieldNames = std::vector<std::string_view>;
 const FieldNames top_fields = {"images"};
@@ -529,50 +525,27 @@ std::string image_refusal(const Catalog &catalog, std::string_view requested,
 
 UserIdentity identity_of_uid(uid_t uid, std::string account) {
     const std::string who = "uid " + std::to_string(uid);
-    const long hint = sysconf(_SC_GETPW_R_SIZE_MAX);
-    std::vector<char> buf(hint > 0 ? static_cast<std::size_t>(hint) : 16384);
-    passwd entry{};
-    passwd *found = nullptr;
-    int rc;
-    while ((rc = getpwuid_r(uid, &entry, buf.data(), buf.size(), &found)) == ERANGE &&
-           buf.size() < max_nss_buffer) {
-        buf.resize(buf.size() * 2);
+    std::optional<UserEntry> user;
+    try {
+        user = find_user(uid);
+    } catch (const Error &e) {
+        throw Error(who + ": cannot look up the user: " + e.what());
     }
-    if (rc != 0) {
-        throw Error(who + ": cannot look up the user: " + errno_text(rc));
-    }
-    if (!found) {
+    if (!user) {
         throw Error(who + ": no such user");
     }
-    UserIdentity identity{entry.pw_name, {}, std::move(account)};
-
-    std::vector<gid_t> gids(64);
-    while (true) {
-        int count = static_cast<int>(gids.size());
-        if (getgrouplist(entry.pw_name, entry.pw_gid, gids.data(), &count) >= 0) {
-            gids.resize(static_cast<std::size_t>(count));
-            break;
-        }
-        if (gids.size() > max_groups) {
-            throw Error(who + ": cannot list the groups of user '" + identity.user + "'");
-        }
-        // glibc reports the needed size in count.
-        gids.resize(std::max(static_cast<std::size_t>(count), gids.size() * 2));
+    UserIdentity identity{user->name, {}, std::move(account)};
+    std::vector<gid_t> gids;
+    try {
+        gids = group_ids(user->name, user->gid);
+    } catch (const Error &e) {
+        throw Error(who + ": " + e.what());
     }
-
-    const long group_hint = sysconf(_SC_GETGR_R_SIZE_MAX);
-    std::vector<char> group_buf(group_hint > 0 ? static_cast<std::size_t>(group_hint) : 16384);
     for (const gid_t gid : gids) {
-        group group_entry{};
-        group *group_found = nullptr;
-        while ((rc = getgrgid_r(gid, &group_entry, group_buf.data(), group_buf.size(),
-                                &group_found)) == ERANGE &&
-               group_buf.size() < max_nss_buffer) {
-            group_buf.resize(group_buf.size() * 2);
-        }
         // A gid without a name cannot match a name in the catalog: leave it out.
-        if (rc == 0 && group_found && !contains(identity.groups, group_entry.gr_name)) {
-            identity.groups.push_back(group_entry.gr_name);
+        const auto name = find_group_name(gid);
+        if (name && !contains(identity.groups, *name)) {
+            identity.groups.push_back(*name);
         }
     }
     return identity;

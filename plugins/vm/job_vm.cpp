@@ -1,5 +1,6 @@
 #include "vm/job_vm.h"
 
+#include "util/accounts.h"
 #include "util/atomic_file.h"
 #include "vm/capabilities.h"
 #include "vm/domain_xml.h"
@@ -17,8 +18,6 @@
 #include "util/safe_fs.h"
 
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <signal.h>
@@ -251,38 +250,36 @@ std::optional<GuestUser> guest_user_for(uid_t uid, gid_t gid) {
     if (uid == 0) {
         return std::nullopt;
     }
-    std::vector<char> buf(65536);
-    struct passwd pw {};
-    struct passwd *found = nullptr;
-    if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
+    std::optional<UserEntry> found;
+    try {
+        found = find_user(uid);
+    } catch (const Error &) {
+        return std::nullopt;
+    }
+    if (!found) {
         return std::nullopt;
     }
     GuestUser user;
-    user.name = found->pw_name;
+    user.name = found->name;
     user.uid = uid;
     user.gid = gid;
-    user.home = found->pw_dir != nullptr && found->pw_dir[0] == '/' ? found->pw_dir : "/";
-    int n = 64;
-    std::vector<gid_t> gids(static_cast<std::size_t>(n));
-    if (getgrouplist(user.name.c_str(), gid, gids.data(), &n) < 0) {
-        gids.resize(static_cast<std::size_t>(n));
-        if (getgrouplist(user.name.c_str(), gid, gids.data(), &n) < 0) {
-            n = 0;
-        }
+    user.home = found->home.starts_with('/') ? found->home : "/";
+    std::vector<gid_t> gids;
+    try {
+        gids = group_ids(user.name, gid);
+    } catch (const Error &) {
+        // The primary group alone.
     }
-    gids.resize(static_cast<std::size_t>(n));
     gids.insert(gids.begin(), gid);  // the primary group first
     for (gid_t g : gids) {
-        std::vector<char> gbuf(65536);
-        struct group gr {};
-        struct group *gfound = nullptr;
-        if (getgrgid_r(g, &gr, gbuf.data(), gbuf.size(), &gfound) != 0 || gfound == nullptr) {
+        const auto name = find_group_name(g);
+        if (!name) {
             continue;
         }
         const bool seen = std::any_of(user.groups.begin(), user.groups.end(),
                                       [&](const GuestGroup &x) { return x.gid == g; });
         if (!seen) {
-            user.groups.push_back({gfound->gr_name, g});
+            user.groups.push_back({*name, g});
         }
     }
     return user;

@@ -1,13 +1,13 @@
 #include "vm/kvm_verdict.h"
 
+#include "util/accounts.h"
+
 #include "util/atomic_file.h"
 #include "util/error.h"
 #include "util/text.h"
 #include "vm/libvirt_handles.h"
 #include "exec/protocol/json.h"
 
-#include <grp.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 
@@ -37,42 +37,31 @@ bool in_group(uid_t uid, gid_t gid, gid_t wanted) {
     if (gid == wanted) {
         return true;
     }
-    std::vector<char> buf(16384);
-    struct passwd pw {};
-    struct passwd *found = nullptr;
-    if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
-        return false;
-    }
-    int n = 64;
-    std::vector<gid_t> groups(static_cast<size_t>(n));
-    if (getgrouplist(found->pw_name, gid, groups.data(), &n) < 0) {
-        groups.resize(static_cast<size_t>(n));
-        if (getgrouplist(found->pw_name, gid, groups.data(), &n) < 0) {
+    try {
+        const auto user = find_user(uid);
+        if (!user) {
             return false;
         }
+        const std::vector<gid_t> groups = group_ids(user->name, gid);
+        return std::find(groups.begin(), groups.end(), wanted) != groups.end();
+    } catch (const Error &) {
+        return false;
     }
-    groups.resize(static_cast<size_t>(n));
-    return std::find(groups.begin(), groups.end(), wanted) != groups.end();
 }
 
 std::string user_name(uid_t uid) {
-    std::vector<char> buf(16384);
-    struct passwd pw {};
-    struct passwd *found = nullptr;
-    if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
-        return found->pw_name;
+    try {
+        if (const auto user = find_user(uid)) {
+            return user->name;
+        }
+    } catch (const Error &) {
+        // Named by its number, as below.
     }
     return std::to_string(uid);
 }
 
 std::string group_name(gid_t gid) {
-    std::vector<char> buf(16384);
-    struct group gr {};
-    struct group *found = nullptr;
-    if (getgrgid_r(gid, &gr, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
-        return found->gr_name;
-    }
-    return std::to_string(gid);
+    return find_group_name(gid).value_or(std::to_string(gid));
 }
 
 std::string safe_marker_name(const std::string &node) {

@@ -1,12 +1,12 @@
 #include "vm/virtiofs.h"
 
+#include "util/accounts.h"
 #include "util/error.h"
 #include "util/fd.h"
 #include "util/text.h"
 
 #include <fcntl.h>
 #include <grp.h>
-#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -55,18 +55,12 @@ UniqueFd listening_socket(const VirtiofsdSpec &spec) {
 }
 
 std::vector<gid_t> groups_of(uid_t uid, gid_t gid) {
-    const passwd *pw = getpwuid(uid);
-    std::vector<gid_t> groups(64);
-    if (pw == nullptr) {
-        return {gid};
-    }
-    for (int tries = 0; tries < 8; ++tries) {
-        int n = static_cast<int>(groups.size());
-        if (getgrouplist(pw->pw_name, gid, groups.data(), &n) >= 0) {
-            groups.resize(static_cast<std::size_t>(n));
-            return groups;
+    try {
+        if (const auto user = find_user(uid)) {
+            return group_ids(user->name, gid);
         }
-        groups.resize(static_cast<std::size_t>(n) * 2);
+    } catch (const Error &) {
+        // The primary group alone, as below.
     }
     return {gid};
 }
