@@ -1,6 +1,9 @@
 #include "util/text.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 
 namespace svm {
 
@@ -25,6 +28,17 @@ std::string printable(std::string_view text) {
         }
     }
     return out;
+}
+
+std::string file_tail(const std::string &path, std::size_t max_bytes) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        return "";
+    }
+    in.seekg(0, std::ios::end);
+    const std::streamoff size = in.tellg();
+    in.seekg(std::max<std::streamoff>(0, size - static_cast<std::streamoff>(max_bytes)));
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace svm

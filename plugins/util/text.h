@@ -17,4 +17,8 @@ bool is_printable_ascii(char c);
 // "\xNN" for byte `c`.
 std::string hex_byte(char c);
 
+// The last `max_bytes` of the file at `path` (all of it when shorter), as they are: a log that
+// a guest or a daemon wrote, whose end says what happened. "" when it cannot be read.
+std::string file_tail(const std::string &path, std::size_t max_bytes);
+
 }  // namespace svm

@@ -212,13 +212,7 @@ void remove_job_files(const JobVmPaths &paths) {
 
 // The last `count` non-empty lines of the guest's console, printable, joined by " | ".
 std::string console_tail(const std::string &path, std::size_t count = 2) {
-    std::ifstream in(path);
-    if (!in) {
-        return "";
-    }
-    in.seekg(0, std::ios::end);
-    const std::streamoff size = in.tellg();
-    in.seekg(std::max<std::streamoff>(0, size - 8192));
+    std::istringstream in(file_tail(path, 8192));
     std::vector<std::string> lines;
     std::string line;
     while (std::getline(in, line)) {

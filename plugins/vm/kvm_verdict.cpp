@@ -16,8 +16,6 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <sstream>
 #include <vector>
 
@@ -156,15 +154,7 @@ std::string kvm_device_problem(uid_t uid, gid_t gid, const std::string &device) 
 }
 
 std::string qemu_log_error(const std::string &domain, const std::string &log_dir) {
-    std::ifstream in(log_dir + "/" + domain + ".log");
-    if (!in) {
-        return "";
-    }
-    // The file holds every start of a domain of that name: only the tail matters.
-    in.seekg(0, std::ios::end);
-    const std::streamoff size = in.tellg();
-    in.seekg(std::max<std::streamoff>(0, size - 16384));
-    std::string tail((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string tail = file_tail(log_dir + "/" + domain + ".log", 16384);
     // The file holds every start of a domain of that name: only the last one matters.
     if (const auto start = tail.rfind("starting up"); start != std::string::npos) {
         tail.erase(0, start);

@@ -19,7 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -73,8 +73,9 @@ void write_map(pid_t pid, const char *which, const std::string &map, const Virti
     }
 }
 
+// virtiofsd's last words, printable: the last non-empty line of the end of its log.
 std::string last_log_line(const std::string &path) {
-    std::ifstream in(path);
+    std::istringstream in(file_tail(path, 4096));
     std::string line, last;
     while (std::getline(in, line)) {
         if (!line.empty()) {
@@ -85,14 +86,7 @@ std::string last_log_line(const std::string &path) {
 }
 
 bool log_says_ready(const std::string &path) {
-    std::ifstream in(path);
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.find(kReadyLine) != std::string::npos) {
-            return true;
-        }
-    }
-    return false;
+    return file_tail(path, 4096).find(kReadyLine) != std::string::npos;
 }
 
 // In the child, between fork and exec: system calls only. Reports errno on `status` and ends.
