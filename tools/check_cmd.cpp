@@ -4,6 +4,7 @@
 #include "catalog/catalog.h"
 #include "util/config.h"
 #include "util/error.h"
+#include "util/fd.h"  // c_strings
 #include "util/text.h"
 #include "vm/job_vm.h"
 #include "vm/kvm_verdict.h"
@@ -217,11 +218,7 @@ int cmd_check(const std::vector<std::string> &args) {
     std::string plugstack = "/etc/slurm/plugstack.conf", image_name;
     std::vector<std::string> argv_store = {"slurm-vm check"};
     argv_store.insert(argv_store.end(), args.begin(), args.end());
-    std::vector<char *> argv;
-    for (auto &a : argv_store) {
-        argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
+    std::vector<char *> argv = c_strings(argv_store);
     static const option options[] = {{"json", no_argument, nullptr, 'j'},
                                      {"no-boot", no_argument, nullptr, 'n'},
                                      {"image", required_argument, nullptr, 'i'},

@@ -2,6 +2,7 @@
 
 #include "util/config.h"
 #include "util/error.h"
+#include "util/fd.h"  // c_strings
 #include "util/plugstack_args.h"
 #include "vm/image_prepare.h"
 #include "vm/kvm_verdict.h"
@@ -45,11 +46,7 @@ int cmd_image(const std::vector<std::string> &args) {
     }
     std::vector<std::string> words = {"slurm-vm image prepare"};
     words.insert(words.end(), args.begin() + 1, args.end());
-    std::vector<char *> argv;
-    for (auto &w : words) {
-        argv.push_back(w.data());
-    }
-    argv.push_back(nullptr);
+    std::vector<char *> argv = c_strings(words);
     static const option options[] = {{"name", required_argument, nullptr, 'n'},
                                      {"direct-boot", no_argument, nullptr, 'd'},
                                      {"uefi", no_argument, nullptr, 'u'},

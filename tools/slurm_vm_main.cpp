@@ -12,6 +12,7 @@
 #include "image_cmd.h"
 #include "util/config.h"
 #include "util/error.h"
+#include "util/fd.h"  // c_strings
 #include "exec/exec_client.h"
 #include "vm/job_vm.h"
 #include "vm/kvm_verdict.h"
@@ -62,11 +63,7 @@ int cmd_try(const std::vector<std::string> &args) {
     // and stops at "--": what follows is the command, options and all.
     std::vector<std::string> words = {"slurm-vm try"};
     words.insert(words.end(), args.begin(), args.end());
-    std::vector<char *> argv;
-    for (auto &w : words) {
-        argv.push_back(w.data());
-    }
-    argv.push_back(nullptr);
+    std::vector<char *> argv = svm::c_strings(words);
     static const option options[] = {{"destroy", no_argument, nullptr, 'd'},
                                      {"uid", required_argument, nullptr, 'u'},
                                      {"plugstack", required_argument, nullptr, 'p'},
