@@ -91,15 +91,8 @@ int on_local_user_init(spank_t sp) {
     // --multi-prog, whose text is not on the command line.
     const std::vector<std::string> words = own_command_line();
     std::size_t tail = static_cast<std::size_t>(argc);
-    if (argc >= 2) {
-        std::ifstream in(argv[0], std::ios::binary);
-        const std::string text((std::istreambuf_iterator<char>(in)),
-                               std::istreambuf_iterator<char>());
-        if (in.good() || in.eof()) {
-            if (is_multi_prog_argv({argv[0], argv[1]}, text)) {
-                tail -= 1;
-            }
-        }
+    if (argc >= 2 && is_multi_prog_argv({argv[0], argv[1]}, multi_prog_file_text(argv[0]))) {
+        tail -= 1;
     }
     std::vector<std::string> options;
     if (words.size() > tail + 1) {

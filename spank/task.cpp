@@ -18,7 +18,6 @@ extern slurm_conf_t slurm_conf __attribute__((weak));
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -29,23 +28,6 @@ extern slurm_conf_t slurm_conf __attribute__((weak));
 #endif
 
 namespace svm::spank {
-
-namespace {
-
-// The text of a --multi-prog configuration file as srun read it (at most 60000 bytes), or
-// nullopt.
-std::optional<std::string> small_file_text(const char *path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        return std::nullopt;
-    }
-    std::string text(60001, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    text.resize(static_cast<std::size_t>(in.gcount()));
-    return text;
-}
-
-}  // namespace
 
 int on_task_init(spank_t sp) {
     uint32_t jobid = 0;
@@ -100,7 +82,7 @@ int on_task_init(spank_t sp) {
     // srun --multi-prog sends {CONF_FILE, CONF_TEXT, ...}; SPANK says nothing of the flag, so
     // the text is compared with the file's (the task's cwd is srun's, as for the program).
     if (!batch && !rank_text.empty() && argc >= 2 &&
-        is_multi_prog_argv({argv[0], argv[1]}, small_file_text(argv[0]))) {
+        is_multi_prog_argv({argv[0], argv[1]}, multi_prog_file_text(argv[0]))) {
         args.push_back("--multi-prog");
     }
     if (&slurm_conf != nullptr) {

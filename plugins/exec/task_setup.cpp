@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fcntl.h>
+#include <fstream>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -115,6 +116,17 @@ std::vector<std::string_view> conf_lines(std::string_view conf) {
 bool is_multi_prog_argv(const std::vector<std::string> &argv,
                         const std::optional<std::string> &file_text) {
     return argv.size() >= 2 && file_text && argv[1] == *file_text;
+}
+
+std::optional<std::string> multi_prog_file_text(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        return std::nullopt;
+    }
+    std::string text(60001, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<std::size_t>(in.gcount()));
+    return text;
 }
 
 MultiProgResult multi_prog_argv(std::string_view conf, int rank,

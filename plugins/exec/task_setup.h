@@ -23,6 +23,10 @@ namespace svm {
 bool is_multi_prog_argv(const std::vector<std::string> &argv,
                         const std::optional<std::string> &file_text);
 
+// The text of a --multi-prog configuration file as far as it can matter: srun refuses a file
+// over 60000 bytes, and one byte more tells such a file apart. nullopt when it cannot be read.
+std::optional<std::string> multi_prog_file_text(const std::string &path);
+
 struct MultiProgResult {
     std::vector<std::string> argv;  // empty on error
     std::string error;              // "line 3: ..." / "no line for task 4"
