@@ -4,12 +4,16 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <fstream>
+#include <linux/random.h>
 #include <poll.h>
 #include <sstream>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -17,6 +21,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
+
+// Linux 4.17; older headers lack it.
+#ifndef RNDRESEEDCRNG
+#define RNDRESEEDCRNG _IO('R', 0x07)
+#endif
 
 #include "agent.h"
 #include "exec/protocol/json.h"
@@ -293,9 +302,94 @@ void add_user(const GuestUser &user) {
     }
 }
 
+// A VM restored from a saved memory snapshot wakes with the clock of the moment it was saved.
+void set_clock(std::int64_t clock_ns) {
+    struct timespec now {};
+    now.tv_sec = static_cast<time_t>(clock_ns / 1000000000);
+    now.tv_nsec = static_cast<long>(clock_ns % 1000000000);
+    if (::clock_settime(CLOCK_REALTIME, &now) != 0) {
+        throw Error("set the clock: " + errno_text(errno));
+    }
+}
+
+// Mixes the host's random bytes into the kernel's input pool, credited in full, then reseeds
+// its CRNG from it at once: VMs restored from one snapshot share the CRNG state it holds, and
+// kernels before 5.18 would otherwise keep that for up to 300 s.
+void add_entropy(const std::string &bytes) {
+    UniqueFd urandom(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+    if (!urandom) {
+        throw Error("open /dev/urandom: " + errno_text(errno));
+    }
+    // struct rand_pool_info ends with its buffer; ints keep it aligned.
+    std::vector<int> storage((sizeof(rand_pool_info) + bytes.size() + sizeof(int) - 1) /
+                             sizeof(int));
+    auto *info = reinterpret_cast<rand_pool_info *>(storage.data());
+    info->entropy_count = static_cast<int>(8 * bytes.size());
+    info->buf_size = static_cast<int>(bytes.size());
+    std::memcpy(info->buf, bytes.data(), bytes.size());
+    const int added = ::ioctl(urandom.get(), RNDADDENTROPY, info);
+    const int add_errno = errno;
+    ::explicit_bzero(storage.data(), storage.size() * sizeof(int));
+    if (added != 0) {
+        throw Error("RNDADDENTROPY on /dev/urandom: " + errno_text(add_errno));
+    }
+    // Kernels before 4.17 have no RNDRESEEDCRNG (ENOTTY or EINVAL); ENODATA: the CRNG is not
+    // seeded yet, and it seeds itself from the pool above when it is.
+    if (::ioctl(urandom.get(), RNDRESEEDCRNG) != 0 && errno != ENOTTY && errno != EINVAL &&
+        errno != ENODATA) {
+        throw Error("RNDRESEEDCRNG on /dev/urandom: " + errno_text(errno));
+    }
+}
+
+constexpr const char *kMachineId = "/etc/machine-id";
+
+// An image without a machine-id, or with an empty one (systemd fills that at boot), keeps it.
+bool has_machine_id() {
+    struct stat st {};
+    return ::stat(kMachineId, &st) == 0 && st.st_size > 0;
+}
+
+// A fresh /etc/machine-id, written in place: under systemd it may be a bind mount.
+void renew_machine_id() {
+    if (!has_machine_id()) {
+        return;
+    }
+    unsigned char id[16];
+    if (::getrandom(id, sizeof id, 0) != static_cast<ssize_t>(sizeof id)) {
+        throw Error("getrandom for " + std::string(kMachineId) + ": " + errno_text(errno));
+    }
+    // A version 4 UUID, as systemd makes them.
+    id[6] = static_cast<unsigned char>((id[6] & 0x0f) | 0x40);
+    id[8] = static_cast<unsigned char>((id[8] & 0x3f) | 0x80);
+    static const char digits[] = "0123456789abcdef";
+    std::string text;
+    for (unsigned char b : id) {
+        text += digits[b >> 4];
+        text += digits[b & 0xf];
+    }
+    text += '\n';
+    UniqueFd fd(::open(kMachineId, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+        throw Error("open " + std::string(kMachineId) + ": " + errno_text(errno));
+    }
+    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+        throw Error("write " + std::string(kMachineId) + ": " + errno_text(errno));
+    }
+}
+
 }  // namespace
 
 void apply_setup(const SetupRequest &request) {
+    // First what a VM restored from a snapshot shares with the others restored from it.
+    if (request.clock_ns) {
+        set_clock(*request.clock_ns);
+    }
+    if (!request.entropy.empty()) {
+        add_entropy(request.entropy);
+    }
+    if (request.new_machine_id) {
+        renew_machine_id();
+    }
     if (request.user) {
         add_user(*request.user);
     }
@@ -446,8 +540,15 @@ int serve_channel(Channel &channel, const ServerConfig &config) {
                 try {
                     SetupRequest setup = protocol::decode_setup(frame.payload);
                     apply_setup(setup);
-                    log_line(describe(frame) + ": hostname " + setup.hostname + ", " +
-                             std::to_string(setup.mounts.size()) + " mount(s)");
+                    log_line(
+                        describe(frame) + ": hostname " + setup.hostname + ", " +
+                        std::to_string(setup.mounts.size()) + " mount(s)" +
+                        (setup.clock_ns ? ", clock set" : "") +
+                        (setup.entropy.empty()
+                             ? ""
+                             : ", entropy " + std::to_string(setup.entropy.size()) + " bytes") +
+                        // Left alone when the image has none: see renew_machine_id.
+                        (setup.new_machine_id && has_machine_id() ? ", new machine-id" : ""));
                 } catch (const Error &e) {
                     error.message = e.what();
                     error.stage = "setup";

@@ -39,6 +39,8 @@ namespace {
 constexpr std::int64_t kMaxId = 4294967294;  // (uint32_t)-1 means "no change" to set*id()
 constexpr std::size_t kMaxGroups = 65536;
 constexpr std::size_t kMaxHostname = 64;
+// json-c reads any larger integer as INT64_MAX, which must not pass for a time.
+constexpr std::int64_t kMaxClockNs = std::numeric_limits<std::int64_t>::max() - 1;
 
 std::string quoted(std::string_view s) {
     std::string out = "\"";
@@ -108,6 +110,39 @@ std::vector<std::string> decode_string_array(json_object *obj, const char *key,
 const char *const kExecWhat = "EXEC request";
 const char *const kSetupWhat = "SETUP request";
 
+const char kHexDigits[] = "0123456789abcdef";
+
+std::string to_hex(std::string_view bytes) {
+    std::string out;
+    out.reserve(bytes.size() * 2);
+    for (char c : bytes) {
+        const auto b = static_cast<unsigned char>(c);
+        out += kHexDigits[b >> 4];
+        out += kHexDigits[b & 0xf];
+    }
+    return out;
+}
+
+// Lower-case hex digits to bytes; nullopt when `hex` is not an even number of them.
+std::optional<std::string> from_hex(std::string_view hex) {
+    const auto digit = [](char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    if (hex.size() % 2 != 0) {
+        return std::nullopt;
+    }
+    std::string out;
+    out.reserve(hex.size() / 2);
+    for (std::size_t i = 0; i < hex.size(); i += 2) {
+        const int high = digit(hex[i]), low = digit(hex[i + 1]);
+        if (high < 0 || low < 0) {
+            return std::nullopt;
+        }
+        out += static_cast<char>(high << 4 | low);
+    }
+    return out;
+}
+
 }  // namespace
 
 std::string encode_pong(const AgentInfo &info) {
@@ -171,6 +206,16 @@ void validate_setup(const SetupRequest &request) {
     }
     if (request.user) {
         validate_user(*request.user);
+    }
+    if (request.clock_ns && (*request.clock_ns <= 0 || *request.clock_ns > kMaxClockNs)) {
+        throw ProtocolError(field(what, "clock_ns") + ": expected an integer from 1 to " +
+                            std::to_string(kMaxClockNs) + ", got " +
+                            std::to_string(*request.clock_ns));
+    }
+    if (request.entropy.size() > kMaxSetupEntropy) {
+        throw ProtocolError(field(what, "entropy") + ": expected at most " +
+                            std::to_string(kMaxSetupEntropy) + " bytes, got " +
+                            std::to_string(request.entropy.size()));
     }
 }
 
@@ -246,6 +291,15 @@ std::string encode_setup(const SetupRequest &request) {
         json_set(user.get(), "groups", std::move(groups));
         json_set(obj.get(), "user", std::move(user));
     }
+    if (request.clock_ns) {
+        json_set(obj.get(), "clock_ns", json_from_int(*request.clock_ns));
+    }
+    if (!request.entropy.empty()) {
+        json_set(obj.get(), "entropy", json_from_string(to_hex(request.entropy)));
+    }
+    if (request.new_machine_id) {
+        json_set(obj.get(), "new_machine_id", json_from_bool(true));
+    }
     return json_to_text(obj.get());
 }
 
@@ -311,6 +365,26 @@ SetupRequest decode_setup(std::string_view payload) {
             user.groups.push_back(std::move(group));
         }
         request.user = std::move(user);
+    }
+    if (json_object *clock = json_optional_field(obj.get(), "clock_ns")) {
+        request.clock_ns = json_int_value(clock, 1, kMaxClockNs, field(what, "clock_ns"));
+    }
+    if (json_object *entropy = json_optional_field(obj.get(), "entropy")) {
+        const std::string where = field(what, "entropy");
+        const std::string hex = json_string_value(entropy, where);
+        if (hex.size() > 2 * kMaxSetupEntropy) {
+            throw ProtocolError(where + ": expected at most " + std::to_string(kMaxSetupEntropy) +
+                                " bytes, got " + std::to_string(hex.size() / 2));
+        }
+        std::optional<std::string> bytes = from_hex(hex);
+        if (!bytes) {
+            throw ProtocolError(where + ": expected an even number of lower-case hex digits, got " +
+                                quoted(hex));
+        }
+        request.entropy = std::move(*bytes);
+    }
+    if (json_object *fresh = json_optional_field(obj.get(), "new_machine_id")) {
+        request.new_machine_id = json_bool_value(fresh, field(what, "new_machine_id"));
     }
     validate_setup(request);
     return request;

@@ -42,6 +42,16 @@ struct SetupRequest {
     std::string hostname;
     std::vector<GuestMount> mounts;
     std::optional<GuestUser> user = std::nullopt;  // default: the guest's own accounts only
+    // For a VM restored from a saved memory snapshot, whose clock is stale and whose kernel
+    // RNG state and /etc/machine-id are those of every other VM restored from it (optional
+    // fields: an older host sends none of them, an older agent ignores them):
+    // the host's CLOCK_REALTIME in ns since the epoch when it made the request (> 0);
+    std::optional<std::int64_t> clock_ns = std::nullopt;
+    // raw random bytes to mix into the guest kernel's RNG, which is then reseeded (at most
+    // protocol::kMaxSetupEntropy; sent as lower-case hex; empty: none);
+    std::string entropy = {};
+    // a fresh /etc/machine-id, where the guest has a non-empty one.
+    bool new_machine_id = false;
 };
 
 // A resource limit for the command, as slurmstepd's set_user_limits would have left it for a
@@ -145,6 +155,8 @@ AgentInfo decode_pong(std::string_view payload);
 void validate_setup(const SetupRequest &request);
 std::string encode_setup(const SetupRequest &request);
 SetupRequest decode_setup(std::string_view payload);
+// At most this many bytes of SetupRequest::entropy.
+inline constexpr std::size_t kMaxSetupEntropy = 64;
 
 // The resource limits Slurm propagates, by its names: CPU FSIZE DATA STACK CORE RSS NPROC
 // NOFILE MEMLOCK AS.

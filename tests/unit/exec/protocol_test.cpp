@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <limits>
 #include <sys/wait.h>
 
 namespace svm::protocol {
@@ -212,6 +213,96 @@ TEST(Messages, RoundTripsTheJobsUserInASetupRequest) {
     ASSERT_TRUE(back.user.has_value());
     EXPECT_EQ(*back.user, *request.user);
     EXPECT_FALSE(decode_setup(encode_setup({"node1-vm42", {}, std::nullopt})).user.has_value());
+}
+
+std::string decode_setup_error(const std::string &json) {
+    try {
+        decode_setup(json);
+    } catch (const ProtocolError &e) {
+        return e.what();
+    }
+    return "(accepted)";
+}
+
+TEST(Messages, RoundTripsWhatARestoredVmNeedsRefreshedInASetupRequest) {
+    SetupRequest request{"node1-vm42", {}};
+    request.clock_ns = 1700000000123456789;
+    request.entropy = std::string("\x00\x01\xfe\xff secret", 11);
+    request.new_machine_id = true;
+    const std::string text = encode_setup(request);
+    EXPECT_NE(text.find(R"("clock_ns":1700000000123456789)"), std::string::npos) << text;
+    EXPECT_NE(text.find(R"("entropy":"0001feff20736563726574")"), std::string::npos) << text;
+    EXPECT_NE(text.find(R"("new_machine_id":true)"), std::string::npos) << text;
+    SetupRequest back = decode_setup(text);
+    EXPECT_EQ(back.clock_ns, request.clock_ns);
+    EXPECT_EQ(back.entropy, request.entropy);
+    EXPECT_TRUE(back.new_machine_id);
+
+    request.entropy = std::string(kMaxSetupEntropy, '\x5a');
+    EXPECT_EQ(decode_setup(encode_setup(request)).entropy, request.entropy);
+}
+
+TEST(Messages, OmitsTheRefreshOfARestoredVmWhenNotAskedAndReadsAnOlderHostsRequest) {
+    const std::string text = encode_setup({"node1-vm42", {}});
+    EXPECT_EQ(text.find("clock_ns"), std::string::npos) << text;
+    EXPECT_EQ(text.find("entropy"), std::string::npos) << text;
+    EXPECT_EQ(text.find("new_machine_id"), std::string::npos) << text;
+    const SetupRequest old = decode_setup(R"({"hostname": "h", "mounts": []})");
+    EXPECT_FALSE(old.clock_ns.has_value());
+    EXPECT_TRUE(old.entropy.empty());
+    EXPECT_FALSE(old.new_machine_id);
+    const SetupRequest empty =
+        decode_setup(R"({"hostname": "h", "entropy": "", "new_machine_id": false})");
+    EXPECT_TRUE(empty.entropy.empty());
+    EXPECT_FALSE(empty.new_machine_id);
+}
+
+TEST(Messages, RefusesABadClockEntropyOrMachineIdInASetupRequest) {
+    const auto error = [](const std::string &fields) {
+        return decode_setup_error(R"({"hostname": "h", "mounts": [], )" + fields + "}");
+    };
+    const auto names = [&](const std::string &fields, const std::string &name) {
+        const std::string message = error(fields);
+        EXPECT_EQ(message.rfind("SETUP request: field '" + name + "': ", 0), 0u)
+            << fields << " -> " << message;
+    };
+    names(R"("clock_ns": 0)", "clock_ns");
+    names(R"("clock_ns": -5)", "clock_ns");
+    names(R"("clock_ns": 1.5)", "clock_ns");
+    names(R"("clock_ns": "1700000000000000000")", "clock_ns");
+    names(R"("clock_ns": 9223372036854775807)", "clock_ns");  // json-c's INT64_MAX when larger
+    names(R"("clock_ns": 9223372036854775808)", "clock_ns");
+    names(R"("clock_ns": 99999999999999999999)", "clock_ns");
+    names(R"("entropy": "abc")", "entropy");
+    names(R"("entropy": "0g")", "entropy");
+    names(R"("entropy": "ABCD")", "entropy");
+    names(R"("entropy": "00 1")", "entropy");
+    names(R"("entropy": 1234)", "entropy");
+    names(R"("entropy": ")" + std::string(2 * kMaxSetupEntropy + 2, 'a') + "\"", "entropy");
+    names(R"("new_machine_id": 1)", "new_machine_id");
+    names(R"("new_machine_id": "true")", "new_machine_id");
+    EXPECT_EQ(error(R"("entropy": "0g")"),
+              "SETUP request: field 'entropy': expected an even number of lower-case hex "
+              "digits, got \"0g\"");
+    EXPECT_EQ(error(R"("clock_ns": 0)"),
+              "SETUP request: field 'clock_ns': expected an integer from 1 to "
+              "9223372036854775806, got 0");
+
+    SetupRequest request{"node1-vm42", {}};
+    request.clock_ns = 0;
+    EXPECT_THROW(encode_setup(request), ProtocolError);
+    request.clock_ns = -1;
+    EXPECT_THROW(encode_setup(request), ProtocolError);
+    request.clock_ns = std::numeric_limits<std::int64_t>::max();
+    EXPECT_THROW(encode_setup(request), ProtocolError);
+    request.clock_ns = std::nullopt;
+    request.entropy = std::string(kMaxSetupEntropy + 1, 'x');
+    try {
+        encode_setup(request);
+        FAIL() << "accepted 65 bytes of entropy";
+    } catch (const ProtocolError &e) {
+        EXPECT_STREQ(e.what(), "SETUP request: field 'entropy': expected at most 64 bytes, got 65");
+    }
 }
 
 TEST(Messages, RefusesAUserThatCouldBreakTheGuestsPasswdFile) {
