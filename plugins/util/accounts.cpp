@@ -24,12 +24,16 @@ std::vector<char> nss_buffer(int sysconf_name) {
 
 }  // namespace
 
-std::optional<UserEntry> find_user(uid_t uid) {
+namespace {
+
+// getpwuid_r or getpwnam_r, with a buffer that grows as the answer needs.
+template <typename Lookup>
+std::optional<UserEntry> find_user_with(Lookup lookup) {
     std::vector<char> buf = nss_buffer(_SC_GETPW_R_SIZE_MAX);
     passwd entry{};
     passwd *found = nullptr;
     int rc;
-    while ((rc = getpwuid_r(uid, &entry, buf.data(), buf.size(), &found)) == ERANGE &&
+    while ((rc = lookup(&entry, buf.data(), buf.size(), &found)) == ERANGE &&
            buf.size() < kMaxNssBuffer) {
         buf.resize(buf.size() * 2);
     }
@@ -41,6 +45,20 @@ std::optional<UserEntry> find_user(uid_t uid) {
     }
     return UserEntry{entry.pw_name, entry.pw_uid, entry.pw_gid,
                      entry.pw_dir != nullptr ? entry.pw_dir : ""};
+}
+
+}  // namespace
+
+std::optional<UserEntry> find_user(uid_t uid) {
+    return find_user_with([uid](passwd *entry, char *buf, std::size_t size, passwd **found) {
+        return getpwuid_r(uid, entry, buf, size, found);
+    });
+}
+
+std::optional<UserEntry> find_user_named(const std::string &name) {
+    return find_user_with([&name](passwd *entry, char *buf, std::size_t size, passwd **found) {
+        return getpwnam_r(name.c_str(), entry, buf, size, found);
+    });
 }
 
 std::vector<gid_t> group_ids(const std::string &user, gid_t gid) {

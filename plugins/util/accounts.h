@@ -23,6 +23,9 @@ struct UserEntry {
 // system's reason, when the database cannot be asked.
 std::optional<UserEntry> find_user(uid_t uid);
 
+// The user called `name`, the same way (a system account such as libvirt-qemu).
+std::optional<UserEntry> find_user_named(const std::string &name);
+
 // The groups of `user` whose primary group is `gid`, as getgrouplist gives them (`gid`
 // included). Throws Error when the list cannot be had (more groups than Linux allows).
 std::vector<gid_t> group_ids(const std::string &user, gid_t gid);

@@ -91,6 +91,22 @@ std::uint32_t random_session_id() {
     return id;
 }
 
+std::string random_bytes(std::size_t count) {
+    std::string bytes(count, '\0');
+    std::size_t got = 0;
+    while (got < count) {
+        const ssize_t n = getrandom(bytes.data() + got, count - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw Error(std::string("getrandom: ") + errno_text(errno));
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    return bytes;
+}
+
 std::int64_t monotonic_ms() {
     timespec ts;
     ::clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -49,6 +49,9 @@ WriteResult write_all(int fd, std::string_view data, int timeout_ms, const std::
 // A random, non-zero session id.
 std::uint32_t random_session_id();
 
+// `count` bytes from the kernel's random generator (getrandom). Throws Error when it fails.
+std::string random_bytes(std::size_t count);
+
 // Milliseconds on CLOCK_MONOTONIC.
 std::int64_t monotonic_ms();
 

@@ -29,6 +29,29 @@ bool is_metadata_key(std::string_view key) {
     return true;
 }
 
+// `text` has lower-case hex digits where `shape` has 'x' and the same character elsewhere.
+bool matches_hex_shape(std::string_view text, std::string_view shape) {
+    if (text.size() != shape.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        if (shape[i] == 'x' ? !hex : c != shape[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool is_uuid(std::string_view text) {
+    return matches_hex_shape(text, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
+}
+
+bool is_mac(std::string_view text) {
+    return matches_hex_shape(text, "xx:xx:xx:xx:xx:xx");
+}
+
 // Accumulates the XML; every value goes through value(), which names the field on failure.
 class DomainWriter {
   public:
@@ -162,6 +185,9 @@ void write_devices(DomainWriter &w, const VmSpec &spec) {
         // User-mode NAT: outbound only, no root helper, no bridge (passt is not accepted by
         // libvirt 9.0's XML). The guest gets 10.0.2.15 by DHCP; the host is 10.0.2.2.
         w.line("    <interface type='user'>");
+        if (!spec.mac.empty()) {
+            w.line("      <mac address='" + spec.mac + "'/>");
+        }
         w.line("      <model type='virtio'/>");
         w.line("    </interface>");
     }
@@ -212,6 +238,14 @@ void check_spec(const DomainWriter &w, const VmSpec &spec) {
     }
     if (spec.kernel.empty() && spec.disk.empty()) {
         w.fail("kernel", "neither a kernel nor a disk to boot from");
+    }
+    if (!spec.uuid.empty() && !is_uuid(spec.uuid)) {
+        w.fail("uuid",
+               "expected 8-4-4-4-12 lower-case hex digits, got '" + printable(spec.uuid) + "'");
+    }
+    if (!spec.mac.empty() && !is_mac(spec.mac)) {
+        w.fail("mac", "expected six lower-case hex pairs separated by ':', got '" +
+                          printable(spec.mac) + "'");
     }
     if (!spec.uefi_code.empty() && (spec.disk.empty() || !spec.kernel.empty())) {
         w.fail("uefi_code", "UEFI boots a disk without a kernel");
@@ -266,6 +300,9 @@ std::string render_domain_xml(const VmSpec &spec) {
     check_spec(w, spec);
     w.line("<domain type='" + spec.domain_type + "'>");
     w.line("  <name>" + w.nonempty("name", spec.name) + "</name>");
+    if (!spec.uuid.empty()) {
+        w.line("  <uuid>" + spec.uuid + "</uuid>");
+    }
     write_metadata(w, spec);
     w.line("  <memory unit='MiB'>" + std::to_string(spec.memory_mib) + "</memory>");
     w.line("  <vcpu>" + std::to_string(spec.vcpus) + "</vcpu>");

@@ -30,6 +30,10 @@ struct Share {
 
 struct VmSpec {
     std::string name;         // libvirt domain name, e.g. "svm-42-node1"
+    // The guest-visible identity libvirt would otherwise make up: the domain's UUID (SMBIOS)
+    // and the NIC's MAC. A VM restored from a saved state must have the saved ones
+    // (vm/warm_start.h). Empty: libvirt generates them.
+    std::string uuid, mac;
     std::string domain_type;  // "kvm" or "qemu"; see capabilities.h
     unsigned vcpus = 1;
     // The host CPUs Slurm allocated to the job on this node (OS numbering). When not empty,

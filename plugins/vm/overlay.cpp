@@ -1,5 +1,6 @@
 #include "vm/overlay.h"
 
+#include "util/atomic_file.h"
 #include "util/error.h"
 #include "util/process.h"
 #include "util/fd.h"
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
 
 namespace svm {
 
@@ -110,6 +112,31 @@ void remove_overlay(const std::string &overlay_path) {
     }
     if (unlink(overlay_path.c_str()) != 0 && errno != ENOENT) {
         throw Error("cannot remove overlay " + overlay_path + ": " + errno_text(errno));
+    }
+}
+
+void copy_uefi_vars(const std::string &template_path, const std::string &dest, uint32_t uid,
+                    uint32_t gid) {
+    constexpr std::streamoff max_size = 64 << 20;  // OVMF's are 128 KiB to 4 MiB
+    std::ifstream in(template_path, std::ios::binary);
+    std::string bytes;
+    if (in) {
+        in.seekg(0, std::ios::end);
+        const std::streamoff size = in.tellg();
+        if (size > 0 && size <= max_size) {
+            bytes.resize(static_cast<std::size_t>(size));
+            in.seekg(0);
+            in.read(bytes.data(), size);
+        }
+    }
+    if (!in || bytes.empty()) {
+        throw Error("the UEFI variable store template " + template_path + " cannot be read");
+    }
+    // The state folder is root's: nobody else can put a link where dest goes.
+    write_file_atomically(dest, bytes, 0600);
+    if (chown(dest.c_str(), uid, gid) != 0) {
+        throw Error("cannot hand " + dest + " to uid " + std::to_string(uid) + ": " +
+                    errno_text(errno));
     }
 }
 

@@ -16,6 +16,12 @@ void create_overlay(const std::string &base, const std::string &base_format,
                     const std::string &overlay_path, uint32_t owner_uid, uint32_t owner_gid,
                     std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
+// The VM's own UEFI variable store: a copy of `template_path` (the firmware's template, or a
+// warm snapshot's store) at `dest`, owned by uid:gid (QEMU writes it), mode 0600. `dest`'s
+// folder must be root's. Throws Error naming the file that cannot be read or written.
+void copy_uefi_vars(const std::string &template_path, const std::string &dest, uint32_t uid,
+                    uint32_t gid);
+
 // Removes an overlay; one that is already gone is fine.
 void remove_overlay(const std::string &overlay_path);
 

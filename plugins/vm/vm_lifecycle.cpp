@@ -235,6 +235,22 @@ void VmLifecycle::create(const std::string &xml) {
     state_ = VmState::Starting;
 }
 
+void VmLifecycle::restore(const std::string &state_file, const std::string &xml) {
+    if (state_ != VmState::Absent) {
+        throw Error("cannot restore domain " + name_ + ": it is already " + to_string(state_));
+    }
+    silence_libvirt_stderr();
+    if (virDomainRestoreFlags(conn_, state_file.c_str(), xml.c_str(), VIR_DOMAIN_SAVE_RUNNING) !=
+        0) {
+        fail("cannot restore domain " + name_ + " from " + state_file + ": " +
+             libvirt_last_error());
+    }
+    if (domain() == nullptr) {
+        fail("domain " + name_ + " is not there after its restore (its XML names another?)");
+    }
+    state_ = VmState::Starting;
+}
+
 bool VmLifecycle::wait_ready(milliseconds timeout,
                              const std::function<bool(milliseconds remaining)> &probe) {
     if (state_ == VmState::Ready) {

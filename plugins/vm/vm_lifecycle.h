@@ -72,6 +72,12 @@ class VmLifecycle {
     // Absent -> Starting. Throws Error naming the domain and libvirt's reason (state Failed).
     void create(const std::string &xml);
 
+    // Starts the domain from libvirt's save file `state_file` with `xml` (whose <name> must be
+    // the domain name given above, whose <uuid> and guest-visible devices the saved ones), as
+    // a running transient domain. Absent -> Starting, as create(). Throws Error naming the
+    // domain, the file and libvirt's reason (state Failed).
+    void restore(const std::string &state_file, const std::string &xml);
+
     // Calls probe(remaining time) until it returns true (-> Ready, returns true). Throws
     // VmStoppedError (state Failed) as soon as the domain stops running or QEMU pauses it: it
     // crashed or powered off while booting. Returns false (state Failed) when the timeout passes

@@ -77,6 +77,40 @@ TEST(DomainXml, PassesHostCpuThroughOnlyUnderKvm) {
     EXPECT_NE(render_domain_xml(spec).find("<cpu mode='host-passthrough'/>"), std::string::npos);
 }
 
+TEST(DomainXml, KeepsAGivenUuidAndMac) {
+    VmSpec spec = kernel_boot_spec();
+    spec.user_network = true;
+    spec.uuid = "0123abcd-0000-4000-8000-00000000beef";
+    spec.mac = "52:54:00:0a:0b:0c";
+    const std::string xml = render_domain_xml(spec);
+    EXPECT_NE(xml.find("<uuid>0123abcd-0000-4000-8000-00000000beef</uuid>"), std::string::npos);
+    EXPECT_NE(xml.find("<mac address='52:54:00:0a:0b:0c'/>"), std::string::npos);
+    spec.uuid = "";
+    spec.mac = "";
+    const std::string plain = render_domain_xml(spec);
+    EXPECT_EQ(plain.find("<uuid>"), std::string::npos);
+    EXPECT_EQ(plain.find("<mac "), std::string::npos);
+}
+
+TEST(DomainXml, RejectsMalformedUuidOrMacNamingTheField) {
+    VmSpec spec = kernel_boot_spec();
+    spec.uuid = "0123ABCD-0000-4000-8000-00000000beef";
+    try {
+        render_domain_xml(spec);
+        FAIL() << "accepted an upper-case uuid";
+    } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("field 'uuid'"), std::string::npos) << e.what();
+    }
+    spec.uuid = "";
+    spec.mac = "52:54:00:0a:0b:0c'/><x";
+    try {
+        render_domain_xml(spec);
+        FAIL() << "accepted a malformed mac";
+    } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("field 'mac'"), std::string::npos) << e.what();
+    }
+}
+
 TEST(DomainXml, EscapesHostileValues) {
     VmSpec spec = kernel_boot_spec();
     spec.cmdline = "console=ttyS0 '><script>&\"\ninit=/bin/sh";
