@@ -190,12 +190,21 @@ int on_job_prolog(spank_t sp) {
                        f.node.c_str(), r.kvm_verdict.c_str(),
                        kvm_verdict_path(config().state_dir).c_str());
         }
+        if (!r.warm_problem.empty()) {
+            slurm_info("%s: job %u node %s image %s: no warm start: %s", kTag, f.jobid,
+                       f.node.c_str(), f.image.c_str(), printable(r.warm_problem).c_str());
+        }
+        if (r.snapshot_seconds > 0) {
+            slurm_info("%s: job %u node %s image %s: made a warm-start snapshot in %.2f s", kTag,
+                       f.jobid, f.node.c_str(), f.image.c_str(), r.snapshot_seconds);
+        }
         slurm_info(
-            "%s: job %u node %s image %s: VM %s ready as %s (%s, %u vCPU, %llu MiB): "
+            "%s: job %u node %s image %s: VM %s ready as %s (%s, %u vCPU, %llu MiB): %s, "
             "created in %.2f s, agent ready after %.2f s, set up in %.2f s; vCPUs on CPUs %s",
             kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.domain.c_str(), r.hostname.c_str(),
             r.domain_type.c_str(), r.vcpus, static_cast<unsigned long long>(r.memory_mib),
-            r.create_seconds, r.ready_seconds, r.setup_seconds,
+            printable(r.start_mode.substr(0, r.start_mode.find(':'))).c_str(), r.create_seconds,
+            r.ready_seconds, r.setup_seconds,
             r.pinned_cpus.empty() ? ("any (" + r.pin_problem + ")").c_str()
                                   : r.pinned_cpus.c_str());
     } catch (const NodeFaultError &e) {

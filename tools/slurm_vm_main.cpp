@@ -13,6 +13,7 @@
 #include "util/config.h"
 #include "util/error.h"
 #include "util/fd.h"  // c_strings
+#include "util/text.h"
 #include "exec/exec_client.h"
 #include "vm/job_vm.h"
 #include "vm/kvm_verdict.h"
@@ -130,6 +131,10 @@ int cmd_try(const std::vector<std::string> &args) {
         printf("  KVM verdict for this host: %s (kept in %s)\n", started.kvm_verdict.c_str(),
                svm::kvm_verdict_path(config.state_dir).c_str());
     }
+    if (started.snapshot_seconds > 0) {
+        printf("  made a warm-start snapshot in %.2f s\n", started.snapshot_seconds);
+    }
+    printf("  started %s\n", svm::printable(started.start_mode).c_str());
     printf("  created in %.2f s, agent ready after %.2f s more, set up in %.2f s\n",
            started.create_seconds, started.ready_seconds, started.setup_seconds);
     fflush(stdout);

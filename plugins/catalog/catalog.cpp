@@ -34,7 +34,7 @@ using FieldNames = std::vector<std::string_view>;
 const FieldNames top_fields = {"images"};
 const FieldNames image_fields = {"name",   "description", "kernel",   "initrd",     "cmdline",
                                  "disk",   "disk_format", "vcpus",    "memory_mib", "ready_timeout",
-                                 "access", "network",     "firmware", "share"};
+                                 "access", "network",     "firmware", "share",      "warm_start"};
 const FieldNames limit_fields = {"default", "max"};
 const FieldNames access_fields = {"users", "groups", "accounts"};
 
@@ -287,6 +287,13 @@ Image parse_image(json_object *entry, std::size_t index, Where &where) {
                        "is for an image that boots its 'disk' by firmware, without 'kernel'");
         }
         image.firmware = *firmware;
+    }
+
+    if (const auto warm = member(entry, "warm_start")) {
+        if (!json_object_is_type(*warm, json_type_boolean)) {
+            where.fail("warm_start", "expected true or false, got " + shown(*warm));
+        }
+        image.warm_start = json_object_get_boolean(*warm) != 0;
     }
 
     if (image.kernel.empty() && image.disk.empty()) {

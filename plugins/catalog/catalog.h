@@ -46,6 +46,9 @@ struct Image {
     // How the shared folders reach the guest: "9p", "virtiofs" (for kernels without 9p), or
     // "" for the plugstack's share= default.
     std::string share;
+    // Whether jobs may start from a snapshot of this image's booted guest (vm/warm_start.h).
+    // false for images whose guest must boot for each job.
+    bool warm_start = true;
 };
 
 class Catalog {

@@ -165,6 +165,13 @@ const std::vector<std::pair<std::string, Setter>> &options() {
              }
              c.pin_vcpus = w.value == "yes";
          }},
+        {"warm_start",
+         [](Config &c, const OptionWord &w) {
+             if (w.value != "yes" && w.value != "no") {
+                 w.fail("expected yes or no");
+             }
+             c.warm_start = w.value == "yes";
+         }},
         {"virtiofsd", [](Config &c, const OptionWord &w) { c.virtiofsd = parse_path(w); }},
         {"uefi_code", [](Config &c, const OptionWord &w) { c.uefi_code = parse_path(w); }},
         {"uefi_vars", [](Config &c, const OptionWord &w) { c.uefi_vars = parse_path(w); }},

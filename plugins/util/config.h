@@ -59,6 +59,9 @@ struct Config {
     // Pin each VM's vCPUs to the CPUs Slurm gave the job on the node (and QEMU's own threads
     // to all of them), as task/affinity binds a native task.
     bool pin_vcpus = true;
+    // Start VMs by restoring a memory snapshot of the image's booted guest instead of booting
+    // it (see vm/warm_start.h); images opt out in the catalog ("warm_start": false).
+    bool warm_start = true;
     std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
     std::string log_dir = "/var/log/slurm-vm";  // guest console logs
     // UEFI firmware for images with "firmware": "uefi" (Debian's ovmf package): the code,

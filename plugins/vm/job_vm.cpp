@@ -12,6 +12,7 @@
 #include "vm/kvm_verdict.h"
 #include "vm/overlay.h"
 #include "vm/virtiofs.h"
+#include "vm/warm_start.h"
 #include "util/cpu_list.h"
 #include "util/cpu_topology.h"
 #include "exec/protocol/json.h"
@@ -70,36 +71,6 @@ void make_lock_files(const JobVmPaths &paths, unsigned ports, uid_t uid, gid_t g
             throw Error("cannot create " + lock + ": " + errno_text(err));
         }
         close(fd);
-    }
-}
-
-// The VM's own UEFI variable store: a copy of the firmware's template, the job user's (QEMU
-// writes it), in the VM's root-owned state folder, so it goes with the VM. A missing template
-// is the node's fault (the ovmf package), not the user's.
-void copy_uefi_vars(const std::string &template_path, const std::string &dest, uid_t uid,
-                    gid_t gid) {
-    constexpr std::streamoff max_size = 64 << 20;  // OVMF's are 128 KiB to 4 MiB
-    std::ifstream in(template_path, std::ios::binary);
-    std::string bytes;
-    if (in) {
-        in.seekg(0, std::ios::end);
-        const std::streamoff size = in.tellg();
-        if (size > 0 && size <= max_size) {
-            bytes.resize(static_cast<std::size_t>(size));
-            in.seekg(0);
-            in.read(bytes.data(), size);
-        }
-    }
-    if (!in || bytes.empty()) {
-        throw NodeFaultError("the UEFI variable store template " + template_path +
-                             " cannot be read (install Debian's ovmf package, or set uefi_vars "
-                             "in plugstack.conf)");
-    }
-    // The state folder is root's: nobody else can put a link where dest goes.
-    write_file_atomically(dest, bytes, 0600);
-    if (chown(dest.c_str(), uid, gid) != 0) {
-        throw Error("cannot hand " + dest + " to uid " + std::to_string(uid) + ": " +
-                    errno_text(errno));
     }
 }
 
@@ -314,6 +285,154 @@ void keep_verdict(const Config &config, KvmVerdict verdict, StartReport &report)
     }
 }
 
+// One short ping of the agent on `control`: between two, wait_ready looks at the domain's
+// state, so a guest that dies is noticed within about a second.
+bool agent_answers(const std::string &control, std::chrono::milliseconds remaining) {
+    try {
+        ping_agent(control, static_cast<int>(std::min<long long>(remaining.count(), 1000)));
+        return true;
+    } catch (const Error &) {
+        return false;
+    }
+}
+
+// The guest booted but its agent never answered: the image's fault, as when it dies.
+class GuestNotReadyError : public Error {
+  public:
+    using Error::Error;
+};
+
+// Waits until the agent of the VM just created from `spec` answers. Throws GuestDiedError when
+// the guest stopped (or, on trial under KVM, never answered), GuestNotReadyError when it
+// never answered.
+void wait_for_agent(VmLifecycle &vm, const VmSpec &spec, unsigned timeout_s, bool kvm_probe) {
+    const std::string control = spec.channel_dir + "/exec.0.sock";
+    const std::string &domain_type = spec.domain_type;
+    bool ready = false;
+    try {
+        ready = vm.wait_ready(
+            std::chrono::seconds(timeout_s),
+            [&](std::chrono::milliseconds remaining) { return agent_answers(control, remaining); });
+    } catch (const VmStoppedError &e) {
+        const std::string qemu = qemu_log_error(spec.name);
+        std::string message =
+            std::string("the VM stopped while it booted (") + domain_type + "): " + e.what();
+        if (!qemu.empty()) {
+            message += "; QEMU: " + qemu;
+        }
+        const std::string console = console_tail(spec.console_log);
+        message += "; console: " + (console.empty() ? "(empty)" : console);
+        throw GuestDiedError(message, qemu);
+    }
+    if (!ready) {
+        const std::string console = console_tail(spec.console_log);
+        if (kvm_probe) {
+            // Where KVM is broken, a guest may spin instead of dying: the same as dying.
+            throw GuestDiedError(
+                "the VM did not answer within " + std::to_string(timeout_s) +
+                    " s under KVM (console: " + (console.empty() ? "(empty)" : console) + ")",
+                "");
+        }
+        throw GuestNotReadyError("the VM did not become ready within " + std::to_string(timeout_s) +
+                    " s (its agent never answered; console: " +
+                    (console.empty() ? "(empty)" : console) + ")");
+    }
+}
+
+// Starts the job's VM from a snapshot of its image (vm/warm_start.h), making the snapshot
+// first when this node has none free. Sets report.start_mode to "warm (...)" when the agent
+// answered; otherwise to "cold: <why>" (and report.warm_problem when something failed), with
+// whatever it made removed, so the caller boots cold.
+void start_warm(virConnectPtr conn, const Config &config, const Image &image, const JobVmRequest &r,
+                const JobVmPaths &paths, VmSpec &spec, unsigned timeout_s, StartReport &report) {
+    std::string key_text, key_dir;
+    std::optional<WarmSlot> slot;
+    try {
+        key_text = warm_key_text(image, host_key(conn), spec);
+        key_dir = warm_key_dir(config.state_dir, image.name, key_text);
+        slot = take_warm_slot(conn, key_dir, key_text);
+    } catch (const Error &e) {
+        report.start_mode = std::string("cold: ") + e.what();
+        report.warm_problem = report.start_mode;
+        return;
+    }
+    if (!slot) {
+        report.start_mode = "cold: all " + std::to_string(kMaxWarmSlots) +
+                            " snapshot slots of this image are in use";
+        return;
+    }
+    if (!slot->has_state) {
+        const std::string refusal = warm_make_refusal(key_dir);
+        if (!refusal.empty()) {
+            report.start_mode = "cold: no snapshot (" + refusal + ")";
+            return;
+        }
+        try {
+            report.snapshot_seconds = make_warm_snapshot(
+                conn, *slot, key_dir, key_text, spec, image, config.uefi_vars,
+                [timeout_s](VmLifecycle &vm, const VmSpec &booted) {
+                    wait_for_agent(vm, booted, timeout_s, false);
+                });
+        } catch (const GuestDiedError &) {
+            throw;  // the image's guest dies or hangs: booting it again would not help
+        } catch (const GuestNotReadyError &) {
+            throw;
+        } catch (const Error &e) {
+            report.start_mode = std::string("cold: the snapshot could not be made: ") + e.what();
+            report.warm_problem = report.start_mode;
+            return;
+        }
+    }
+    VmLifecycle vm(conn, paths.domain);
+    try {
+        if (!spec.disk.empty()) {
+            create_overlay(slot->disk, "qcow2", spec.disk, r.uid, r.gid);
+        }
+        if (!spec.uefi_vars.empty()) {
+            copy_uefi_vars(slot->uefi_vars, spec.uefi_vars, r.uid, r.gid);
+        }
+        spec.uuid = slot->uuid;
+        spec.mac = slot->mac;
+        auto t = Clock::now();
+        // The slot is this job's while its lock is held: the saved domain takes its name.
+        rename_saved_domain(slot->state, paths.domain);
+        vm.restore(slot->state, render_domain_xml(spec));
+        report.create_seconds = seconds_since(t);
+        t = Clock::now();
+        const std::string control = paths.channel_dir + "/exec.0.sock";
+        bool ready = false;
+        try {
+            ready = vm.wait_ready(kWarmReadyTimeout, [&](std::chrono::milliseconds remaining) {
+                return agent_answers(control, remaining);
+            });
+        } catch (const VmStoppedError &e) {
+            throw Error(std::string("the restored VM stopped: ") + e.what());
+        }
+        if (!ready) {
+            throw Error("the restored VM's agent did not answer within " +
+                        std::to_string(kWarmReadyTimeout.count() / 1000) + " s");
+        }
+        report.ready_seconds = seconds_since(t);
+        report.start_mode = "warm (slot " + std::to_string(slot->index) + ")";
+    } catch (const Error &e) {
+        try {
+            vm.destroy();
+        } catch (const Error &) {
+        }
+        for (const std::string *file : {&spec.disk, &spec.uefi_vars}) {
+            if (!file->empty()) {
+                unlink(file->c_str());
+            }
+        }
+        spec.uuid.clear();
+        spec.mac.clear();
+        discard_warm_snapshot(*slot);
+        report.snapshot_seconds = 0;
+        report.start_mode = std::string("cold: the snapshot did not restore: ") + e.what();
+        report.warm_problem = report.start_mode;
+    }
+}
+
 // Boots the VM under `domain_type`, waits for its agent and sets the guest up. On failure,
 // removes whatever it made and throws GuestDiedError (the guest stopped while booting) or Error.
 void boot(virConnectPtr conn, const Config &config, const Image &image, const JobVmRequest &r,
@@ -369,9 +488,9 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             spec.cmdline += spec.cmdline.empty() ? "panic=1" : " panic=1";
         }
         if (!image.disk.empty()) {
+            // Made below: on the image's disk (cold) or on a snapshot's (warm).
             spec.disk = paths.state_dir + "/disk.qcow2";
             spec.disk_format = "qcow2";
-            create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
             if (image.firmware == "uefi") {
                 if (access(config.uefi_code.c_str(), R_OK) != 0) {
                     throw NodeFaultError("the UEFI firmware " + config.uefi_code +
@@ -380,7 +499,6 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
                 }
                 spec.uefi_code = config.uefi_code;
                 spec.uefi_vars = paths.state_dir + "/uefi-vars.fd";
-                copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
             }
         }
         spec.shares = shares_for(config, r.work_dir);
@@ -411,11 +529,6 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         // A console log of an earlier boot of this domain would be read as this one's.
         unlink(paths.console_log.c_str());
 
-        auto t = Clock::now();
-        vm.create(render_domain_xml(spec));
-        report.create_seconds = seconds_since(t);
-
-        t = Clock::now();
         unsigned timeout_s =
             image.ready_timeout != 0 ? image.ready_timeout : config.ready_timeout_seconds;
         if (r.ready_timeout_seconds != 0) {
@@ -424,48 +537,42 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         if (kvm_probe) {
             timeout_s = std::min(timeout_s, config.kvm_probe_timeout_seconds);
         }
-        const std::string control = paths.channel_dir + "/exec.0.sock";
-        bool ready = false;
-        try {
-            // Short pings: between two, the domain's state is looked at, so a guest that dies
-            // is noticed within about a second.
-            ready = vm.wait_ready(
-                std::chrono::seconds(timeout_s), [&](std::chrono::milliseconds remaining) {
-                    try {
-                        ping_agent(control,
-                                   static_cast<int>(std::min<long long>(remaining.count(), 1000)));
-                        return true;
-                    } catch (const Error &) {
-                        return false;
-                    }
-                });
-        } catch (const VmStoppedError &e) {
-            const std::string qemu = qemu_log_error(paths.domain);
-            std::string message =
-                std::string("the VM stopped while it booted (") + domain_type + "): " + e.what();
-            if (!qemu.empty()) {
-                message += "; QEMU: " + qemu;
-            }
-            const std::string console = console_tail(paths.console_log);
-            message += "; console: " + (console.empty() ? "(empty)" : console);
-            throw GuestDiedError(message, qemu);
+        if (kvm_probe) {
+            report.start_mode = "cold: KVM is on trial on this host";
+        } else if (!config.warm_start) {
+            report.start_mode = "cold";  // warm_start=no
+        } else if (!image.warm_start) {
+            report.start_mode = "cold";  // the catalog's "warm_start": false
+        } else if (!virtiofsds.empty()) {
+            report.start_mode = "cold: virtiofs shares cannot be saved with their virtiofsd";
+        } else {
+            start_warm(conn, config, image, r, paths, spec, timeout_s, report);
         }
-        if (!ready) {
-            const std::string console = console_tail(paths.console_log);
-            if (kvm_probe) {
-                // Where KVM is broken, a guest may spin instead of dying: the same as dying.
-                throw GuestDiedError(
-                    "the VM did not answer within " + std::to_string(timeout_s) +
-                        " s under KVM (console: " + (console.empty() ? "(empty)" : console) + ")",
-                    "");
+        if (report.start_mode.empty() || report.start_mode.starts_with("cold")) {
+            if (report.start_mode.empty()) {
+                report.start_mode = "cold";
             }
-            throw Error("the VM did not become ready within " + std::to_string(timeout_s) +
-                        " s (its agent never answered; console: " +
-                        (console.empty() ? "(empty)" : console) + ")");
+            if (!spec.disk.empty()) {
+                create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
+            }
+            if (!spec.uefi_vars.empty()) {
+                try {
+                    copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
+                } catch (const Error &e) {
+                    throw NodeFaultError(std::string(e.what()) +
+                                         " (install Debian's ovmf package, or set uefi_vars in "
+                                         "plugstack.conf)");
+                }
+            }
+            auto t = Clock::now();
+            vm.create(render_domain_xml(spec));
+            report.create_seconds = seconds_since(t);
+            t = Clock::now();
+            wait_for_agent(vm, spec, timeout_s, kvm_probe);
+            report.ready_seconds = seconds_since(t);
         }
-        report.ready_seconds = seconds_since(t);
 
-        t = Clock::now();
+        const auto t = Clock::now();
         SetupRequest setup;
         setup.hostname = report.hostname;
         for (const auto &s : spec.shares) {
@@ -473,7 +580,15 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
                 {s.tag, s.guest_path, s.readonly, s.virtiofs_socket.empty() ? "9p" : "virtiofs"});
         }
         setup.user = guest_user_for(r.uid, r.gid);
-        setup_guest(control, setup, 30000);
+        // What a snapshot's guests would otherwise share, or have stale: the clock (stopped at
+        // the save), the kernel's random state, machine-id. A booted guest gets the same
+        // clock and entropy: no harm, and one path to test.
+        timespec now{};
+        clock_gettime(CLOCK_REALTIME, &now);
+        setup.clock_ns = static_cast<std::int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
+        setup.entropy = random_bytes(32);
+        setup.new_machine_id = report.start_mode.starts_with("warm");
+        setup_guest(paths.channel_dir + "/exec.0.sock", setup, 30000);
         give_channels_to_user(paths, config.exec_ports, r.uid, r.gid);
         report.setup_seconds = seconds_since(t);
 

@@ -57,6 +57,14 @@ struct StartReport {
     std::string kvm_verdict;
     // The kernel's CPUs the vCPUs are pinned to ("0-1"), or "" and why not.
     std::string pinned_cpus, pin_problem;
+    // How it started: "warm (slot N)" (restored from a snapshot, vm/warm_start.h), "cold"
+    // (booted: the image or the plugstack opted out), or "cold: <why not warm>".
+    std::string start_mode;
+    // Set when this start made its slot's snapshot first (seconds it took).
+    double snapshot_seconds = 0;
+    // A warm start was due but failed (a snapshot that would not be made or restored): one
+    // line for the node's log. The VM then booted cold.
+    std::string warm_problem;
 };
 
 // The node cannot run any VM (libvirtd unreachable, the state or run folder unwritable): not

@@ -166,7 +166,7 @@ TEST(Catalog, RejectsUnknownImageFieldListingValidOnes) {
               prefix +
                   "field 'kernal': unknown field; valid fields: name, description, kernel, "
                   "initrd, cmdline, disk, disk_format, vcpus, memory_mib, ready_timeout, access, "
-                  "network, firmware, share");
+                  "network, firmware, share, warm_start");
 }
 
 TEST(Catalog, RejectsUnknownNestedFields) {

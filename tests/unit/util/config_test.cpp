@@ -70,7 +70,7 @@ TEST(Config, RejectsUnknownOptionListingValidOnes) {
               "unknown option 'foo=1'; valid options: catalog, grace, ready_timeout, "
               "shared_paths, hostname, libvirt_uri, run_dir, state_dir, exec_ports, "
               "domain_type, log_dir, network, kvm_probe_timeout, host_calls, share, pin_vcpus, "
-              "virtiofsd, "
+              "warm_start, virtiofsd, "
               "uefi_code, uefi_vars");
 }
 
