@@ -79,13 +79,23 @@ std::string shape_part(const VmSpec &job) {
     return "shape\n" + render_domain_xml(shape);
 }
 
+// `path` and every folder from `<state_dir>/warm` down to it, root's and 0755 whatever
+// slurmd's umask made them: job QEMUs (the jobs' users) read a slot's disk.
 void make_public_dir(const std::string &path) {
     std::error_code ec;
     fs::create_directories(path, ec);
-    // Job QEMUs (the job's user) read a slot's disk: every level must be traversable,
-    // whatever slurmd's umask made it.
-    if (ec || chmod(path.c_str(), 0755) != 0) {
-        throw Error("cannot create " + path + ": " + (ec ? ec.message() : errno_text(errno)));
+    if (ec) {
+        throw Error("cannot create " + path + ": " + ec.message());
+    }
+    // A slot is 5 levels below `warm`: never more, whatever the path.
+    int levels = 6;
+    for (fs::path p = path; levels-- > 0 && p.has_relative_path(); p = p.parent_path()) {
+        if (chmod(p.c_str(), 0755) != 0) {
+            throw Error("cannot make " + p.string() + " traversable: " + errno_text(errno));
+        }
+        if (p.filename() == "warm") {
+            break;
+        }
     }
 }
 
@@ -154,9 +164,11 @@ void set_slot_files(WarmSlot &slot) {
     slot.uefi_vars = slot.dir + "/uefi-vars.fd";
 }
 
-// A frozen file of the snapshot: root's, readable by every job's QEMU, written by none.
-void freeze(const std::string &path) {
-    if (chown(path.c_str(), 0, 0) != 0 || chmod(path.c_str(), 0644) != 0) {
+// A frozen file of the snapshot: root's, written by nobody; readable by every job's QEMU
+// (`mode` 0644: the disk, the UEFI store) or by root alone (0600: the memory state, which
+// libvirtd reads and hands to QEMU as an open file).
+void freeze(const std::string &path, mode_t mode = 0644) {
+    if (chown(path.c_str(), 0, 0) != 0 || chmod(path.c_str(), mode) != 0) {
         throw Error("cannot make " + path + " read-only: " + errno_text(errno));
     }
 }
@@ -359,7 +371,7 @@ double make_warm_snapshot(
                 throw Error("libvirt could not save the snapshot's VM: " + libvirt_last_error());
             }
         }
-        freeze(partial);
+        freeze(partial, 0600);
         if (!spec.disk.empty()) {
             freeze(slot.disk);
         }
