@@ -334,8 +334,8 @@ void wait_for_agent(VmLifecycle &vm, const VmSpec &spec, unsigned timeout_s, boo
                 "");
         }
         throw GuestNotReadyError("the VM did not become ready within " + std::to_string(timeout_s) +
-                    " s (its agent never answered; console: " +
-                    (console.empty() ? "(empty)" : console) + ")");
+                                 " s (its agent never answered; console: " +
+                                 (console.empty() ? "(empty)" : console) + ")");
     }
 }
 
@@ -368,11 +368,11 @@ void start_warm(virConnectPtr conn, const Config &config, const Image &image, co
             return;
         }
         try {
-            report.snapshot_seconds = make_warm_snapshot(
-                conn, *slot, key_dir, key_text, spec, image, config.uefi_vars,
-                [timeout_s](VmLifecycle &vm, const VmSpec &booted) {
-                    wait_for_agent(vm, booted, timeout_s, false);
-                });
+            report.snapshot_seconds =
+                make_warm_snapshot(conn, *slot, key_dir, key_text, spec, image, config.uefi_vars,
+                                   [timeout_s](VmLifecycle &vm, const VmSpec &booted) {
+                                       wait_for_agent(vm, booted, timeout_s, false);
+                                   });
         } catch (const GuestDiedError &) {
             throw;  // the image's guest dies or hangs: booting it again would not help
         } catch (const GuestNotReadyError &) {
@@ -610,6 +610,24 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
 
 }  // namespace
 
+uint64_t guest_memory_mib(const ImageLimits &limits, uint64_t allocation_mib,
+                          uint64_t overhead_mib) {
+    if (allocation_mib == 0) {
+        return limits.default_memory_mib;
+    }
+    const uint64_t left = allocation_mib > overhead_mib ? allocation_mib - overhead_mib : 0;
+    if (left < kMinGuestMemoryMib) {
+        throw Error("the job's " + std::to_string(allocation_mib) +
+                    " MiB of memory on this node leave " + std::to_string(left) +
+                    " MiB for the VM once QEMU's own " + std::to_string(overhead_mib) +
+                    " MiB (memory_overhead) are set aside, and a VM needs at least " +
+                    std::to_string(kMinGuestMemoryMib) + " MiB: ask for at least " +
+                    std::to_string(kMinGuestMemoryMib + overhead_mib) +
+                    " MiB (--mem, or --mem-per-cpu)");
+    }
+    return std::min(left, limits.max_memory_mib);
+}
+
 StartReport start_job_vm(const Config &config, const Catalog &catalog, const JobVmRequest &r) {
     const Image *listed = catalog.find(r.image);
     if (listed == nullptr) {
@@ -623,8 +641,12 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
     report.hostname = expand_hostname(config.hostname_template, r.node, r.jobid);
     report.vcpus =
         r.cpus == 0 ? image.limits.default_vcpus : std::min(r.cpus, image.limits.max_vcpus);
-    report.memory_mib = r.memory_mib == 0 ? image.limits.default_memory_mib
-                                          : std::min(r.memory_mib, image.limits.max_memory_mib);
+    try {
+        report.memory_mib =
+            guest_memory_mib(image.limits, r.memory_mib, config.memory_overhead_mib);
+    } catch (const Error &e) {
+        throw Error(describe(r) + ": " + e.what());
+    }
 
     ConnectionPtr conn;
     try {

@@ -22,9 +22,11 @@ struct JobVmRequest {
     std::string node;   // Slurm node name (several slurmd may share one host)
     std::string image;  // catalog name, already validated at submit
     uint32_t uid = 0, gid = 0;
-    unsigned cpus = 0;        // 0: the image's default
-    uint64_t memory_mib = 0;  // 0: the image's default
-    std::string work_dir;     // shared into the guest at the same path
+    unsigned cpus = 0;  // 0: the image's default
+    // The job's memory on this node, which task/cgroup's ConstrainRAMSpace makes the limit of
+    // the job's cgroup, QEMU's included: see guest_memory_mib. 0: the image's default.
+    uint64_t memory_mib = 0;
+    std::string work_dir;  // shared into the guest at the same path
     // Slurm's (abstract) ids of the job's CPUs on this node: the vCPUs are pinned to them
     // (pin_vcpus=yes). Empty: not pinned.
     std::vector<unsigned> slurm_cpus;
@@ -66,6 +68,18 @@ struct StartReport {
     // line for the node's log. The VM then booted cold.
     std::string warm_problem;
 };
+
+// The smallest guest a job's allocation may leave: below it a Linux guest hardly boots.
+inline constexpr uint64_t kMinGuestMemoryMib = 64;
+
+// The guest's RAM in MiB for a job with `allocation_mib` of memory on the node (0: Slurm said
+// none, the image's default). The allocation is the limit of the job's cgroup, which also holds
+// QEMU itself (its heap, TCG's translation cache, I/O buffers): the guest gets
+// allocation - overhead_mib (the plugstack's memory_overhead), capped by the image's max, so the
+// overhead is taken only where the allocation, not the image, decides. Throws Error with the
+// numbers when that leaves less than kMinGuestMemoryMib.
+uint64_t guest_memory_mib(const ImageLimits &limits, uint64_t allocation_mib,
+                          uint64_t overhead_mib);
 
 // The node cannot run any VM (libvirtd unreachable, the state or run folder unwritable): not
 // this job's fault, and the next job would meet it too. The prolog drains the node with this
