@@ -135,6 +135,20 @@ void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const Star
     json_set(state.get(), "memory_mib", json_from_int(static_cast<int64_t>(report.memory_mib)));
     json_set(state.get(), "domain_type", json_from_string(report.domain_type));
     json_set(state.get(), "ready_at", json_from_int(time(nullptr)));
+    json_set(state.get(), "pinned_cpus", json_from_string(report.pinned_cpus));
+    // For the extern step, which moves these into the job's cgroups (place_job_vm): each one
+    // by pid and start time, so a pid reused meanwhile is never taken for it.
+    json_set(state.get(), "qemu_pid", json_from_int(report.qemu.pid));
+    json_set(state.get(), "qemu_start",
+             json_from_int(static_cast<int64_t>(report.qemu.start_ticks)));
+    JsonPtr virtiofsds(json_object_new_array());
+    for (const ProcessIdentity &d : report.virtiofsds) {
+        JsonPtr one = json_new_object();
+        json_set(one.get(), "pid", json_from_int(d.pid));
+        json_set(one.get(), "start", json_from_int(static_cast<int64_t>(d.start_ticks)));
+        json_object_array_add(virtiofsds.get(), one.release());
+    }
+    json_set(state.get(), "virtiofsd", std::move(virtiofsds));
     write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0644);
 }
 
@@ -440,6 +454,7 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
           StartReport &report) {
     VmLifecycle vm(conn, paths.domain);
     report.domain_type = domain_type;
+    report.virtiofsds.clear();  // of a first boot that failed under KVM
     // virtiofsd processes of this boot: each ends when QEMU closes its socket, but one whose
     // QEMU never came is killed here.
     std::vector<pid_t> virtiofsds;
@@ -514,6 +529,8 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
                 d.uid = r.uid;
                 d.gid = r.gid;
                 virtiofsds.push_back(start_virtiofsd(d));
+                report.virtiofsds.push_back(
+                    {virtiofsds.back(), process_start_ticks(virtiofsds.back())});
                 share.virtiofs_socket = d.socket_path;
             }
         }
@@ -592,6 +609,12 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         give_channels_to_user(paths, config.exec_ports, r.uid, r.gid);
         report.setup_seconds = seconds_since(t);
 
+        try {
+            // The same pid file whether the VM booted or was restored.
+            report.qemu = find_qemu(paths.domain);
+        } catch (const Error &e) {
+            report.qemu_problem = e.what();  // the extern step looks again, and says so
+        }
         write_state_file(paths, r, report);
     } catch (const Error &) {
         try {
