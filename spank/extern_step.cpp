@@ -10,6 +10,7 @@
 
 #include "util/text.h"
 #include "vm/job_vm.h"
+#include "vm/kvm_verdict.h"  // first_warning_for_node
 
 #include <cstdlib>
 #include <string>
@@ -45,8 +46,11 @@ int on_extern_step(spank_t sp) {
         place_job_vm(config(), jobid, node, uid, r);
         image = r.image;
         for (const auto &note : r.notes) {
-            slurm_info("%s: job %u node %s image %s: %s", kTag, jobid, node, image.c_str(),
-                       printable(note).c_str());
+            // The same on every job of the host (the kernel's doing): once per node and text.
+            if (first_warning_for_node(config().state_dir, std::string(node) + "-cgroup", note)) {
+                slurm_info("%s: job %u node %s image %s: %s", kTag, jobid, node, image.c_str(),
+                           printable(note).c_str());
+            }
         }
         if (!r.skipped.empty()) {
             if (r.image.empty()) {

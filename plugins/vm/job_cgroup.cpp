@@ -307,6 +307,22 @@ std::vector<pid_t> cgroup_members(const std::string &folder, std::string_view fi
 
 namespace {
 
+// One write of `value` to an existing control file: 0, or the errno.
+int write_control(const std::string &path, std::string_view value) {
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) {
+        return errno;
+    }
+    ssize_t n;
+    do {
+        n = write(fd.get(), value.data(), value.size());
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return errno;
+    }
+    return n == static_cast<ssize_t>(value.size()) ? 0 : EIO;
+}
+
 bool process_exists(const std::string &proc, pid_t pid) {
     struct stat st {};
     return lstat((proc + "/" + std::to_string(pid)).c_str(), &st) == 0;
@@ -419,12 +435,14 @@ VmCgroupPlacement move_into_vm_cgroups(const VmCgroupPlan &plan,
         const std::string folder = make_child_cgroup(parent, kVmCgroupName);
         placement.folders.emplace_back(controller, folder);
         if (controller == "memory") {
-            try {
-                write_cgroup_file(folder, "memory.move_charge_at_immigrate", "3");
-            } catch (const Error &e) {
+            if (const int err = write_control(folder + "/memory.move_charge_at_immigrate", "3")) {
+                // The same words on every job of a host, so that the node's log can say it once.
                 placement.notes.push_back(
-                    std::string(e.what()) +
-                    ": the memory QEMU used before the move stays charged where it was");
+                    "this kernel does not move memory charges with a process "
+                    "(memory.move_charge_at_immigrate: " +
+                    errno_text(err) +
+                    "): the memory a VM used before it joined the job's cgroup stays charged "
+                    "where it was (libvirt's), and is not in the job's accounting or limit");
             }
         }
         for (const pid_t pid : processes) {

@@ -104,7 +104,8 @@ struct VmCgroupPlacement {
 // Makes `<parent>/slurm_vm` for each planned controller and moves each of `processes` (all its
 // threads: cgroup.procs, else thread by thread) and its descendants there. In memory,
 // move_charge_at_immigrate=3 first, so that what QEMU touched so far is charged to the job; a
-// kernel that refuses it (charge moving is gone from Linux 6.13) gives a note, not an error.
+// kernel that refuses it (charge moving is gone from Linux 6.13) gives a note, the same words
+// on every job, not an error.
 // Throws Error naming the controller, the process and the reason; a descendant that ends
 // meanwhile is no error. `proc` is /proc, injectable for tests.
 VmCgroupPlacement move_into_vm_cgroups(const VmCgroupPlan &plan,

@@ -138,7 +138,8 @@ struct PlacementReport {
     std::vector<std::string> missing;      // controllers of job_vm_controllers() the job lacks
     std::string cpus;                      // the job's cpuset ("0-1"); "" without one
     bool repinned = false;                 // vCPUs pinned again on `cpus`
-    std::vector<std::string> notes;        // what did not work and changes little
+    std::vector<std::string> notes;        // what did not work and changes little: the
+                                           // same words on every job of a host
 };
 
 // Where place_job_vm looks and how it pins; the real ones unless a test says otherwise.

@@ -60,6 +60,9 @@ class JobCgroupTest : public ::testing::Test {
                 cgroup(s + "/slurm_vm");
             } else if (c == "cpuacct" || c == "memory") {
                 cgroup(s + "/task_3/slurm_vm");
+                if (c == "memory") {
+                    write(s + "/task_3/slurm_vm/memory.move_charge_at_immigrate", "");
+                }
             } else {
                 cgroup(s + "/slurm_vm");
             }
@@ -295,15 +298,17 @@ TEST_F(JobCgroupTest, AKernelWithoutChargeMovingIsANoteNotAnError) {
     slurm_tree();
     fake_parent(500, 1);
     const std::string mem = job42("memory") + "/step_extern/task_3/slurm_vm";
+    fs::remove(mem + "/memory.move_charge_at_immigrate");
     fs::create_directories(mem + "/memory.move_charge_at_immigrate");  // refuses the write
     const VmCgroupPlan plan = plan_vm_cgroups(mount, {"memory"}, "node1", 1000, 42);
     const VmCgroupPlacement placed = move_into_vm_cgroups(plan, {500}, proc);
     EXPECT_EQ(read(mem + "/cgroup.procs"), "500\n");
     EXPECT_EQ(placed.notes,
-              std::vector<std::string>{"cgroup: cannot write '3' to " + mem +
-                                       "/memory.move_charge_at_immigrate: Is a directory: the "
-                                       "memory QEMU used before the move stays charged where it "
-                                       "was"});
+              std::vector<std::string>{
+                  "this kernel does not move memory charges with a process "
+                  "(memory.move_charge_at_immigrate: Is a directory): the memory a VM used before "
+                  "it joined the job's cgroup stays charged where it was (libvirt's), and is not "
+                  "in the job's accounting or limit"});
 }
 
 TEST_F(JobCgroupTest, FallsBackToThreadsAndOtherwiseNamesTheController) {
