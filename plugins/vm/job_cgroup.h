@@ -1,7 +1,7 @@
 // A job VM's place in the job's cgroups (cgroup v1, Slurm 22.05's proctrack/cgroup, task/cgroup
 // and jobacct_gather/cgroup): where the job's extern step is, and moving QEMU there. Free of
 // Slurm: the layout is read from the file system; every root is injectable for tests. See
-// docs/architecture.md, "Containment plan (issue 11)".
+// docs/architecture.md, "Containment (issue 11)".
 #pragma once
 
 #include <sys/types.h>
