@@ -470,6 +470,8 @@ CgroupCleanup remove_vm_cgroups(std::string_view mount, const std::vector<std::s
                                 std::string_view node, uint32_t uid, uint32_t jobid,
                                 std::chrono::milliseconds wait) {
     CgroupCleanup report;
+    // One wait for all: a VM that is still there (its stop failed) costs the epilog `wait` once.
+    const auto deadline = std::chrono::steady_clock::now() + wait;
     for (const std::string &controller : controllers) {
         std::vector<std::string> steps;
         try {
@@ -495,7 +497,6 @@ CgroupCleanup remove_vm_cgroups(std::string_view mount, const std::vector<std::s
                 had_vm = true;
                 // QEMU is gone by now; a virtiofsd may still be ending, and an exited process
                 // keeps its cgroup busy until its parent reaps it.
-                const auto deadline = std::chrono::steady_clock::now() + wait;
                 std::string why;
                 while (!remove_folder(folder, report, why)) {
                     if (std::chrono::steady_clock::now() >= deadline) {

@@ -120,9 +120,9 @@ struct CgroupCleanup {
 // After the job's VM is gone (the epilog): in each of `controllers` and both layouts, removes
 // the VM's slurm_vm folders, then the job's folders Slurm left because of them, bottom up:
 // task_<n>, step_extern, job_<jobid>, uid_<uid>. Only where a slurm_vm folder was found; a
-// folder that is gone or still in use (another job of the user) is left. A slurm_vm folder
-// whose processes are still ending gets `wait` to empty. Holds Slurm's lock of the controller
-// (flock on <mount>/<controller>, as its cgroup plugin does) while it removes the job's
+// folder that is gone or still in use (another job of the user) is left. slurm_vm folders
+// whose processes are still ending get `wait`, in all, to empty. Holds Slurm's lock of the
+// controller (flock on <mount>/<controller>, as its cgroup plugin does) while it removes the job's
 // folders, so that no step is being made in them meanwhile. Never throws.
 CgroupCleanup remove_vm_cgroups(std::string_view mount, const std::vector<std::string> &controllers,
                                 std::string_view node, uint32_t uid, uint32_t jobid,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -378,6 +379,20 @@ TEST_F(JobCgroupTest, SaysWhichVmFolderIsStillInUseAndLeavesItsParents) {
                                                    "Directory not empty"});
     EXPECT_TRUE(fs::is_directory(freezer + "/step_extern/slurm_vm"));
     EXPECT_TRUE(r.removed.empty());
+}
+
+TEST_F(JobCgroupTest, WaitsOnceInAllForVmFoldersStillInUse) {
+    for (const std::string &c : job_vm_controllers()) {
+        fs::create_directories(job42(c) + "/step_extern/slurm_vm");
+        write(job42(c) + "/step_extern/slurm_vm/cgroup.procs", "9\n");
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const CgroupCleanup r = remove_vm_cgroups(mount, job_vm_controllers(), "node1", 1000, 42,
+                                              std::chrono::milliseconds(500));
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(r.problems.size(), 4u);
+    EXPECT_GE(took, std::chrono::milliseconds(500));
+    EXPECT_LT(took, std::chrono::milliseconds(1500));  // not 500 ms per folder
 }
 
 TEST_F(JobCgroupTest, RemovesNothingOfAJobWithoutVmFoldersAndAcceptsTheOtherLayout) {
