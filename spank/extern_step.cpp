@@ -60,9 +60,10 @@ int on_extern_step(spank_t sp) {
                        jobid, node, image.c_str(), printable(r.skipped).c_str());
             return 0;
         }
-        std::string line =
-            "VM placed in the job's cgroups (" + joined(r.controllers) + ") on CPUs " +
-            (r.cpus.empty() ? std::string("as its domain XML pinned it (no cpuset)") : r.cpus);
+        std::string line = "VM placed in the job's cgroups (" + joined(r.controllers) + ")" +
+                           (r.cpus.empty() ? std::string("; no cpuset: its vCPUs stay where its "
+                                                         "domain XML pinned them")
+                                           : " on CPUs " + r.cpus);
         if (!r.missing.empty()) {
             line += "; the job has no " + joined(r.missing) + " cgroup here";
         }
