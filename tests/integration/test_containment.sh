@@ -162,7 +162,7 @@ test_preemption_cancel_ends_the_vm_job_and_leaves_nothing() {
 
 test_preemption_requeue_stops_the_vm_then_runs_the_job_again_in_a_new_one() {
   local j k i s
-  j=$(as_user "sbatch --parsable --requeue -p low-requeue -w node3 -n1 -c2 --vm-image=tiny -o /dev/null --wrap 'n=\${SLURM_RESTART_COUNT:-0}; echo run-\$n \$(hostname) >> runs.txt; [ \$n != 0 ] || sleep 600; echo finished-\$n >> runs.txt'")
+  j=$(as_user "sbatch --parsable --requeue -p low-requeue -w node3 -n1 -c2 --vm-image=tiny -o /dev/null --wrap 'n=\${SLURM_RESTART_COUNT:-0}; echo run-\$n \$(hostname) >> runs.txt; [ \$n != 0 ] || exec sleep 600; echo finished-\$n >> runs.txt'")
   wait_for_line "$TEST_DIR/runs.txt" "^run-0 node3-vm$j\$"
   wait_for_vm_placed "$j" node3 >/dev/null
   k=$(as_user "sbatch --parsable -p urgent -w node3 -n1 -c2 -o /dev/null --wrap 'sleep 15'")
