@@ -17,6 +17,7 @@ NODES=(node1 node2 node3)
 CLUSTER=slurmvm
 ACCOUNT=svmtest
 SLURM_CONF=/etc/slurm/slurm.conf
+CGROUP_CONF=/etc/slurm/cgroup.conf
 SVM_TASK_PROLOG=/etc/slurm/svm-test-task-prolog.sh
 : "${SVM_PLUGIN_DIR:=/usr/local/lib/slurm-vm}"
 : "${SVM_CATALOG:=/etc/slurm/vm-images.json}"
@@ -159,9 +160,12 @@ start_libvirt() {
 }
 
 write_slurm_conf() {
-  if [ -f "$SLURM_CONF" ] && ! grep -q "^$MARKER" "$SLURM_CONF"; then
-    cp -n "$SLURM_CONF" "$SLURM_CONF.before-slurm-vm" # an admin's own file is kept, not lost
-  fi
+  local f
+  for f in "$SLURM_CONF" "$CGROUP_CONF"; do
+    if [ -f "$f" ] && ! grep -q "^$MARKER" "$f"; then
+      cp -n "$f" "$f.before-slurm-vm" # an admin's own file is kept, not lost
+    fi
+  done
   local host plugins=""
   host=$(hostname -s)
   # The slurm-vm plugins take part only once they are built and installed (and not at all with
@@ -198,13 +202,17 @@ SlurmdLogFile=$SVM_LOG/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 PluginDir=$plugins
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30
+# The production set-up every test runs under: each job in its own cgroups (cgroup.conf), its
+# VMs included (the extern step moves them there, see docs/admin-guide.md, "Containment").
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup,task/affinity
+JobAcctGatherType=jobacct_gather/cgroup
+JobAcctGatherFrequency=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=256
+# A one-CPU VM job's guest gets 512 MiB less the plugin's memory_overhead (256 MiB): QEMU lives
+# inside the job's memory limit.
+DefMemPerCPU=512
 MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2
@@ -215,16 +223,41 @@ KillWait=10
 UnkillableStepTimeout=180
 BatchStartTimeout=120
 MessageTimeout=30
-# The slurm-vm prolog boots the job's VM on every allocated node before any task starts.
-PrologFlags=Alloc
+# The slurm-vm prolog boots the job's VM on every allocated node before any task starts;
+# Contain makes the extern step, whose cgroups the VM joins.
+PrologFlags=Alloc,Contain
 # The parity tests' task prolog: silent unless a job asks for it (SVM_WANT_TASK_PROLOG).
 TaskProlog=$SVM_TASK_PROLOG
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageEnforce=associations
 JobCompType=jobcomp/none
+# Preemption (tests/integration/test_containment.sh): a job of urgent preempts one of the
+# low-* partition below it on the same CPUs, each low partition in its own mode (the preempted
+# job's partition decides). SUSPEND needs GANG cluster-wide. The default partition is not
+# preemptable (PreemptMode=OFF) and does not time-slice (no OverSubscribe), as before; the
+# others are hidden, so sinfo shows each node once.
+PreemptType=preempt/partition_prio
+PreemptMode=SUSPEND,GANG
 ${extra}NodeName=node[1-3] NodeHostname=$host NodeAddr=127.0.0.1 Port=[17001-17003] CPUs=2 RealMemory=4096 Features=svmhost State=UNKNOWN
-PartitionName=debug Nodes=node[1-3] Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=node[1-3] Default=YES MaxTime=INFINITE State=UP PreemptMode=OFF
+PartitionName=low-cancel Nodes=node[1-3] MaxTime=INFINITE State=UP Hidden=YES PriorityTier=1 PreemptMode=CANCEL
+PartitionName=low-requeue Nodes=node[1-3] MaxTime=INFINITE State=UP Hidden=YES PriorityTier=1 PreemptMode=REQUEUE
+PartitionName=low-suspend Nodes=node[1-3] MaxTime=INFINITE State=UP Hidden=YES PriorityTier=1 PreemptMode=SUSPEND
+PartitionName=urgent Nodes=node[1-3] MaxTime=INFINITE State=UP Hidden=YES PriorityTier=10 PreemptMode=OFF
+CONF
+  # Slurm's cgroup v1 plugins (this host mounts each v1 controller on its own under
+  # /sys/fs/cgroup); Debian's slurmd is a multiple-slurmd build, so each node has its own tree,
+  # /sys/fs/cgroup/<controller>/slurm_<node>/.
+  cat >"$CGROUP_CONF" <<CONF
+$MARKER
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+CgroupAutomount=no
+ConstrainCores=yes
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=no
+ConstrainDevices=no
 CONF
   mkdir -p /etc/slurm/plugstack.conf.d
   [ -f /etc/slurm/plugstack.conf ] || echo 'include /etc/slurm/plugstack.conf.d/*.conf' >/etc/slurm/plugstack.conf
@@ -250,8 +283,23 @@ ensure_accounts() {
     die "sacctmgr could not register $SVM_TEST_USER in account $ACCOUNT"
 }
 
+# Cgroup folders a crashed run left: a VM's slurm_vm folder keeps Slurm from removing its job's
+# folders, and the epilog that removes them never ran. Bottom up, once no slurmd runs; a folder
+# still in use (a job's slurmstepd outlives slurmd) stays.
+clear_vm_cgroups() {
+  local d
+  find /sys/fs/cgroup/*/slurm_node* -depth -type d -name slurm_vm 2>/dev/null | while read -r d; do
+    # slurm_vm [task_<n>] step_extern job_<id> uid_<uid>, each once the one below is gone.
+    while rmdir "$d" 2>/dev/null; do
+      d=$(dirname "$d")
+      case "${d##*/}" in uid_* | job_* | step_extern | task_*) ;; *) break ;; esac
+    done
+  done
+}
+
 start_slurm() {
   stop_slurm
+  clear_vm_cgroups
   install -d -o slurm -g slurm "$SVM_STATE/slurmctld"
   local n
   for n in "${NODES[@]}"; do mkdir -p "$SVM_STATE/slurmd/$n"; done

@@ -11,6 +11,7 @@
 #include "catalog/catalog.h"
 #include "util/error.h"
 #include "util/text.h"
+#include "vm/job_cgroup.h"
 #include "vm/job_vm.h"
 #include "vm/kvm_verdict.h"
 #include "vm/libvirt_handles.h"
@@ -194,6 +195,10 @@ int on_job_prolog(spank_t sp) {
             slurm_info("%s: job %u node %s image %s: no warm start: %s", kTag, f.jobid,
                        f.node.c_str(), f.image.c_str(), printable(r.warm_problem).c_str());
         }
+        if (!r.qemu_problem.empty()) {
+            slurm_info("%s: job %u node %s image %s: %s (the extern step looks again)", kTag,
+                       f.jobid, f.node.c_str(), f.image.c_str(), printable(r.qemu_problem).c_str());
+        }
         if (r.snapshot_seconds > 0) {
             slurm_info("%s: job %u node %s image %s: made a warm-start snapshot in %.2f s", kTag,
                        f.jobid, f.node.c_str(), f.image.c_str(), r.snapshot_seconds);
@@ -253,6 +258,32 @@ int on_job_epilog(spank_t sp) {
         return 0;
     }
     const std::string image = requested_image(sp);
+    uint32_t uid = 0;
+    const bool have_uid = spank_get_item(sp, S_JOB_UID, &uid) == ESPANK_SUCCESS;
+    // Once the VM is gone: its cgroups below the extern step, and the job's folders that Slurm
+    // could not remove because of them (the extern step ended before this epilog).
+    struct CgroupsAfter {
+        bool have_uid;
+        uint32_t uid, jobid;
+        const char *node;
+        const std::string &image;
+        ~CgroupsAfter() {
+            if (!have_uid) {
+                return;
+            }
+            try {
+                const CgroupCleanup r =
+                    remove_vm_cgroups(kCgroupV1Mount, job_vm_controllers(), node, uid, jobid);
+                for (const auto &problem : r.problems) {
+                    slurm_error("%s: job %u node %s image %s: cgroup cleanup: %s", kTag, jobid,
+                                node, image.c_str(), printable(problem).c_str());
+                }
+            } catch (const std::exception &e) {
+                slurm_error("%s: job %u node %s image %s: cgroup cleanup: %s", kTag, jobid, node,
+                            image.c_str(), e.what());
+            }
+        }
+    } cgroups_after{have_uid, uid, jobid, node, image};
     try {
         const std::string state = read_state_file(job_vm_paths(config(), jobid, node).state_file);
         const StopReport r = stop_job_vm(config(), jobid, node);

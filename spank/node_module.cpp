@@ -1,6 +1,6 @@
 // slurm_vm_node.so: what runs on a node as root and needs libvirt (the prolog, the epilog,
-// slurmd's start-up sweep), loaded by spank_slurm_vm.so when one of them runs, so that the
-// client commands that load the SPANK plugin never load libvirt.
+// the extern step's placement of the VM, slurmd's start-up sweep), loaded by spank_slurm_vm.so when
+// one of them runs, so that the client commands that load the SPANK plugin never load libvirt.
 #include "spank_common.h"
 
 #include <cstring>
@@ -14,6 +14,9 @@ extern "C" int slurm_vm_node_call(const char *what, spank_t sp, int ac, char **a
         }
         if (std::strcmp(what, "epilog") == 0) {
             return on_job_epilog(sp);
+        }
+        if (std::strcmp(what, "extern step") == 0) {
+            return on_extern_step(sp);
         }
         if (std::strcmp(what, "start-up sweep") == 0) {
             sweep_orphans("", 0);

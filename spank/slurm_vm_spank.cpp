@@ -2,6 +2,12 @@
 // dispatch on the context and make sure nothing thrown crosses into Slurm.
 #include "spank_common.h"
 
+#include "vm/job_vm.h"  // job_has_vm: libvirt-free
+
+extern "C" {
+#include <slurm/slurm.h>  // SLURM_EXTERN_CONT
+}
+
 #include <dlfcn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -112,6 +118,29 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char **av) {
 
 int slurm_spank_task_init(spank_t sp, int ac, char **av) {
     return guarded("task", ac, av, [&] { return on_task_init(sp); });
+}
+
+// Every task of every step passes here, as root in slurmstepd, and a failure would fail its step:
+// only the extern step (taskid -1, PrologFlags=Contain) of a job with a VM on this node goes on,
+// to the node module, which puts the VM into the job's cgroups (extern_step.cpp). Always 0: for
+// the extern step Slurm only logs a failure, and the node module fails the job its own way.
+int slurm_spank_task_post_fork(spank_t sp, int ac, char **av) {
+    uint32_t stepid = 0;
+    if (spank_context() != S_CTX_REMOTE ||
+        spank_get_item(sp, S_JOB_STEPID, &stepid) != ESPANK_SUCCESS ||
+        stepid != SLURM_EXTERN_CONT) {
+        return 0;
+    }
+    guarded("extern step", ac, av, [&] {
+        uint32_t jobid = 0;
+        const char *node = getenv("SLURMD_NODENAME");
+        if (spank_get_item(sp, S_JOB_ID, &jobid) == ESPANK_SUCCESS && node != nullptr &&
+            job_has_vm(config(), jobid, node)) {
+            node_call("extern step", sp, ac, av);
+        }
+        return 0;
+    });
+    return 0;
 }
 
 }  // extern "C"

@@ -3,6 +3,7 @@
 //   submit.cpp       sbatch/srun/salloc (user, before anything is queued)
 //   task.cpp         task_init (the job's user, in slurmstepd, just before exec)
 //   job_script.cpp   prolog and epilog (root, on each allocated node), in the node module
+//   extern_step.cpp  the job's extern step (root, in its slurmstepd), in the node module
 // The plugin is two modules: spank_slurm_vm.so, which every sbatch, srun and salloc loads, links
 // no libvirt (its load would cost each command ~10 ms); the prolog, the epilog and slurmd's
 // start-up sweep load slurm_vm_node.so (node_module.cpp), which has libvirt, when they run.
@@ -85,6 +86,9 @@ std::string read_state_file(const std::string &path);
 void sweep_orphans(const std::string &node, uint32_t current_jobid);
 int on_job_prolog(spank_t sp);
 int on_job_epilog(spank_t sp);
+// The extern step's task_post_fork: the job's VM into the job's cgroups. Always 0 (a failure
+// fails the job through its error file).
+int on_extern_step(spank_t sp);
 int on_task_init(spank_t sp);
 
 }  // namespace svm::spank

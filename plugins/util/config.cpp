@@ -16,6 +16,7 @@ constexpr std::size_t max_label_length = 63;
 constexpr std::size_t max_hostname_length = 253;
 constexpr uint64_t max_seconds = 24 * 3600;
 constexpr unsigned max_exec_ports = 30;
+constexpr uint64_t max_memory_overhead_mib = 64 * 1024;
 
 // Builds one `option '<key>=<value>': <reason>` error.
 struct OptionWord {
@@ -175,6 +176,11 @@ const std::vector<std::pair<std::string, Setter>> &options() {
         {"virtiofsd", [](Config &c, const OptionWord &w) { c.virtiofsd = parse_path(w); }},
         {"uefi_code", [](Config &c, const OptionWord &w) { c.uefi_code = parse_path(w); }},
         {"uefi_vars", [](Config &c, const OptionWord &w) { c.uefi_vars = parse_path(w); }},
+        {"memory_overhead",
+         [](Config &c, const OptionWord &w) {
+             c.memory_overhead_mib =
+                 parse_unsigned(w, 0, max_memory_overhead_mib, "a number of MiB");
+         }},
     };
     return table;
 }

@@ -62,6 +62,13 @@ struct Config {
     // Start VMs by restoring a memory snapshot of the image's booted guest instead of booting
     // it (see vm/warm_start.h); images opt out in the catalog ("warm_start": false).
     bool warm_start = true;
+    // MiB of the job's memory on a node kept for QEMU itself (its heap, TCG's translation
+    // cache, I/O buffers) when the job's allocation sizes the guest: with task/cgroup's
+    // ConstrainRAMSpace the allocation is the limit of the job's cgroup, which holds QEMU
+    // (vm/job_cgroup.h), so a guest given all of it would push QEMU over the limit. The guest
+    // gets min(image max, allocation - this), at least 64 MiB (vm/job_vm.h guest_memory_mib); 0
+    // where the job's memory is not enforced.
+    unsigned memory_overhead_mib = 256;
     std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
     std::string log_dir = "/var/log/slurm-vm";  // guest console logs
     // UEFI firmware for images with "firmware": "uefi" (Debian's ovmf package): the code,

@@ -4,15 +4,19 @@
 #include "util/fd.h"
 #include "util/text.h"
 
+#include "vm/vm_processes.h"
+
 #include <cerrno>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <memory>
 #include <set>
+#include <thread>
 
 namespace svm {
 
@@ -20,6 +24,11 @@ namespace {
 
 // Passes over <proc>/<pid>/task before giving up on a process that keeps starting threads.
 constexpr int kThreadPasses = 16;
+
+// How long the epilog waits for Slurm's lock of a controller before it leaves the job's
+// folders to Slurm (it holds the lock for the few rmdir and mkdir of a step's start or end).
+constexpr std::chrono::milliseconds kRootLockWait{10000};
+constexpr std::chrono::milliseconds kPoll{50};
 
 void check_component(std::string_view what, std::string_view name) {
     if (name.empty() || name == "." || name == ".." || name.find('/') != std::string_view::npos ||
@@ -294,6 +303,237 @@ std::vector<pid_t> cgroup_members(const std::string &folder, std::string_view fi
         start = end + 1;
     }
     return ids;
+}
+
+namespace {
+
+// One write of `value` to an existing control file: 0, or the errno.
+int write_control(const std::string &path, std::string_view value) {
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) {
+        return errno;
+    }
+    ssize_t n;
+    do {
+        n = write(fd.get(), value.data(), value.size());
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return errno;
+    }
+    return n == static_cast<ssize_t>(value.size()) ? 0 : EIO;
+}
+
+bool process_exists(const std::string &proc, pid_t pid) {
+    struct stat st {};
+    return lstat((proc + "/" + std::to_string(pid)).c_str(), &st) == 0;
+}
+
+// One process into `folder`: the whole thread group at once, else thread by thread (a kernel or
+// a cgroup that refuses cgroup.procs).
+void move_process(const std::string &folder, pid_t pid, const std::string &proc) {
+    try {
+        move_to_cgroup(folder, pid, CgroupMove::Process, proc);
+    } catch (const Error &first) {
+        try {
+            move_to_cgroup(folder, pid, CgroupMove::Threads, proc);
+        } catch (const Error &) {
+            throw first;
+        }
+    }
+}
+
+std::vector<std::string> task_folders(const std::string &step_dir) {
+    std::vector<std::string> tasks;
+    UniqueDir d(opendir(step_dir.c_str()));
+    if (!d) {
+        return tasks;
+    }
+    while (const dirent *e = readdir(d.get())) {
+        const std::string_view name = e->d_name;
+        if (name.starts_with("task_") && is_dir(step_dir + "/" + std::string(name))) {
+            tasks.emplace_back(name);
+        }
+    }
+    std::sort(tasks.begin(), tasks.end());
+    return tasks;
+}
+
+// rmdir: true when the folder is gone (removed now or already), false when it is in use (a
+// cgroup with members or children says EBUSY; a plain folder with files, ENOTEMPTY).
+bool remove_folder(const std::string &path, CgroupCleanup &report, std::string &why) {
+    if (rmdir(path.c_str()) == 0) {
+        report.removed.push_back(path);
+        return true;
+    }
+    const int err = errno;
+    if (err == ENOENT) {
+        return true;
+    }
+    why = errno_text(err);
+    return false;
+}
+
+// Slurm's lock of a controller's hierarchy (common_cgroup_lock on the root cgroup).
+class RootLock {
+  public:
+    explicit RootLock(const std::string &root)
+        : fd_(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+        const auto deadline = std::chrono::steady_clock::now() + kRootLockWait;
+        while (fd_) {
+            if (flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
+                locked_ = true;
+                return;
+            }
+            if ((errno != EWOULDBLOCK && errno != EINTR) ||
+                std::chrono::steady_clock::now() >= deadline) {
+                return;
+            }
+            std::this_thread::sleep_for(kPoll);
+        }
+    }
+    RootLock(const RootLock &) = delete;
+    RootLock &operator=(const RootLock &) = delete;
+    ~RootLock() {
+        if (locked_) {
+            flock(fd_.get(), LOCK_UN);
+        }
+    }
+    bool locked() const { return locked_; }
+
+  private:
+    UniqueFd fd_;
+    bool locked_ = false;
+};
+
+}  // namespace
+
+VmCgroupPlan plan_vm_cgroups(std::string_view mount, const std::vector<std::string> &controllers,
+                             std::string_view node, uint32_t uid, uint32_t jobid) {
+    VmCgroupPlan plan;
+    for (const std::string &controller : controllers) {
+        const auto step = find_extern_step_cgroup(mount, controller, node, uid, jobid);
+        if (!step) {
+            plan.missing.push_back(controller);
+            continue;
+        }
+        std::string parent = *step;
+        if (controller == "cpuacct" || controller == "memory") {
+            if (const auto task = find_extern_task_cgroup(*step)) {
+                parent = *task;
+            }
+        }
+        plan.parents.emplace_back(controller, parent);
+    }
+    return plan;
+}
+
+VmCgroupPlacement move_into_vm_cgroups(const VmCgroupPlan &plan,
+                                       const std::vector<pid_t> &processes,
+                                       const std::string &proc) {
+    VmCgroupPlacement placement;
+    for (const auto &[controller, parent] : plan.parents) {
+        const std::string folder = make_child_cgroup(parent, kVmCgroupName);
+        placement.folders.emplace_back(controller, folder);
+        if (controller == "memory") {
+            if (const int err = write_control(folder + "/memory.move_charge_at_immigrate", "3")) {
+                // The same words on every job of a host, so that the node's log can say it once.
+                placement.notes.push_back(
+                    "this kernel does not move memory charges with a process "
+                    "(memory.move_charge_at_immigrate: " +
+                    errno_text(err) +
+                    "): the memory a VM used before it joined the job's cgroup stays charged "
+                    "where it was (libvirt's), and is not in the job's accounting or limit");
+            }
+        }
+        for (const pid_t pid : processes) {
+            try {
+                move_process(folder, pid, proc);
+                for (const pid_t child : process_descendants(pid, proc)) {
+                    try {
+                        move_process(folder, child, proc);
+                    } catch (const Error &) {
+                        if (process_exists(proc, child)) {
+                            throw;
+                        }
+                    }
+                }
+            } catch (const Error &e) {
+                throw Error("cannot move the VM into the job's " + controller +
+                            " cgroup: " + e.what());
+            }
+        }
+    }
+    return placement;
+}
+
+CgroupCleanup remove_vm_cgroups(std::string_view mount, const std::vector<std::string> &controllers,
+                                std::string_view node, uint32_t uid, uint32_t jobid,
+                                std::chrono::milliseconds wait) {
+    CgroupCleanup report;
+    // One wait for all: a VM that is still there (its stop failed) costs the epilog `wait` once.
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    for (const std::string &controller : controllers) {
+        std::vector<std::string> steps;
+        try {
+            steps = extern_step_cgroup_candidates(mount, controller, node, uid, jobid);
+        } catch (const Error &e) {
+            report.problems.push_back(e.what());
+            continue;
+        }
+        for (const std::string &step : steps) {
+            if (!is_dir(step)) {
+                continue;
+            }
+            std::vector<std::string> vm_folders;
+            for (const std::string &task : task_folders(step)) {
+                vm_folders.push_back(step + "/" + task + "/" + std::string(kVmCgroupName));
+            }
+            vm_folders.push_back(step + "/" + std::string(kVmCgroupName));
+            bool had_vm = false, vm_left = false;
+            for (const std::string &folder : vm_folders) {
+                if (!is_dir(folder)) {
+                    continue;
+                }
+                had_vm = true;
+                // QEMU is gone by now; a virtiofsd may still be ending, and an exited process
+                // keeps its cgroup busy until its parent reaps it.
+                std::string why;
+                while (!remove_folder(folder, report, why)) {
+                    if (std::chrono::steady_clock::now() >= deadline) {
+                        report.problems.push_back("cgroup: " + printable(folder) +
+                                                  " is still in use: " + why);
+                        vm_left = true;
+                        break;
+                    }
+                    std::this_thread::sleep_for(kPoll);
+                }
+            }
+            if (!had_vm || vm_left) {
+                continue;  // nothing of ours kept Slurm from removing the rest
+            }
+            // step is <mount>/<controller>/<prepend>/uid_<uid>/job_<jobid>/step_extern.
+            const std::string job = step.substr(0, step.rfind('/'));
+            const std::string user = job.substr(0, job.rfind('/'));
+            const RootLock lock(std::string(mount) + "/" + controller);
+            if (!lock.locked()) {
+                report.problems.push_back("cgroup: cannot lock " + std::string(mount) + "/" +
+                                          controller + "; left " + printable(step) +
+                                          " and its parents to Slurm");
+                continue;
+            }
+            std::string why;
+            bool gone = true;
+            for (const std::string &task : task_folders(step)) {
+                gone = remove_folder(step + "/" + task, report, why) && gone;
+            }
+            // Each level only once the one below is gone; the job's or user's folder in use by
+            // another step or job is theirs to remove.
+            gone = gone && remove_folder(step, report, why);
+            gone = gone && remove_folder(job, report, why);
+            gone = gone && remove_folder(user, report, why);
+        }
+    }
+    return report;
 }
 
 }  // namespace svm

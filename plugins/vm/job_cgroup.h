@@ -1,11 +1,12 @@
 // A job VM's place in the job's cgroups (cgroup v1, Slurm 22.05's proctrack/cgroup, task/cgroup
 // and jobacct_gather/cgroup): where the job's extern step is, and moving QEMU there. Free of
 // Slurm: the layout is read from the file system; every root is injectable for tests. See
-// docs/architecture.md, "Containment plan (issue 11)".
+// docs/architecture.md, "Containment (issue 11)".
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -77,5 +78,54 @@ void move_to_cgroup(const std::string &folder, pid_t pid, CgroupMove how,
 // The ids listed in `<folder>/<file>` (cgroup.procs: processes; tasks: threads).
 std::vector<pid_t> cgroup_members(const std::string &folder,
                                   std::string_view file = "cgroup.procs");
+
+// A job VM's own cgroup, one per controller, below the job's extern step: the freezer and the
+// accounting are hierarchical, so the VM is suspended and counted with the step, but the step's
+// SIGKILL at the job's end (proctrack/cgroup) reaches only the step folder's own members, and the
+// epilog can still stop the VM gracefully. See docs/architecture.md, "Containment".
+inline constexpr std::string_view kVmCgroupName = "slurm_vm";
+
+// Where the VM's cgroup goes in each of `controllers` the job has on `node`: under the extern
+// step in freezer and cpuset; under the step's task folder in cpuacct and memory, where
+// jobacct_gather/cgroup reads the extern step's usage (the step folder when there is none).
+struct VmCgroupPlan {
+    std::vector<std::pair<std::string, std::string>> parents;  // controller, folder, in order
+    std::vector<std::string> missing;  // controllers with no extern step folder for the job
+};
+// Throws Error for a layout it cannot read (several task folders, an unreadable step folder).
+VmCgroupPlan plan_vm_cgroups(std::string_view mount, const std::vector<std::string> &controllers,
+                             std::string_view node, uint32_t uid, uint32_t jobid);
+
+struct VmCgroupPlacement {
+    std::vector<std::pair<std::string, std::string>> folders;  // controller, <parent>/slurm_vm
+    std::vector<std::string> notes;  // what did not work and changes little, one line each
+};
+
+// Makes `<parent>/slurm_vm` for each planned controller and moves each of `processes` (all its
+// threads: cgroup.procs, else thread by thread) and its descendants there. In memory,
+// move_charge_at_immigrate=3 first, so that what QEMU touched so far is charged to the job; a
+// kernel that refuses it (charge moving is gone from Linux 6.13) gives a note, the same words
+// on every job, not an error.
+// Throws Error naming the controller, the process and the reason; a descendant that ends
+// meanwhile is no error. `proc` is /proc, injectable for tests.
+VmCgroupPlacement move_into_vm_cgroups(const VmCgroupPlan &plan,
+                                       const std::vector<pid_t> &processes,
+                                       const std::string &proc = "/proc");
+
+struct CgroupCleanup {
+    std::vector<std::string> removed;   // folders removed
+    std::vector<std::string> problems;  // one line each: what is left and why
+};
+
+// After the job's VM is gone (the epilog): in each of `controllers` and both layouts, removes
+// the VM's slurm_vm folders, then the job's folders Slurm left because of them, bottom up:
+// task_<n>, step_extern, job_<jobid>, uid_<uid>. Only where a slurm_vm folder was found; a
+// folder that is gone or still in use (another job of the user) is left. slurm_vm folders
+// whose processes are still ending get `wait`, in all, to empty. Holds Slurm's lock of the
+// controller (flock on <mount>/<controller>, as its cgroup plugin does) while it removes the job's
+// folders, so that no step is being made in them meanwhile. Never throws.
+CgroupCleanup remove_vm_cgroups(std::string_view mount, const std::vector<std::string> &controllers,
+                                std::string_view node, uint32_t uid, uint32_t jobid,
+                                std::chrono::milliseconds wait = std::chrono::milliseconds(5000));
 
 }  // namespace svm

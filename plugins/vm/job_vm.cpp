@@ -135,6 +135,20 @@ void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const Star
     json_set(state.get(), "memory_mib", json_from_int(static_cast<int64_t>(report.memory_mib)));
     json_set(state.get(), "domain_type", json_from_string(report.domain_type));
     json_set(state.get(), "ready_at", json_from_int(time(nullptr)));
+    json_set(state.get(), "pinned_cpus", json_from_string(report.pinned_cpus));
+    // For the extern step, which moves these into the job's cgroups (place_job_vm): each one
+    // by pid and start time, so a pid reused meanwhile is never taken for it.
+    json_set(state.get(), "qemu_pid", json_from_int(report.qemu.pid));
+    json_set(state.get(), "qemu_start",
+             json_from_int(static_cast<int64_t>(report.qemu.start_ticks)));
+    JsonPtr virtiofsds(json_object_new_array());
+    for (const ProcessIdentity &d : report.virtiofsds) {
+        JsonPtr one = json_new_object();
+        json_set(one.get(), "pid", json_from_int(d.pid));
+        json_set(one.get(), "start", json_from_int(static_cast<int64_t>(d.start_ticks)));
+        json_object_array_add(virtiofsds.get(), one.release());
+    }
+    json_set(state.get(), "virtiofsd", std::move(virtiofsds));
     write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0644);
 }
 
@@ -334,8 +348,8 @@ void wait_for_agent(VmLifecycle &vm, const VmSpec &spec, unsigned timeout_s, boo
                 "");
         }
         throw GuestNotReadyError("the VM did not become ready within " + std::to_string(timeout_s) +
-                    " s (its agent never answered; console: " +
-                    (console.empty() ? "(empty)" : console) + ")");
+                                 " s (its agent never answered; console: " +
+                                 (console.empty() ? "(empty)" : console) + ")");
     }
 }
 
@@ -368,11 +382,11 @@ void start_warm(virConnectPtr conn, const Config &config, const Image &image, co
             return;
         }
         try {
-            report.snapshot_seconds = make_warm_snapshot(
-                conn, *slot, key_dir, key_text, spec, image, config.uefi_vars,
-                [timeout_s](VmLifecycle &vm, const VmSpec &booted) {
-                    wait_for_agent(vm, booted, timeout_s, false);
-                });
+            report.snapshot_seconds =
+                make_warm_snapshot(conn, *slot, key_dir, key_text, spec, image, config.uefi_vars,
+                                   [timeout_s](VmLifecycle &vm, const VmSpec &booted) {
+                                       wait_for_agent(vm, booted, timeout_s, false);
+                                   });
         } catch (const GuestDiedError &) {
             throw;  // the image's guest dies or hangs: booting it again would not help
         } catch (const GuestNotReadyError &) {
@@ -446,6 +460,7 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
           StartReport &report) {
     VmLifecycle vm(conn, paths.domain);
     report.domain_type = domain_type;
+    report.virtiofsds.clear();  // of a first boot that failed under KVM
     // virtiofsd processes of this boot: each ends when QEMU closes its socket, but one whose
     // QEMU never came is killed here.
     std::vector<pid_t> virtiofsds;
@@ -520,6 +535,8 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
                 d.uid = r.uid;
                 d.gid = r.gid;
                 virtiofsds.push_back(start_virtiofsd(d));
+                report.virtiofsds.push_back(
+                    {virtiofsds.back(), process_start_ticks(virtiofsds.back())});
                 share.virtiofs_socket = d.socket_path;
             }
         }
@@ -598,6 +615,12 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         give_channels_to_user(paths, config.exec_ports, r.uid, r.gid);
         report.setup_seconds = seconds_since(t);
 
+        try {
+            // The same pid file whether the VM booted or was restored.
+            report.qemu = find_qemu(paths.domain);
+        } catch (const Error &e) {
+            report.qemu_problem = e.what();  // the extern step looks again, and says so
+        }
         write_state_file(paths, r, report);
     } catch (const Error &) {
         try {
@@ -616,6 +639,24 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
 
 }  // namespace
 
+uint64_t guest_memory_mib(const ImageLimits &limits, uint64_t allocation_mib,
+                          uint64_t overhead_mib) {
+    if (allocation_mib == 0) {
+        return limits.default_memory_mib;
+    }
+    const uint64_t left = allocation_mib > overhead_mib ? allocation_mib - overhead_mib : 0;
+    if (left < kMinGuestMemoryMib) {
+        throw Error("the job's " + std::to_string(allocation_mib) +
+                    " MiB of memory on this node leave " + std::to_string(left) +
+                    " MiB for the VM once QEMU's own " + std::to_string(overhead_mib) +
+                    " MiB (memory_overhead) are set aside, and a VM needs at least " +
+                    std::to_string(kMinGuestMemoryMib) + " MiB: ask for at least " +
+                    std::to_string(kMinGuestMemoryMib + overhead_mib) +
+                    " MiB (--mem, or --mem-per-cpu)");
+    }
+    return std::min(left, limits.max_memory_mib);
+}
+
 StartReport start_job_vm(const Config &config, const Catalog &catalog, const JobVmRequest &r) {
     const Image *listed = catalog.find(r.image);
     if (listed == nullptr) {
@@ -629,8 +670,12 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
     report.hostname = expand_hostname(config.hostname_template, r.node, r.jobid);
     report.vcpus =
         r.cpus == 0 ? image.limits.default_vcpus : std::min(r.cpus, image.limits.max_vcpus);
-    report.memory_mib = r.memory_mib == 0 ? image.limits.default_memory_mib
-                                          : std::min(r.memory_mib, image.limits.max_memory_mib);
+    try {
+        report.memory_mib =
+            guest_memory_mib(image.limits, r.memory_mib, config.memory_overhead_mib);
+    } catch (const Error &e) {
+        throw Error(describe(r) + ": " + e.what());
+    }
 
     ConnectionPtr conn;
     try {

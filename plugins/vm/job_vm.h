@@ -6,9 +6,12 @@
 #include "catalog/catalog.h"
 #include "util/config.h"
 #include "util/error.h"
+#include "vm/job_cgroup.h"
 #include "vm/vm_lifecycle.h"
+#include "vm/vm_processes.h"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,9 +25,11 @@ struct JobVmRequest {
     std::string node;   // Slurm node name (several slurmd may share one host)
     std::string image;  // catalog name, already validated at submit
     uint32_t uid = 0, gid = 0;
-    unsigned cpus = 0;        // 0: the image's default
-    uint64_t memory_mib = 0;  // 0: the image's default
-    std::string work_dir;     // shared into the guest at the same path
+    unsigned cpus = 0;  // 0: the image's default
+    // The job's memory on this node, which task/cgroup's ConstrainRAMSpace makes the limit of
+    // the job's cgroup, QEMU's included: see guest_memory_mib. 0: the image's default.
+    uint64_t memory_mib = 0;
+    std::string work_dir;  // shared into the guest at the same path
     // Slurm's (abstract) ids of the job's CPUs on this node: the vCPUs are pinned to them
     // (pin_vcpus=yes). Empty: not pinned.
     std::vector<unsigned> slurm_cpus;
@@ -65,7 +70,25 @@ struct StartReport {
     // A warm start was due but failed (a snapshot that would not be made or restored): one
     // line for the node's log. The VM then booted cold.
     std::string warm_problem;
+    // The VM's host processes, for the extern step to move into the job's cgroups
+    // (place_job_vm). qemu.pid is 0 when libvirt's pid file could not be read: qemu_problem
+    // says why, and the extern step looks again.
+    ProcessIdentity qemu;
+    std::string qemu_problem;
+    std::vector<ProcessIdentity> virtiofsds;
 };
+
+// The smallest guest a job's allocation may leave: below it a Linux guest hardly boots.
+inline constexpr uint64_t kMinGuestMemoryMib = 64;
+
+// The guest's RAM in MiB for a job with `allocation_mib` of memory on the node (0: Slurm said
+// none, the image's default). The allocation is the limit of the job's cgroup, which also holds
+// QEMU itself (its heap, TCG's translation cache, I/O buffers): the guest gets
+// allocation - overhead_mib (the plugstack's memory_overhead), capped by the image's max, so the
+// overhead is taken only where the allocation, not the image, decides. Throws Error with the
+// numbers when that leaves less than kMinGuestMemoryMib.
+uint64_t guest_memory_mib(const ImageLimits &limits, uint64_t allocation_mib,
+                          uint64_t overhead_mib);
 
 // The node cannot run any VM (libvirtd unreachable, the state or run folder unwritable): not
 // this job's fault, and the next job would meet it too. The prolog drains the node with this
@@ -104,5 +127,40 @@ std::optional<std::string> job_vm_error(const Config &config, uint32_t jobid,
 
 // Whether the prolog set up (or tried to set up) a VM for this job on this node.
 bool job_has_vm(const Config &config, uint32_t jobid, std::string_view node);
+
+// What place_job_vm did.
+struct PlacementReport {
+    std::string domain, image;  // from the VM's state file
+    // Why nothing was moved (no VM runs for the job here; the job has no cgroup here), one line
+    // for the node's log; "" when the VM was placed.
+    std::string skipped;
+    std::vector<std::string> controllers;  // the VM is in the job's cgroup of each, in order
+    std::vector<std::string> missing;      // controllers of job_vm_controllers() the job lacks
+    std::string cpus;                      // the job's cpuset ("0-1"); "" without one
+    bool repinned = false;                 // vCPUs pinned again on `cpus`
+    std::vector<std::string> notes;        // what did not work and changes little: the
+                                           // same words on every job of a host
+};
+
+// Where place_job_vm looks and how it pins; the real ones unless a test says otherwise.
+struct PlacementRoots {
+    std::string cgroup_mount = std::string(kCgroupV1Mount);
+    std::string proc = "/proc";
+    std::string libvirt_run = std::string(kLibvirtQemuRunDir);
+    // Pins the running domain on the CPUs; empty: VmLifecycle::pin over config.libvirt_uri.
+    std::function<void(const std::string &domain, const std::vector<unsigned> &cpus)> pin;
+};
+
+// The job's extern step has started on this node: its cgroups exist and no task of the job
+// runs yet. Moves the job's VM (QEMU with all its threads, the VM's virtiofsd, their children;
+// each checked to be the very process the prolog started) into the job's cgroups: a slurm_vm
+// folder below the extern step in freezer, cpuset, cpuacct and memory (vm/job_cgroup.h). Then
+// pins its vCPUs again on the job's cpuset (pin_vcpus=yes), which the move reset. Skips, with
+// the reason in `skipped`, when no VM runs for the job here or the job has no cgroup here (no
+// cgroup plugins, no PrologFlags=Contain): the domain XML's pinning then stays. Throws Error
+// naming what failed; the caller fails the job with it. `report` is filled as it goes: after an
+// Error it has what was found before (the image, for the caller's message).
+void place_job_vm(const Config &config, uint32_t jobid, std::string_view node, uint32_t uid,
+                  PlacementReport &report, const PlacementRoots &roots = {});
 
 }  // namespace svm

@@ -505,4 +505,45 @@ void VmLifecycle::resume() {
     state_ = VmState::Ready;
 }
 
+void VmLifecycle::pin(const std::vector<unsigned> &cpus) {
+    if (cpus.empty()) {
+        throw Error("cannot pin domain " + name_ + ": no CPUs given");
+    }
+    silence_libvirt_stderr();
+    virDomainPtr dom = domain();
+    if (dom == nullptr || virDomainIsActive(dom) != 1) {
+        throw Error("cannot pin domain " + name_ + ": it is not running");
+    }
+    const int vcpus = virDomainGetVcpusFlags(dom, VIR_DOMAIN_AFFECT_LIVE);
+    if (vcpus < 1) {
+        throw Error("cannot pin domain " + name_ +
+                    ": cannot read its vCPUs: " + libvirt_last_error());
+    }
+    const unsigned highest = *std::max_element(cpus.begin(), cpus.end());
+    const int maplen = VIR_CPU_MAPLEN(static_cast<int>(highest) + 1);
+    auto map_of = [&](const std::vector<unsigned> &on) {
+        std::vector<unsigned char> map(static_cast<std::size_t>(maplen), 0);
+        for (const unsigned cpu : on) {
+            VIR_USE_CPU(map.data(), cpu);
+        }
+        return map;
+    };
+    // AFFECT_CURRENT is the live domain for a running one (a transient domain has nothing
+    // else), and the only flag libvirt's test driver takes for vCPUs.
+    for (int vcpu = 0; vcpu < vcpus; ++vcpu) {
+        std::vector<unsigned char> map =
+            map_of({cpus[static_cast<std::size_t>(vcpu) % cpus.size()]});
+        if (virDomainPinVcpuFlags(dom, static_cast<unsigned>(vcpu), map.data(), maplen,
+                                  VIR_DOMAIN_AFFECT_CURRENT) < 0) {
+            throw Error("cannot pin vCPU " + std::to_string(vcpu) + " of domain " + name_ + ": " +
+                        libvirt_last_error());
+        }
+    }
+    std::vector<unsigned char> all = map_of(cpus);
+    if (virDomainPinEmulator(dom, all.data(), maplen, VIR_DOMAIN_AFFECT_CURRENT) < 0) {
+        throw Error("cannot pin the emulator threads of domain " + name_ + ": " +
+                    libvirt_last_error());
+    }
+}
+
 }  // namespace svm

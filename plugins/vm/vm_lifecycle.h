@@ -16,6 +16,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace svm {
 
@@ -104,6 +105,12 @@ class VmLifecycle {
     // domain looks it up first. Throws Error naming the domain and the state or libvirt's reason.
     void suspend();
     void resume();
+
+    // Pins vCPU i of the running domain on cpus[i % n] and QEMU's other threads on all of
+    // `cpus`, as <cputune> does at start (vm/domain_xml.h), on the live domain only. For a VM
+    // whose CPUs changed under it: moving a thread into a cgroup v1 cpuset resets its affinity
+    // to the whole cpuset. Throws Error naming the domain, the vCPU and libvirt's reason.
+    void pin(const std::vector<unsigned> &cpus);
 
     // Looks the domain up and takes its state from libvirt: Ready (running), Suspended
     // (paused), or Gone (no such domain or not running). For processes that did not create it.

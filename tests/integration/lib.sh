@@ -94,7 +94,7 @@ assert_no_leftovers() {
   for ((i = 0; i < 120; i++)); do
     [ -z "$($VIRSH list --name 2>/dev/null | grep '^svm-')" ] &&
       [ -z "$(find /run/slurm-vm /var/lib/slurm-vm/jobs -mindepth 1 -maxdepth 1 2>/dev/null)" ] &&
-      ! pgrep -x virtiofsd >/dev/null && break
+      ! pgrep -x virtiofsd >/dev/null && [ -z "$(vm_cgroups)" ] && break
     sleep 0.5
   done
   doms=$($VIRSH list --name 2>/dev/null | grep '^svm-' || true)
@@ -103,6 +103,67 @@ assert_no_leftovers() {
   [ -z "$left" ] || fail "files left behind: $left"
   left=$(pgrep -a -x virtiofsd || true)
   [ -z "$left" ] || fail "virtiofsd processes left: $left"
+  left=$(vm_cgroups)
+  [ -z "$left" ] || fail "VM cgroup folders left behind: $left"
+}
+
+# vm_cgroups: the VMs' own cgroup folders (slurm_vm, below a job's extern step) on every node.
+vm_cgroups() {
+  find /sys/fs/cgroup/*/slurm_node* -type d -name slurm_vm 2>/dev/null || true
+}
+
+# job_cgroup CONTROLLER JOBID NODE: the job's cgroup folder on NODE (Debian's slurmd is a
+# multiple-slurmd build: /sys/fs/cgroup/<controller>/slurm_<node>/uid_<uid>/job_<id>), or "".
+job_cgroup() {
+  find "/sys/fs/cgroup/$1/slurm_$3" -mindepth 2 -maxdepth 2 -type d -name "job_$2" 2>/dev/null | head -1
+}
+
+# assert_no_job_cgroups JOBID NODE: Slurm's and the epilog's removal left no folder of the job.
+assert_no_job_cgroups() {
+  local c i left
+  for ((i = 0; i < 20; i++)); do
+    left=""
+    for c in freezer cpuset cpuacct memory; do
+      left+=$(job_cgroup "$c" "$1" "$2")
+    done
+    [ -z "$left" ] && return 0
+    sleep 0.5
+  done
+  fail "cgroup folders of job $1 left on $2: $left"
+}
+
+# qemu_pid JOBID NODE: the pid of the job's QEMU on NODE (libvirt's pid file).
+qemu_pid() {
+  cat "/run/libvirt/qemu/svm-$1-$2.pid" 2>/dev/null
+}
+
+# cpu_ticks PID: the CPU time (user + system, clock ticks) of every thread of the process so far.
+cpu_ticks() {
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+# slurm_seconds TIME: sacct's and sstat's [D-][HH:]MM:SS[.mmm] in whole seconds.
+slurm_seconds() {
+  awk -v t="$1" 'BEGIN { d = 0; if (index(t, "-")) { split(t, a, "-"); d = a[1]; t = a[2] }
+    n = split(t, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; printf "%d\n", d * 86400 + s }'
+}
+
+# slurm_mib SIZE: sacct's and sstat's 1234K, 56M, 1.5G (or bytes) in whole MiB.
+slurm_mib() {
+  awk -v v="$1" 'BEGIN { u = substr(v, length(v)); n = v + 0
+    if (u == "K") n /= 1024; else if (u == "G") n *= 1024; else if (u == "T") n *= 1048576; else if (u != "M") n /= 1048576
+    printf "%d\n", n }'
+}
+
+# wait_for_vm_placed JOBID NODE: prints the extern step's line saying where the job's VM went.
+wait_for_vm_placed() {
+  local i line
+  for ((i = 0; i < 240; i++)); do
+    line=$(grep -h "slurm-vm: job $1 node $2 image [^ ]*: VM \(placed\|not placed\) in the job's cgroups" "$SVM_LOG/slurmd-$2.log")
+    [ -n "$line" ] && { echo "$line"; return 0; }
+    sleep 0.5
+  done
+  fail "no line about placing job $1's VM in $SVM_LOG/slurmd-$2.log"
 }
 
 # wait_for_vm_stopped JOBID: prints the epilog's "VM stopped" line for the job, once it is logged.

@@ -43,6 +43,21 @@ TEST(Config, HasDocumentedDefaults) {
     EXPECT_EQ(c.domain_type, "auto");
     EXPECT_EQ(c.log_dir, "/var/log/slurm-vm");
     EXPECT_EQ(c.host_calls, HostCalls::Steps);
+    EXPECT_EQ(c.memory_overhead_mib, 256u);
+}
+
+TEST(Config, ParsesMemoryOverheadInMibZeroIncluded) {
+    EXPECT_EQ(parse_config({"memory_overhead=512"}).memory_overhead_mib, 512u);
+    EXPECT_EQ(parse_config({"memory_overhead=0"}).memory_overhead_mib, 0u);
+}
+
+TEST(Config, RejectsMemoryOverheadWithUnitsOrOutOfRange) {
+    EXPECT_EQ(config_error({"memory_overhead=256M"}),
+              "option 'memory_overhead=256M': expected a number of MiB from 0 to 65536");
+    EXPECT_EQ(config_error({"memory_overhead=65537"}),
+              "option 'memory_overhead=65537': expected a number of MiB from 0 to 65536");
+    EXPECT_EQ(config_error({"memory_overhead=-1"}),
+              "option 'memory_overhead=-1': expected a number of MiB from 0 to 65536");
 }
 
 TEST(Config, ParsesEveryOption) {
@@ -71,7 +86,7 @@ TEST(Config, RejectsUnknownOptionListingValidOnes) {
               "shared_paths, hostname, libvirt_uri, run_dir, state_dir, exec_ports, "
               "domain_type, log_dir, network, kvm_probe_timeout, host_calls, share, pin_vcpus, "
               "warm_start, virtiofsd, "
-              "uefi_code, uefi_vars");
+              "uefi_code, uefi_vars, memory_overhead");
 }
 
 TEST(Config, RejectsWordWithoutEquals) {

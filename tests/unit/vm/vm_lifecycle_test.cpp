@@ -430,5 +430,39 @@ TEST(LibvirtHandles, LookupOfAMissingDomainIsEmpty) {
     EXPECT_TRUE(lookup_domain(conn.get(), "test").has_value());
 }
 
+TEST_F(VmLifecycleTest, PinsEachVcpuRoundRobinAndTheEmulatorOnAllCpus) {
+    VmLifecycle vm(conn.get(), name);
+    vm.create("<domain type='test'><name>" + name +
+              "</name><memory>65536</memory><vcpu>3</vcpu><os><type>hvm</type></os></domain>");
+    vm.pin({2, 5});
+    auto dom = lookup_domain(conn.get(), name);
+    ASSERT_TRUE(dom.has_value());
+    unsigned char maps[3] = {0, 0, 0};
+    ASSERT_EQ(virDomainGetVcpuPinInfo(dom->get(), 3, maps, 1, 0), 3);
+    EXPECT_EQ(maps[0], 1u << 2);
+    EXPECT_EQ(maps[1], 1u << 5);
+    EXPECT_EQ(maps[2], 1u << 2);
+    unsigned char emulator = 0;
+    ASSERT_EQ(virDomainGetEmulatorPinInfo(dom->get(), &emulator, 1, 0), 1);
+    EXPECT_EQ(emulator, (1u << 2) | (1u << 5));
+}
+
+TEST_F(VmLifecycleTest, PinRefusesNoCpusAndADomainThatIsNotRunning) {
+    VmLifecycle vm(conn.get(), name);
+    try {
+        vm.pin({0});
+        FAIL() << "pinned a domain that does not exist";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(), "cannot pin domain svm-7-node1: it is not running");
+    }
+    vm.create(test_domain_xml(name));
+    try {
+        vm.pin({});
+        FAIL() << "pinned on no CPUs";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(), "cannot pin domain svm-7-node1: no CPUs given");
+    }
+}
+
 }  // namespace
 }  // namespace svm

@@ -1,0 +1,253 @@
+# A job's VM inside the job's cgroups (issue 11): its QEMU is in the job's freezer, cpuset,
+# cpuacct and memory cgroups on its node, pinned to the job's CPUs; sstat and sacct count it
+# in the extern step; scontrol suspend freezes it; preemption in each mode ends, requeues or
+# suspends it and leaves nothing behind; it stays within the memory it was given.
+# The cluster runs proctrack/cgroup, task/cgroup and jobacct_gather/cgroup (contrib/cluster.sh).
+
+# The cgroup of every thread of process PID in CONTROLLER, one per line, sorted and unique.
+thread_cgroups() {
+  local pid=$1 controller=$2
+  cat /proc/"$pid"/task/*/cgroup 2>/dev/null | awk -F: -v c="$controller" '$2 == c {print $3}' | sort -u
+}
+
+# wait_for_line FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN.
+wait_for_line() {
+  local i
+  for ((i = 0; i < ${3:-240} * 2; i++)); do
+    grep -q -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  fail "no line '$2' in $1 within ${3:-240}s: $(tail -c 300 "$1" 2>/dev/null)"
+}
+
+# wait_frozen JOBID NODE SECONDS: until the job's extern step (and so its VM) is frozen.
+wait_frozen() {
+  local i f
+  for ((i = 0; i < $3 * 10; i++)); do
+    f=$(job_cgroup freezer "$1" "$2")/step_extern/freezer.state
+    [ "$(cat "$f" 2>/dev/null)" = FROZEN ] && return 0
+    sleep 0.1
+  done
+  fail "the extern step of job $1 on $2 is not frozen within $3 s ($(cat "$f" 2>/dev/null))"
+}
+
+test_a_vm_jobs_qemu_is_in_the_jobs_cgroups_on_its_cpu_and_a_bare_job_gets_the_other() {
+  local j k i ids other pid uid c want got line allowed tid
+  uid=$(id -u "$SVM_TEST_USER")
+  j=$(as_user "sbatch --parsable -w node1 -n1 -c1 --vm-image=tiny -o out-%j.txt --wrap 'echo up; sleep 60'")
+  wait_for_line "$TEST_DIR/out-$j.txt" "^up\$"
+  ids=$(scontrol show job -d "$j" | sed -n 's/.*Nodes=node1 CPU_IDs=\([0-9,-]*\).*/\1/p')
+  [ -n "$ids" ] || fail "no CPU_IDs for job $j" || return 1
+  line=$(wait_for_vm_placed "$j" node1)
+  assert_contains "$line" "image tiny: VM placed in the job's cgroups (freezer, cpuset, cpuacct, memory) on CPUs $ids\$" "slurmd's log"
+  pid=$(qemu_pid "$j" node1)
+  [ -n "$pid" ] || fail "no QEMU pid for job $j" || return 1
+  # Every thread of QEMU, in the VM's folder below the job's extern step (below its task folder
+  # for accounting), in each controller.
+  for c in freezer cpuset cpuacct memory; do
+    want=/slurm_node1/uid_$uid/job_$j/step_extern/slurm_vm
+    case $c in cpuacct | memory) want=/slurm_node1/uid_$uid/job_$j/step_extern/task_0/slurm_vm ;; esac
+    got=$(thread_cgroups "$pid" "$c")
+    assert_eq "$got" "$want" "the $c cgroup of QEMU's threads"
+  done
+  assert_eq "$(cat "$(job_cgroup cpuset "$j" node1)/cpuset.cpus")" "$ids" "the job's cpuset"
+  for tid in /proc/"$pid"/task/*; do
+    allowed=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "$tid/status" 2>/dev/null)
+    [ -z "$allowed" ] || assert_eq "$allowed" "$ids" "CPUs of QEMU's thread ${tid##*/} ($(cat "$tid/comm" 2>/dev/null))"
+  done
+  # A bare one-CPU job beside it gets the node's other CPU, as its own cpuset.
+  k=$(as_user "sbatch --parsable -w node1 -n1 -c1 -o bare-%j.txt --wrap 'grep -E \"(freezer|cpuset):\" /proc/self/cgroup; sleep 30'")
+  wait_for_line "$TEST_DIR/bare-$k.txt" "cpuset:" 60
+  other=$(cat "$(job_cgroup cpuset "$k" node1)/cpuset.cpus")
+  [ -n "$other" ] && [ "$other" != "$ids" ] || fail "the bare job's cpuset: '$other' (the VM job's: $ids)" || return 1
+  assert_contains "$(cat "$TEST_DIR/bare-$k.txt")" "freezer:/slurm_node1/uid_$uid/job_$k/step_batch" "the bare job's own cgroup"
+  scancel "$j" "$k"
+  wait_job_done "$j" 120
+  wait_job_done "$k" 60
+  wait_for_vm_stopped "$j" >/dev/null
+  assert_no_leftovers
+  assert_no_job_cgroups "$j" node1
+  assert_nodes_up
+}
+
+test_a_busy_guest_shows_its_cpu_time_in_sstat_and_sacct_for_the_extern_step() {
+  local j i pid charge rss_kb sstat_line cpu mib total elapsed
+  # 20 s of a busy loop in the guest, then quiet long enough for jobacct_gather's last poll
+  # (JobAcctGatherFrequency=5) to see all of it.
+  j=$(as_user "sbatch --parsable -w node2 -n1 -c1 --vm-image=tiny -o out-%j.txt --wrap 'echo busy; timeout 20 sh -c \"while :; do :; done\"; echo idle; sleep 20; echo done'")
+  wait_for_line "$TEST_DIR/out-$j.txt" "^busy\$"
+  wait_for_vm_placed "$j" node2 >/dev/null
+  pid=$(qemu_pid "$j" node2)
+  charge=$(cat "$(job_cgroup memory "$j" node2)/step_extern/task_0/slurm_vm/memory.move_charge_at_immigrate" 2>/dev/null)
+  wait_for_line "$TEST_DIR/out-$j.txt" "^idle\$" 120
+  rss_kb=$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$pid/status")
+  sleep 8
+  sstat_line=$(as_user "sstat -n -P -j $j.extern -o AveCPU,MaxRSS" 2>&1)
+  cpu=$(slurm_seconds "${sstat_line%%|*}")
+  [ "$cpu" -ge 17 ] || fail "sstat's CPU time of the extern step: '$sstat_line' ($cpu s; the guest was busy 20 s)" || return 1
+  wait_job_done "$j" 120
+  wait_sacct_field "$j" State COMPLETED
+  for ((i = 0; i < 40; i++)); do
+    total=$(sacct -n -P -j "$j.extern" -o TotalCPU,MaxRSS,Elapsed 2>/dev/null | head -1)
+    [ -n "${total%%|*}" ] && break
+    sleep 0.5
+  done
+  cpu=$(slurm_seconds "$(cut -d'|' -f1 <<<"$total")")
+  mib=$(slurm_mib "$(cut -d'|' -f2 <<<"$total")")
+  elapsed=$(slurm_seconds "$(cut -d'|' -f3 <<<"$total")")
+  [ "$cpu" -ge 17 ] || fail "sacct's TotalCPU of $j.extern: '$total' ($cpu s)" || return 1
+  # One CPU's cpuset: QEMU cannot have used more than the time it ran.
+  [ "$cpu" -le $((elapsed + 2)) ] || fail "TotalCPU $cpu s above the one CPU's $elapsed s: '$total'" || return 1
+  [ -n "$(cut -d'|' -f2 <<<"$total")" ] && [ "$mib" -le 512 ] ||
+    fail "sacct's MaxRSS of $j.extern: '$total' (job memory 512 MiB)" || return 1
+  # Where the kernel moves charges with the process (Linux before 6.13), the extern step's memory
+  # is QEMU's; elsewhere what QEMU touched before the move stays charged to libvirt's cgroup and
+  # only what it touches later is the job's (docs/admin-guide.md, "Containment").
+  if [ "$charge" = 3 ]; then
+    [ "$mib" -ge $((rss_kb / 1024 / 2)) ] || fail "MaxRSS $mib MiB, QEMU's RSS $((rss_kb / 1024)) MiB" || return 1
+  fi
+  assert_no_leftovers
+  assert_no_job_cgroups "$j" node2
+}
+
+test_scontrol_suspend_freezes_the_vm_and_resume_lets_the_job_finish() {
+  local j pid start took a b lines_a lines_b out
+  j=$(as_user "sbatch --parsable -w node3 -n1 -c1 --vm-image=tiny -o out-%j.txt --wrap 'i=0; while [ \$i -lt 25 ]; do echo tick \$i; i=\$((i+1)); sleep 1; done; echo finished; exit 7'")
+  wait_for_line "$TEST_DIR/out-$j.txt" "^tick 2\$"
+  wait_for_vm_placed "$j" node3 >/dev/null
+  pid=$(qemu_pid "$j" node3)
+  start=$(date +%s.%N)
+  scontrol suspend "$j"
+  # Slurm sends SIGTSTP to the tasks (the guest's command gets it at once through the exec
+  # channel), waits 2 s, then freezes every step's cgroup, the VM's below the extern step.
+  wait_frozen "$j" node3 10
+  took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%d", b - a}')
+  [ "$took" -le 4 ] || fail "the VM froze ${took} s after scontrol suspend" || return 1
+  assert_eq "$(job_state "$j")" SUSPENDED "job state"
+  assert_eq "$(cat "$(job_cgroup freezer "$j" node3)/step_extern/slurm_vm/freezer.state")" FROZEN "the VM's freezer"
+  a=$(cpu_ticks "$pid")
+  lines_a=$(wc -l <"$TEST_DIR/out-$j.txt")
+  sleep 5
+  b=$(cpu_ticks "$pid")
+  lines_b=$(wc -l <"$TEST_DIR/out-$j.txt")
+  [ "$b" -le $((a + 1)) ] || fail "QEMU used $((b - a)) ticks of CPU in 5 s of suspension" || return 1
+  assert_eq "$lines_b" "$lines_a" "output lines while suspended"
+  scontrol resume "$j"
+  wait_job_done "$j" 120
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  assert_eq "$(grep -c '^tick ' <<<"$out")" 25 "ticks"
+  assert_contains "$out" "^finished\$" "job output"
+  wait_sacct_field "$j" ExitCode "7:0"
+  assert_no_leftovers
+  assert_no_job_cgroups "$j" node3
+  assert_nodes_up
+}
+
+test_preemption_cancel_ends_the_vm_job_and_leaves_nothing() {
+  local j k
+  j=$(as_user "sbatch --parsable -p low-cancel -w node3 -n1 -c2 --vm-image=tiny -o out-%j.txt --wrap 'echo started; sleep 600'")
+  wait_for_line "$TEST_DIR/out-$j.txt" "^started\$"
+  wait_for_vm_placed "$j" node3 >/dev/null
+  k=$(as_user "sbatch --parsable -p urgent -w node3 -n1 -c2 -o /dev/null --wrap 'sleep 20'")
+  wait_job_done "$j" 120
+  assert_contains "$(job_state "$j")" "PREEMPTED\|CANCELLED" "the preempted job's state"
+  wait_job_state "$k" RUNNING 60
+  wait_for_vm_stopped "$j" >/dev/null
+  assert_no_leftovers
+  assert_no_job_cgroups "$j" node3
+  wait_job_done "$k" 60
+  assert_eq "$(job_state "$k")" COMPLETED "the urgent job's state"
+  assert_nodes_up
+}
+
+test_preemption_requeue_stops_the_vm_then_runs_the_job_again_in_a_new_one() {
+  local j k i s
+  j=$(as_user "sbatch --parsable --requeue -p low-requeue -w node3 -n1 -c2 --vm-image=tiny -o /dev/null --wrap 'n=\${SLURM_RESTART_COUNT:-0}; echo run-\$n \$(hostname) >> runs.txt; [ \$n != 0 ] || exec sleep 600; echo finished-\$n >> runs.txt'")
+  wait_for_line "$TEST_DIR/runs.txt" "^run-0 node3-vm$j\$"
+  wait_for_vm_placed "$j" node3 >/dev/null
+  k=$(as_user "sbatch --parsable -p urgent -w node3 -n1 -c2 -o /dev/null --wrap 'sleep 15'")
+  for ((i = 0; i < 240; i++)); do
+    s=$(job_state "$j")
+    [ "$s" = PENDING ] && break
+    sleep 0.5
+  done
+  assert_eq "$s" PENDING "the requeued job's state"
+  wait_for_vm_stopped "$j" >/dev/null
+  assert_no_leftovers
+  assert_no_job_cgroups "$j" node3
+  wait_job_done "$k" 120
+  # Slurm holds a requeued batch job back for the credential's lifetime (20 min): start it now.
+  scontrol update JobId="$j" StartTime=now
+  wait_job_done "$j" 300
+  assert_eq "$(cat "$TEST_DIR/runs.txt")" "run-0 node3-vm$j
+run-1 node3-vm$j
+finished-1" "the runs"
+  assert_eq "$(job_state "$j")" COMPLETED "the job's state"
+  assert_no_leftovers
+  assert_no_job_cgroups "$j" node3
+  assert_nodes_up
+}
+
+test_preemption_suspend_freezes_the_vm_until_the_urgent_job_ends() {
+  local j k pid a b out
+  j=$(as_user "sbatch --parsable -p low-suspend -w node3 -n1 -c2 --vm-image=tiny -o out-%j.txt --wrap 'i=0; while [ \$i -lt 30 ]; do echo tick \$i; i=\$((i+1)); sleep 1; done; echo finished'")
+  wait_for_line "$TEST_DIR/out-$j.txt" "^tick 2\$"
+  wait_for_vm_placed "$j" node3 >/dev/null
+  pid=$(qemu_pid "$j" node3)
+  k=$(as_user "sbatch --parsable -p urgent -w node3 -n1 -c2 -o /dev/null --wrap 'sleep 20'")
+  wait_job_state "$j" SUSPENDED 60
+  wait_frozen "$j" node3 10
+  wait_job_state "$k" RUNNING 60
+  a=$(cpu_ticks "$pid")
+  sleep 3
+  b=$(cpu_ticks "$pid")
+  [ "$b" -le $((a + 1)) ] || fail "QEMU used $((b - a)) ticks of CPU in 3 s while preempted" || return 1
+  wait_job_done "$k" 120
+  wait_job_done "$j" 180
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  assert_eq "$(grep -c '^tick ' <<<"$out")" 30 "ticks"
+  assert_contains "$out" "^finished\$" "job output"
+  wait_sacct_field "$j" State COMPLETED
+  assert_no_leftovers
+  assert_no_job_cgroups "$j" node3
+  assert_nodes_up
+}
+
+test_a_vm_that_wants_more_memory_than_it_was_given_stays_within_the_jobs_limit() {
+  local j out line total mib kb
+  # 768 MiB for the job: 512 for the guest, 256 (memory_overhead) for QEMU itself. The guest's
+  # awk doubles a string until the guest's kernel stops it; QEMU, in the job's memory cgroup,
+  # must survive, and the job goes on.
+  cat >"$TEST_DIR/hog.sh" <<'EOF'
+#!/bin/sh
+grep MemTotal /proc/meminfo
+awk 'BEGIN { s = "x"; while (1) s = s s }' >/dev/null 2>&1
+echo "awk ended: $?"
+echo alive
+EOF
+  chmod 0755 "$TEST_DIR/hog.sh"
+  j=$(as_user "sbatch --parsable -w node1 -n1 -c1 --mem=768 --vm-image=tiny -o out-%j.txt hog.sh")
+  wait_job_done "$j" 300
+  line=$(grep -h "slurm-vm: job $j node node1 image tiny: VM .* ready as" "$SVM_LOG/slurmd-node1.log")
+  assert_contains "$line" ", 1 vCPU, 512 MiB)" "the guest's size in slurmd's log"
+  assert_contains "$(wait_for_vm_placed "$j" node1)" "VM placed in the job's cgroups" "slurmd's log"
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  kb=$(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' <<<"$out")
+  [ -n "$kb" ] && [ "$kb" -gt $((400 * 1024)) ] && [ "$kb" -le $((512 * 1024)) ] ||
+    fail "the guest's MemTotal: '$kb' kB (given 512 MiB)" || return 1
+  assert_contains "$out" "^awk ended: [1-9]" "the guest stopped the hog"
+  assert_contains "$out" "^alive\$" "the job after the hog"
+  assert_eq "$(job_state "$j")" COMPLETED "the job's state (not OUT_OF_MEMORY)"
+  total=$(sacct -n -P -j "$j.extern" -o MaxRSS 2>/dev/null | head -1)
+  mib=$(slurm_mib "$total")
+  [ "$mib" -le 768 ] || fail "the extern step's MaxRSS: '$total' (the job has 768 MiB)" || return 1
+  assert_no_leftovers
+  assert_no_job_cgroups "$j" node1
+  # An allocation too small for QEMU and a guest fails the job with the numbers, not the node.
+  j=$(as_user "sbatch --parsable -w node1 -n1 -c1 --mem=300 --vm-image=tiny -o small-%j.txt --wrap true")
+  wait_job_done "$j" 120
+  assert_contains "$(cat "$TEST_DIR/small-$j.txt")" "the job's 300 MiB of memory on this node leave 44 MiB for the VM" "the job's error"
+  assert_eq "$(job_state "$j")" FAILED "the small job's state"
+  assert_no_leftovers
+  assert_nodes_up
+}
