@@ -288,7 +288,8 @@ ensure_accounts() {
 # still in use (a job's slurmstepd outlives slurmd) stays.
 clear_vm_cgroups() {
   local d
-  find /sys/fs/cgroup/*/slurm_node* -depth -type d -name slurm_vm 2>/dev/null | while read -r d; do
+  # No slurm_node* folder yet (a first start): find fails, which is no error here.
+  { find /sys/fs/cgroup/*/slurm_node* -depth -type d -name slurm_vm 2>/dev/null || true; } | while read -r d; do
     # slurm_vm [task_<n>] step_extern job_<id> uid_<uid>, each once the one below is gone.
     while rmdir "$d" 2>/dev/null; do
       d=$(dirname "$d")
