@@ -4,6 +4,7 @@
 #include "spank_common.h"
 
 #include "exec/task_setup.h"
+#include "util/text.h"
 #include "vm/job_vm.h"
 
 extern "C" {
@@ -32,8 +33,26 @@ namespace svm::spank {
 int on_task_init(spank_t sp) {
     uint32_t jobid = 0;
     const char *node = getenv("SLURMD_NODENAME");
-    if (spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS || node == nullptr ||
-        !job_has_vm(config(), jobid, node)) {
+    if (spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS || node == nullptr) {
+        spank_unsetenv(sp, kTaskPrologEnv);
+        return 0;
+    }
+    if (!job_has_vm(config(), jobid, node)) {
+        if (const std::string asked = requested_image(sp); !asked.empty()) {
+            // The job asked for a VM but no prolog started one here: Slurm skips the prolog
+            // of a job it ran on this node within the credential's lifetime (a requeued job
+            // whose start an admin forced). Never run it on the host instead.
+            fprintf(stderr,
+                    "slurm-vm: image '%s' on %s (job %u): no VM was started for this job on "
+                    "this node (its prolog did not run here); the task does not run outside "
+                    "its VM\n",
+                    printable(asked).c_str(), node, jobid);
+            fflush(stderr);
+            slurm_error("%s: job %u node %s image %s: no VM for the task (no prolog ran for "
+                        "the job on this node); the task is refused",
+                        kTag, jobid, node, printable(asked).c_str());
+            return -1;
+        }
         // Not a VM job: the task runs as usual, without the variable our srun side set.
         spank_unsetenv(sp, kTaskPrologEnv);
         return 0;

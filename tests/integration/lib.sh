@@ -170,7 +170,7 @@ wait_for_vm_placed() {
 wait_for_vm_stopped() {
   local i line
   for ((i = 0; i < 120; i++)); do
-    line=$(grep -h "slurm-vm: job $1 node [^ ]* image [^ ]*: VM stopped" "$SVM_LOG"/slurmd-node*.log)
+    line=$(grep -h "slurm-vm: job $1 node [^ ]* image [^ ]*: VM stopped" "$SVM_LOG"/slurmd-node*.log || true)
     [ -n "$line" ] && { echo "$line"; return 0; }
     sleep 0.5
   done

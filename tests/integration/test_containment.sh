@@ -176,15 +176,39 @@ test_preemption_requeue_stops_the_vm_then_runs_the_job_again_in_a_new_one() {
   assert_no_leftovers
   assert_no_job_cgroups "$j" node3
   wait_job_done "$k" 120
-  # Slurm holds a requeued batch job back for the credential's lifetime (20 min): start it now.
-  scontrol update JobId="$j" StartTime=now
+  # Slurm holds a requeued batch job back for the credential's lifetime (20 min), because
+  # slurmd skips the prolog of a job it ran within it: start it now, on another node.
+  scontrol update JobId="$j" ReqNodeList=node2 StartTime=now
   wait_job_done "$j" 300
   assert_eq "$(cat "$TEST_DIR/runs.txt")" "run-0 node3-vm$j
-run-1 node3-vm$j
+run-1 node2-vm$j
 finished-1" "the runs"
   assert_eq "$(job_state "$j")" COMPLETED "the job's state"
   assert_no_leftovers
   assert_no_job_cgroups "$j" node3
+  assert_no_job_cgroups "$j" node2
+  assert_nodes_up
+}
+
+# A VM job whose prolog did not run on the node (slurmd skips it for a job it ran there within
+# the credential's lifetime, as when an admin forces a requeued job to start at once) must not
+# run on the host: the task is refused with a line that says why.
+test_a_vm_job_whose_prolog_did_not_run_on_the_node_is_refused_not_run_on_the_host() {
+  local j out i
+  j=$(as_user "sbatch --parsable --requeue -w node1 --vm-image=tiny -o out-%j.txt --open-mode=append --wrap 'echo run-\${SLURM_RESTART_COUNT:-0} \$(hostname); sleep 600'")
+  wait_for_line "$TEST_DIR/out-$j.txt" "^run-0 node1-vm$j\$"
+  scontrol requeue "$j"
+  wait_for_vm_stopped "$j" >/dev/null
+  for ((i = 0; i < 120; i++)); do
+    [ "$(job_state "$j")" = PENDING ] && scontrol update JobId="$j" StartTime=now 2>/dev/null && break
+    sleep 0.5
+  done
+  wait_job_done "$j" 120
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  assert_contains "$out" "slurm-vm: image 'tiny' on node1 (job $j): no VM was started for this job on this node" "the job's output"
+  assert_not_contains "$out" "^run-1" "the job's output"
+  assert_eq "$(job_state "$j")" FAILED "the job's state"
+  assert_no_leftovers
   assert_nodes_up
 }
 
