@@ -17,18 +17,6 @@
 
 namespace svm::spank {
 
-namespace {
-
-std::string joined(const std::vector<std::string> &items) {
-    std::string out;
-    for (const auto &item : items) {
-        out += (out.empty() ? "" : ", ") + item;
-    }
-    return out;
-}
-
-}  // namespace
-
 int on_extern_step(spank_t sp) {
     uint32_t jobid = 0, uid = 0;
     const char *node = getenv("SLURMD_NODENAME");  // slurmstepd sets it for itself
@@ -60,12 +48,12 @@ int on_extern_step(spank_t sp) {
                        jobid, node, image.c_str(), printable(r.skipped).c_str());
             return 0;
         }
-        std::string line = "VM placed in the job's cgroups (" + joined(r.controllers) + ")" +
+        std::string line = "VM placed in the job's cgroups (" + join(r.controllers) + ")" +
                            (r.cpus.empty() ? std::string("; no cpuset: its vCPUs stay where its "
                                                          "domain XML pinned them")
                                            : " on CPUs " + r.cpus);
         if (!r.missing.empty()) {
-            line += "; the job has no " + joined(r.missing) + " cgroup here";
+            line += "; the job has no " + join(r.missing) + " cgroup here";
         }
         slurm_info("%s: job %u node %s image %s: %s", kTag, jobid, node, image.c_str(),
                    line.c_str());

@@ -3,6 +3,7 @@
 #include "util/accounts.h"
 #include "util/config.h"
 #include "util/error.h"
+#include "util/text.h"
 #include "catalog/image_name.h"
 #include "util/fd.h"
 
@@ -46,18 +47,6 @@ using JsonPtr = std::unique_ptr<json_object, JsonPut>;
 struct TokenerFree {
     void operator()(json_tokener *tokener) const { json_tokener_free(tokener); }
 };
-
-template <typename Strings>
-std::string join(const Strings &items, std::string_view separator = ", ") {
-    std::string out;
-    for (const auto &item : items) {
-        if (!out.empty()) {
-            out += separator;
-        }
-        out += item;
-    }
-    return out;
-}
 
 // A JSON value as written in the file, shortened, for the "got ..." part of messages.
 std::string shown(json_object *value) {

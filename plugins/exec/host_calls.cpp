@@ -46,14 +46,6 @@ constexpr int kExitUnavailable = 255;
 // itself exits when it refuses an option. (127 stays "no such command here".)
 constexpr int kExitRefusedArguments = 1;
 
-std::string join(const std::vector<std::string> &items, const char *separator) {
-    std::string text;
-    for (const auto &item : items) {
-        text += (text.empty() ? "" : separator) + item;
-    }
-    return text;
-}
-
 // The command name as a refusal shows it: its start, printable.
 std::string shown_name(std::string_view name) {
     if (name.size() <= kMaxShownName) {

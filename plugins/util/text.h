@@ -21,4 +21,17 @@ std::string hex_byte(char c);
 // a guest or a daemon wrote, whose end says what happened. "" when it cannot be read.
 std::string file_tail(const std::string &path, std::size_t max_bytes);
 
+// The items (strings or string views) with `separator` between them: "a, b, c".
+template <typename Strings>
+std::string join(const Strings &items, std::string_view separator = ", ") {
+    std::string out;
+    for (const auto &item : items) {
+        if (!out.empty()) {
+            out += separator;
+        }
+        out += item;
+    }
+    return out;
+}
+
 }  // namespace svm

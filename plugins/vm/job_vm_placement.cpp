@@ -6,6 +6,7 @@
 #include "util/atomic_file.h"
 #include "util/cpu_list.h"
 #include "util/error.h"
+#include "util/text.h"
 #include "vm/libvirt_handles.h"
 
 #include <sys/stat.h>
@@ -64,14 +65,6 @@ RunningVm read_running_vm(const std::string &text) {
     return vm;
 }
 
-std::string joined(const std::vector<std::string> &items) {
-    std::string out;
-    for (const auto &item : items) {
-        out += (out.empty() ? "" : ", ") + item;
-    }
-    return out;
-}
-
 void pin_through_libvirt(const Config &config, const std::string &domain,
                          const std::vector<unsigned> &cpus) {
     ConnectionPtr conn = open_connection(config.libvirt_uri);
@@ -105,7 +98,7 @@ void place_job_vm(const Config &config, uint32_t jobid, std::string_view node, u
         report.skipped =
             "the job has no cgroup on this node (no " +
             extern_step_cgroup_candidates(roots.cgroup_mount, "freezer", node, uid, jobid)[0] +
-            " nor its like in " + joined(plan.missing) +
+            " nor its like in " + join(plan.missing) +
             ": are cgroup plugins configured, and PrologFlags=Contain?): the VM runs outside "
             "them, on the CPUs its domain XML pinned it to";
         return;

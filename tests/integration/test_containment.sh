@@ -190,12 +190,13 @@ finished-1" "the runs"
   assert_nodes_up
 }
 
-# A VM job whose prolog did not run on the node (slurmd skips it for a job it ran there within
-# the credential's lifetime, as when an admin forces a requeued job to start at once) must not
-# run on the host: the task is refused with a line that says why.
-test_a_vm_job_whose_prolog_did_not_run_on_the_node_is_refused_not_run_on_the_host() {
+# A requeued VM job forced to start at once on the same node: slurmd may skip its prolog (for a
+# job it ran there within the credential's lifetime; measured: sometimes it does, sometimes not).
+# Either the prolog runs and the job gets a new VM, or the task is refused with a line that says
+# why; it never runs on the host.
+test_a_requeued_vm_job_forced_onto_the_same_node_runs_in_a_vm_or_not_at_all() {
   local j out i
-  j=$(as_user "sbatch --parsable --requeue -w node1 --vm-image=tiny -o out-%j.txt --open-mode=append --wrap 'echo run-\${SLURM_RESTART_COUNT:-0} \$(hostname); sleep 600'")
+  j=$(as_user "sbatch --parsable --requeue -w node1 --vm-image=tiny -o out-%j.txt --open-mode=append --wrap 'n=\${SLURM_RESTART_COUNT:-0}; echo run-\$n \$(hostname); [ \$n != 0 ] || exec sleep 600'")
   wait_for_line "$TEST_DIR/out-$j.txt" "^run-0 node1-vm$j\$"
   scontrol requeue "$j"
   wait_for_vm_stopped "$j" >/dev/null
@@ -203,11 +204,15 @@ test_a_vm_job_whose_prolog_did_not_run_on_the_node_is_refused_not_run_on_the_hos
     [ "$(job_state "$j")" = PENDING ] && scontrol update JobId="$j" StartTime=now 2>/dev/null && break
     sleep 0.5
   done
-  wait_job_done "$j" 120
+  wait_job_done "$j" 120 || { scancel "$j"; return 1; }
   out=$(cat "$TEST_DIR/out-$j.txt")
-  assert_contains "$out" "slurm-vm: image 'tiny' on node1 (job $j): no VM was started for this job on this node" "the job's output"
-  assert_not_contains "$out" "^run-1" "the job's output"
-  assert_eq "$(job_state "$j")" FAILED "the job's state"
+  if grep -q "^run-1" <<<"$out"; then
+    assert_contains "$out" "^run-1 node1-vm$j\$" "the second run's host (a VM, not the host)"
+    assert_eq "$(job_state "$j")" COMPLETED "the job's state"
+  else
+    assert_contains "$out" "slurm-vm: image 'tiny' on node1 (job $j): no VM was started for this job on this node" "the job's output"
+    assert_eq "$(job_state "$j")" FAILED "the job's state"
+  fi
   assert_no_leftovers
   assert_nodes_up
 }
