@@ -354,10 +354,11 @@ void wait_for_agent(VmLifecycle &vm, const VmSpec &spec, unsigned timeout_s, boo
 }
 
 // Starts the job's VM from a snapshot of its image (vm/warm_start.h), making the snapshot
-// first when this node has none free. Sets report.start_mode to "warm (...)" when the agent
-// answered; otherwise to "cold: <why>" (and report.warm_problem when something failed), with
-// whatever it made removed, so the caller boots cold.
-void start_warm(virConnectPtr conn, const Config &config, const Image &image, const JobVmRequest &r,
+// first when this node has none free. True, with report.start_mode "warm (...)", when the
+// agent answered; otherwise false, with report.start_mode "cold: <why>" (and
+// report.warm_problem when something failed) and whatever it made removed: the caller boots
+// cold. Throws what wait_for_agent throws when the snapshot's own boot shows the image broken.
+bool start_warm(virConnectPtr conn, const Config &config, const Image &image, const JobVmRequest &r,
                 const JobVmPaths &paths, VmSpec &spec, unsigned timeout_s, StartReport &report) {
     std::string key_text, key_dir;
     std::optional<WarmSlot> slot;
@@ -368,18 +369,18 @@ void start_warm(virConnectPtr conn, const Config &config, const Image &image, co
     } catch (const Error &e) {
         report.start_mode = std::string("cold: ") + e.what();
         report.warm_problem = report.start_mode;
-        return;
+        return false;
     }
     if (!slot) {
         report.start_mode = "cold: all " + std::to_string(kMaxWarmSlots) +
                             " snapshot slots of this image are in use";
-        return;
+        return false;
     }
     if (!slot->has_state) {
         const std::string refusal = warm_make_refusal(key_dir);
         if (!refusal.empty()) {
             report.start_mode = "cold: no snapshot (" + refusal + ")";
-            return;
+            return false;
         }
         try {
             report.snapshot_seconds =
@@ -394,7 +395,7 @@ void start_warm(virConnectPtr conn, const Config &config, const Image &image, co
         } catch (const Error &e) {
             report.start_mode = std::string("cold: the snapshot could not be made: ") + e.what();
             report.warm_problem = report.start_mode;
-            return;
+            return false;
         }
     }
     VmLifecycle vm(conn, paths.domain);
@@ -434,6 +435,7 @@ void start_warm(virConnectPtr conn, const Config &config, const Image &image, co
         }
         report.ready_seconds = seconds_since(t);
         report.start_mode = "warm (slot " + std::to_string(slot->index) + ")";
+        return true;
     } catch (const Error &e) {
         try {
             vm.destroy();
@@ -450,6 +452,7 @@ void start_warm(virConnectPtr conn, const Config &config, const Image &image, co
         report.snapshot_seconds = 0;
         report.start_mode = std::string("cold: the snapshot did not restore: ") + e.what();
         report.warm_problem = report.start_mode;
+        return false;
     }
 }
 
@@ -557,24 +560,18 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         if (r.ready_timeout_seconds != 0) {
             timeout_s = r.ready_timeout_seconds;
         }
+        bool warm = false;
         if (kvm_probe) {
             timeout_s = std::min(timeout_s, config.kvm_probe_timeout_seconds);
-        }
-        if (kvm_probe) {
             report.start_mode = "cold: KVM is on trial on this host";
-        } else if (!config.warm_start) {
-            report.start_mode = "cold";  // warm_start=no
-        } else if (!image.warm_start) {
-            report.start_mode = "cold";  // the catalog's "warm_start": false
+        } else if (!config.warm_start || !image.warm_start) {
+            report.start_mode = "cold";  // warm_start=no, or the catalog's "warm_start": false
         } else if (!virtiofsds.empty()) {
             report.start_mode = "cold: virtiofs shares cannot be saved with their virtiofsd";
         } else {
-            start_warm(conn, config, image, r, paths, spec, timeout_s, report);
+            warm = start_warm(conn, config, image, r, paths, spec, timeout_s, report);
         }
-        if (report.start_mode.empty() || report.start_mode.starts_with("cold")) {
-            if (report.start_mode.empty()) {
-                report.start_mode = "cold";
-            }
+        if (!warm) {
             if (!spec.disk.empty()) {
                 create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
             }
