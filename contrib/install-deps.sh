@@ -1,10 +1,18 @@
 #!/bin/bash
-# Install everything slurm-vm needs to build, test and run a local cluster, from Debian 12's
-# packages only. Idempotent: a second run costs a few seconds.
+# Install everything slurm-vm needs to build, test and run a local cluster, from the running
+# Debian release's own packages only: Debian 12 (bookworm: Slurm 22.05, QEMU 7.2, libvirt 9) or
+# Debian 13 (trixie: Slurm 24.11, QEMU 10, libvirt 11, virtiofsd 1.13). Idempotent: a second
+# run costs a few seconds.
 set -euo pipefail
 SVM_REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$SVM_REPO/contrib/lib/common.sh"
 need_root
+. /etc/os-release
+codename=${VERSION_CODENAME:-}
+case "$codename" in
+  bookworm | trixie) ;;
+  *) die "this is ${PRETTY_NAME:-an unknown system}: slurm-vm's scripts know Debian 12 (bookworm) and Debian 13 (trixie)" ;;
+esac
 
 # Without systemd, package postinst scripts would try to start daemons (munge, mariadb,
 # libvirtd, slurm*) in the wrong way; our cluster scripts start them. policy-rc.d says no.
@@ -17,28 +25,36 @@ fi
 # Slurm's internal plugin headers come from its Debian source package: that needs deb-src.
 src_list=/etc/apt/sources.list.d/slurm-vm-deb-src.sources
 if ! grep -rqs '^\(Types:.*deb-src\|deb-src \)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  cat >"$src_list" <<'SRC'
+  cat >"$src_list" <<SRC
 # added by slurm-vm: Slurm's internal plugin headers are configured from its source package
 Types: deb-src
 URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
+Suites: $codename $codename-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb-src
 URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
+Suites: $codename-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
   rm -f "$SVM_CACHE/.apt-updated"
 fi
 
+# What differs between the releases: libFuzzer's runtime (the fuzz targets in tests/fuzz) is
+# versioned with clang; Debian 13's virtiofsd is a package of its own (Debian 12's QEMU ships
+# the older C one in /usr/lib/qemu).
+case "$codename" in
+  bookworm) RELEASE_PACKAGES=(libclang-rt-14-dev) ;;
+  trixie) RELEASE_PACKAGES=(libclang-rt-19-dev virtiofsd) ;;
+esac
+
 PACKAGES=(
   # build
   g++ make cmake pkg-config clang-format libjson-c-dev libgtest-dev googletest libvirt-dev libxml2-dev
   libslurm-dev dpkg-dev
-  clang libclang-rt-14-dev  # libFuzzer, for the fuzz targets in tests/fuzz
+  clang "${RELEASE_PACKAGES[@]}"
   # slurm and accounting
   slurmctld slurmd slurm-client slurmdbd munge mariadb-server
   # virtualisation
