@@ -1,11 +1,26 @@
 #!/bin/bash
-# slurm-vm quick start, as root on a fresh Debian 12 machine: installs what is needed from
-# Debian's packages, builds, starts a local cluster (3 nodes, accounting, libvirt), boots the
-# test guest once on its own, then runs a real batch job inside a VM and shows its output.
+# slurm-vm quick start, as root on a fresh Debian 12 or 13 machine: installs what is needed
+# from Debian's packages, builds, starts a local cluster (3 nodes, accounting, libvirt), boots
+# the test guest once on its own, then runs a real batch job inside a VM and shows its output.
+#
+#   contrib/quickstart.sh                        on this machine, with its own Debian release
+#   contrib/quickstart.sh --platform debian13    the same inside a Debian 13 root made on this
+#                                                machine (contrib/platform.sh debian13 CMD...)
+#   contrib/quickstart.sh --platform debian13-vm the same inside a Debian 13 system VM (systemd,
+#                                                cgroup v2), booted on this machine
 set -euo pipefail
 SVM_REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$SVM_REPO/contrib/lib/common.sh"
 . "$SVM_REPO/contrib/lib/setup.sh"
+. "$SVM_REPO/contrib/lib/platform.sh"
+
+platform_option "$@"
+case "$SVM_PLATFORM_ARG" in
+  host) ;;
+  debian13) d13_enter contrib/quickstart.sh; exit ;;
+  debian13-vm) d13vm_enter contrib/quickstart.sh; exit ;;
+  *) die "--platform $SVM_PLATFORM_ARG: the quick start sets up one platform at a time" ;;
+esac
 
 svm_setup
 

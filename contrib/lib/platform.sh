@@ -21,10 +21,28 @@ SVM_D13_MIRROR=${SVM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 d13_dir() { echo "$SVM_PLATFORM_DIR/debian13"; }
 d13_root() { echo "$(d13_dir)/root"; }
 
-# d13_key: what the root is made from. install-deps.sh decides the packages; this file decides
-# the rest.
+# What the root has besides install-deps.sh's packages: what makes it a bootable system for
+# the debian13-vm platform (systemd, a kernel, ssh) and what libguestfs needs (a kernel in /boot).
+# Missing ones are installed at each use, so adding one here needs no new root.
+SVM_D13_DEBOOTSTRAP="--variant=minbase --include=ca-certificates"
+SVM_D13_EXTRA=(systemd-sysv systemd-resolved linux-image-amd64 udev dbus kmod iproute2 openssh-server
+  python3 file)
+
+# d13_key: what the root is made from: the debootstrap line and install-deps.sh's packages.
 d13_key() {
-  cat "$SVM_REPO/contrib/lib/platform.sh" "$SVM_REPO/contrib/install-deps.sh" | sha256sum | cut -c1-16
+  (echo "$SVM_D13_SUITE $SVM_D13_DEBOOTSTRAP"; cat "$SVM_REPO/contrib/install-deps.sh") | sha256sum | cut -c1-16
+}
+
+# d13_extras: install SVM_D13_EXTRA where missing. The root must be mounted.
+d13_extras() {
+  local missing=() p
+  for p in "${SVM_D13_EXTRA[@]}"; do
+    chroot "$(d13_root)" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] && return 0
+  echo "Debian 13 root: installing ${missing[*]}"
+  d13_run apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" \
+    >"$(d13_dir)/extras.log" 2>&1 || { tail -20 "$(d13_dir)/extras.log"; die "could not install ${missing[*]} in the Debian 13 root"; }
 }
 
 # d13_mounted: whether the root's file systems are mounted.
@@ -60,7 +78,7 @@ d13_umount() {
 d13_run() {
   chroot "$(d13_root)" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 SVM_BUILD="$SVM_REPO/build-debian13" \
-    SVM_PLATFORM=debian13 CI="${CI:-}" ${SVM_TEST_SCOPE:+SVM_TEST_SCOPE=$SVM_TEST_SCOPE} \
+    SVM_PLATFORM=debian13 CI="${CI:-}" \
     bash -c 'cd "$0" && exec "$@"' "$SVM_REPO" "$@"
 }
 
@@ -82,6 +100,8 @@ d13_build() {
         >"$dir/upgrade.log" 2>&1 || { tail -20 "$dir/upgrade.log"; die "apt-get upgrade in the Debian 13 root failed"; }
       echo "$key" >"$dir/.complete"
     fi
+    d13_mount
+    d13_extras
     exec 8>&-
     return 0
   fi
@@ -91,7 +111,8 @@ d13_build() {
   work=$dir/root.tmp
   d13_umount_tree "$work"
   rm -rf --one-file-system "$work"
-  debootstrap --variant=minbase --include=ca-certificates "$SVM_D13_SUITE" "$work" "$SVM_D13_MIRROR" \
+  # shellcheck disable=SC2086 # the options are words
+  debootstrap $SVM_D13_DEBOOTSTRAP "$SVM_D13_SUITE" "$work" "$SVM_D13_MIRROR" \
     >"$dir/debootstrap.log" 2>&1 || { tail -20 "$dir/debootstrap.log"; die "debootstrap $SVM_D13_SUITE failed (log: $dir/debootstrap.log)"; }
   rm -f "$work/etc/apt/sources.list"
   cat >"$work/etc/apt/sources.list.d/debian.sources" <<SRC
@@ -113,6 +134,7 @@ SRC
   mv "$work" "$root"
   d13_mount
   d13_run contrib/install-deps.sh || { d13_umount; die "install-deps.sh failed in the Debian 13 root"; }
+  d13_extras
   echo "$key" >"$dir/.complete"
   exec 8>&-
 }
@@ -125,12 +147,23 @@ d13_umount_tree() {
   done
 }
 
-# d13_stop: stop the cluster inside the root, then unmount it.
+# d13_cluster_running: whether a daemon of the cluster runs inside the root.
+d13_cluster_running() {
+  local r p
+  r=$(d13_root)
+  for p in $(pgrep -x 'slurmctld|slurmd|slurmdbd|munged|mariadbd|libvirtd' 2>/dev/null); do
+    [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$r" ] && return 0
+  done
+  return 1
+}
+
+# d13_stop: stop the cluster inside the root. The mounts stay (others may be building in the
+# root); `contrib/platform.sh debian13 umount` removes them.
 d13_stop() {
-  if d13_mounted; then
+  if d13_cluster_running; then
+    d13_mount
     d13_run contrib/cluster.sh stop || true
   fi
-  d13_umount
 }
 
 # host_cluster_stop: the host's own cluster, before a platform's starts (same ports).
@@ -138,4 +171,166 @@ host_cluster_stop() {
   if pgrep -x slurmctld >/dev/null || pgrep -x libvirtd >/dev/null || pgrep -x munged >/dev/null; then
     "$SVM_REPO/contrib/cluster.sh" stop
   fi
+}
+
+# platform_option ARGS...: sets SVM_PLATFORM_ARG from a leading `--platform NAME` (or
+# `--platform=NAME`) and SVM_REST to the other arguments.
+platform_option() {
+  SVM_PLATFORM_ARG=host
+  SVM_REST=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --platform) SVM_PLATFORM_ARG=${2:?--platform needs a name}; shift 2 ;;
+      --platform=*) SVM_PLATFORM_ARG=${1#--platform=}; shift ;;
+      *) SVM_REST+=("$1"); shift ;;
+    esac
+  done
+  case "$SVM_PLATFORM_ARG" in
+    host | debian13 | debian13-vm | all) ;;
+    *) die "unknown platform '$SVM_PLATFORM_ARG' (host, debian13, debian13-vm, all)" ;;
+  esac
+}
+
+# d13_enter SCRIPT ARGS...: runs one of the project's scripts (quickstart.sh, test.sh) inside
+# the Debian 13 root, after making it and stopping the host's cluster.
+d13_enter() {
+  need_root
+  d13_build
+  host_cluster_stop
+  d13_mount
+  d13_run "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# debian13-vm: the Debian 13 root booted as a system VM under TCG (its own kernel 6.12, systemd
+# as PID 1, the unified cgroup v2 hierarchy, the daemons as systemd services), with job VMs
+# nested in it. This machine cannot have cgroup v2 itself (its supervisor holds the memory
+# controller in a v1 hierarchy), so this is how cgroup v2 is tested.
+#
+# The disk is made from the root after slurm-vm was built and installed in it (the same
+# binaries as the debian13 platform), with mkfs.ext4 -d from a plain bind mount of the root (no
+# submounts); this tree is mounted read-only inside over 9p at the same path. Commands reach it
+# over ssh on a loopback port, with a key made for it.
+
+SVM_D13VM_TESTS=${SVM_D13VM_TESTS:-containment}  # the nested set: see README, "Platforms"
+: "${SVM_D13VM_SSH_PORT:=10022}"
+: "${SVM_D13VM_MEMORY:=8G}"
+
+d13vm_dir() { echo "$SVM_PLATFORM_DIR/debian13-vm"; }
+
+d13vm_ssh() {
+  local dir
+  dir=$(d13vm_dir)
+  ssh -q -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+    -o ConnectTimeout=5 -o ServerAliveInterval=30 -i "$dir/id" -p "$SVM_D13VM_SSH_PORT" root@127.0.0.1 "$@"
+}
+
+d13vm_running() {
+  local pidf
+  pidf=$(d13vm_dir)/qemu.pid
+  [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null
+}
+
+d13vm_stop() {
+  local dir
+  dir=$(d13vm_dir)
+  d13vm_running || return 0
+  d13vm_ssh systemctl poweroff >/dev/null 2>&1 || true
+  wait_for 60 sh -c "! kill -0 $(cat "$dir/qemu.pid") 2>/dev/null" || stop_pidfile "$dir/qemu.pid" 5
+  rm -f "$dir/qemu.pid"
+}
+
+# d13vm_configure_root: what the root needs to boot as a machine of its own. Harmless to the
+# root's other use (a chroot, where nothing boots).
+d13vm_configure_root() {
+  local r dir
+  r=$(d13_root)
+  dir=$(d13vm_dir)
+  [ -f "$dir/id" ] || ssh-keygen -q -t ed25519 -N '' -C slurm-vm-debian13-vm -f "$dir/id"
+  install -d -m 0700 "$r/root/.ssh"
+  install -m 0600 "$dir/id.pub" "$r/root/.ssh/authorized_keys"
+  cat >"$r/etc/fstab" <<FSTAB
+# the debian13-vm platform (contrib/lib/platform.sh)
+/dev/vda / ext4 rw,errors=remount-ro 0 1
+svmrepo $SVM_REPO 9p trans=virtio,version=9p2000.L,ro,nofail 0 0
+FSTAB
+  mkdir -p "$r$SVM_REPO" "$r/etc/systemd/network"
+  printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$r/etc/systemd/network/50-dhcp.network"
+  echo svm-debian13 >"$r/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\tsvm-debian13\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$r/etc/hosts.vm"
+  # The daemons are started by contrib/cluster.sh, as systemd services, when the tests want
+  # them; what would only cost boot time under TCG does not start at all.
+  chroot "$r" systemctl -q enable systemd-networkd ssh 2>/dev/null
+  chroot "$r" systemctl -q disable slurmd slurmctld slurmdbd munge mariadb libvirtd virtlogd \
+    apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer man-db.timer \
+    dpkg-db-backup.timer systemd-networkd-wait-online.service 2>/dev/null || true
+  chroot "$r" systemctl -q mask systemd-networkd-wait-online.service e2scrub_reap.service 2>/dev/null || true
+}
+
+# d13vm_disk: the system VM's disk, made afresh from the root (about a minute).
+d13vm_disk() {
+  local dir r view
+  dir=$(d13vm_dir)
+  r=$(d13_root)
+  view=$dir/view
+  mkdir -p "$view"
+  mountpoint -q "$view" || mount --bind "$r" "$view" # no submounts: /proc, /sys, /run stay out
+  rm -f "$dir/disk.raw"
+  # /etc/hosts in the root is the host's copy (for the chroot); the VM has its own name.
+  mkfs.ext4 -q -F -L svm-debian13 -d "$view" "$dir/disk.raw" 12G || { umount "$view"; die "mkfs.ext4 of the system VM's disk failed"; }
+  umount "$view"
+  # debugfs writes the VM's own /etc/hosts into the image without mounting it.
+  debugfs -w -R "rm /etc/hosts" "$dir/disk.raw" >/dev/null 2>&1
+  debugfs -w -R "write $r/etc/hosts.vm /etc/hosts" "$dir/disk.raw" >/dev/null 2>&1
+}
+
+# d13vm_boot: boot the system VM and wait for its ssh.
+d13vm_boot() {
+  local dir r kver t0
+  dir=$(d13vm_dir)
+  r=$(d13_root)
+  kver=$(ls "$r/lib/modules" | sort -V | tail -1)
+  rm -f "$dir/console.log"
+  t0=$(date +%s)
+  qemu-system-x86_64 -name svm-debian13-vm -machine q35 -accel tcg,thread=multi -cpu max \
+    -smp "$(nproc)" -m "$SVM_D13VM_MEMORY" \
+    -kernel "$r/boot/vmlinuz-$kver" -initrd "$r/boot/initrd.img-$kver" \
+    -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0" \
+    -drive "file=$dir/disk.raw,if=virtio,format=raw,cache=unsafe" \
+    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SVM_D13VM_SSH_PORT-:22" -device virtio-net-pci,netdev=n0 \
+    -virtfs "local,path=$SVM_REPO,mount_tag=svmrepo,security_model=none,readonly=on" \
+    -serial "file:$dir/console.log" -display none -monitor "unix:$dir/monitor.sock,server,nowait" \
+    -pidfile "$dir/qemu.pid" -daemonize || die "the Debian 13 system VM did not start"
+  wait_for 900 d13vm_ssh true || { tail -20 "$dir/console.log"; die "the Debian 13 system VM did not answer on ssh within 15 minutes (console above: $dir/console.log)"; }
+  echo "Debian 13 system VM up in $(($(date +%s) - t0)) s (kernel $kver, systemd, $(d13vm_ssh 'cat /sys/fs/cgroup/cgroup.controllers' | tr ' ' ,) controllers in the unified hierarchy)"
+}
+
+# d13vm_enter SCRIPT ARGS...: the Debian 13 root made and set up (slurm-vm built and installed
+# in it, its guest images made), a disk made of it, the VM booted, SCRIPT run inside it.
+d13vm_enter() {
+  need_root
+  local dir
+  dir=$(d13vm_dir)
+  mkdir -p "$dir"
+  d13vm_stop
+  d13_build
+  host_cluster_stop
+  d13_mount
+  echo "==> slurm-vm built and installed in the Debian 13 root"
+  d13_run bash -c '. contrib/lib/common.sh && . contrib/lib/setup.sh && svm_install' ||
+    die "setting up slurm-vm in the Debian 13 root failed"
+  d13_stop
+  echo "==> the system VM's disk"
+  d13vm_configure_root
+  d13vm_disk
+  echo "==> booting the Debian 13 system VM under TCG"
+  d13vm_boot
+  d13vm_run "$@"
+}
+
+# d13vm_run CMD...: CMD in the system VM, as root, in this tree (mounted read-only there).
+d13vm_run() {
+  local q
+  q=$(printf '%q ' "$@")
+  d13vm_ssh "cd $(printf %q "$SVM_REPO") && env SVM_PLATFORM=debian13-vm SVM_BUILD=$SVM_REPO/build-debian13 CI=${CI:-} $q"
 }

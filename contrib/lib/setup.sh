@@ -8,7 +8,20 @@
 export SVM_PREFIX SVM_PLUGIN_DIR SVM_CATALOG SVM_IMAGES
 
 svm_setup() {
+  svm_install
+  phase "start the cluster (munge, MariaDB, slurmdbd, slurmctld, 3 slurmd, libvirtd)"
+  "$SVM_REPO/contrib/cluster.sh" start
+}
+
+# svm_install: everything but the cluster: packages, build, install, guest images. In the
+# debian13-vm platform's system VM all of it was done in the Debian 13 root the VM's disk was
+# made from (the tree is mounted read-only there): nothing to do.
+svm_install() {
   need_root
+  if [ "${SVM_PLATFORM:-}" = debian13-vm ]; then
+    echo "Debian 13 system VM: slurm-vm and the images were installed in the root its disk was made from"
+    return 0
+  fi
   phase "install Debian packages"
   "$SVM_REPO/contrib/install-deps.sh"
 
@@ -32,9 +45,6 @@ svm_setup() {
 
   phase "guest image 'debian11' (Debian 11 from Debian's packages, then slurm-vm image prepare; cached)"
   install_debian11
-
-  phase "start the cluster (munge, MariaDB, slurmdbd, slurmctld, 3 slurmd, libvirtd)"
-  "$SVM_REPO/contrib/cluster.sh" start
 }
 
 # install_images GUEST_DIR: put the guest where the catalog says and write the catalog.

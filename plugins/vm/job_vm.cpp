@@ -585,7 +585,18 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
                 }
             }
             auto t = Clock::now();
-            vm.create(render_domain_xml(spec));
+            try {
+                vm.create(render_domain_xml(spec));
+            } catch (const Error &e) {
+                // Where KVM is offered but broken, QEMU may end before the guest runs at all
+                // ("failed to set MSR 0x10a": KVM refused the vCPU's state). On trial, that is
+                // the guest dying under KVM: QEMU's own log says whether KVM is to blame.
+                if (!kvm_probe) {
+                    throw;
+                }
+                throw GuestDiedError(std::string("QEMU did not start under KVM: ") + e.what(),
+                                     qemu_log_error(spec.name));
+            }
             report.create_seconds = seconds_since(t);
             t = Clock::now();
             wait_for_agent(vm, spec, timeout_s, kvm_probe);

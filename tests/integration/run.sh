@@ -10,6 +10,10 @@ pattern=${1:-.}
 passed=0
 failed=0
 failed_names=()
+file_names=()
+file_times=()
+file_counts=()
+suite_start=$(date +%s.%N)
 [ "$(id -u)" = 0 ] || { echo "run.sh must run as root (it reads daemons' logs and libvirt)"; exit 2; }
 
 print_logs() {
@@ -26,6 +30,8 @@ print_logs() {
 }
 
 for file in "$here"/test_*.sh; do
+  file_start=$(date +%s.%N)
+  file_count=0
   for t in $(bash -c ". '$here/lib.sh'; . '$file'; declare -F" | awk '{print $3}' | grep '^test_' | grep -E -- "$pattern"); do
     stamp=$(mktemp)
     start=$(date +%s.%N)
@@ -46,8 +52,22 @@ for file in "$here"/test_*.sh; do
       print_logs "$stamp"
     fi
     rm -f "$stamp"
+    file_count=$((file_count + 1))
   done
+  if [ $file_count -gt 0 ]; then
+    file_names+=("$(basename "$file" .sh)")
+    file_counts+=("$file_count")
+    file_times+=("$(awk -v a="$file_start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')")
+  fi
 done
+echo
+# The time table: where the suite's minutes go, per file, longest first.
+printf '%-24s %6s %9s\n' FILE TESTS SECONDS
+for i in "${!file_names[@]}"; do
+  printf '%-24s %6s %9s\n' "${file_names[$i]}" "${file_counts[$i]}" "${file_times[$i]}"
+done | sort -k3 -n -r
+printf '%-24s %6s %9s\n' total "$((passed + failed))" \
+  "$(awk -v a="$suite_start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')"
 echo
 [ $failed = 0 ] || printf 'failed: %s\n' "${failed_names[@]}"
 echo "integration: $passed passed, $failed failed"
