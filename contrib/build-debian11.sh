@@ -14,7 +14,7 @@
 #   contrib/build-debian11.sh     prints the folder holding base.qcow2, vmlinuz, initrd.img
 #                                 (and versions.txt: every package in the image, with its version)
 #
-# Cached in $SVM_CACHE/debian11-<key>: the key hashes the suite's package index as the mirror
+# Cached in $SVM_IMAGE_CACHE/debian11-<key> (shared by the test platforms): the key hashes the suite's package index as the mirror
 # publishes it (its SHA256 in the signed InRelease: the same index means the same package
 # versions), the package list and this script. Offline, the newest complete build is used.
 # No loop device, no mount: the root filesystem is written into the disk file by mkfs.ext4 -d
@@ -60,9 +60,9 @@ if /usr/lib/apt/apt-helper download-file "$mirror/dists/$suite/InRelease" "$inre
   index=$(awk '/^SHA256:/{s=1; next} /^[^ ]/{s=0} s && $3 == "main/binary-amd64/Packages"{print $1; exit}' "$inrelease")
   [ -n "$index" ] || die "$mirror/dists/$suite/InRelease has no main/binary-amd64/Packages entry"
   key=$( (echo "$suite $index $include $disk_mib"; cat "$0") | sha256sum | cut -c1-16)
-  out=$SVM_CACHE/debian11-$key
+  out=$SVM_IMAGE_CACHE/debian11-$key
 else
-  out=$(ls -dt "$SVM_CACHE"/debian11-*/.complete 2>/dev/null | head -1)
+  out=$(ls -dt "$SVM_IMAGE_CACHE"/debian11-[0-9a-f]*/.complete 2>/dev/null | head -1)
   [ -n "$out" ] || die "cannot reach $mirror and no debian11 image is cached"
   out=$(dirname "$out")
   log "cannot reach $mirror: using the cached $out"
@@ -70,13 +70,13 @@ fi
 
 if [ ! -f "$out/.complete" ]; then
   need_root
-  mkdir -p "$SVM_CACHE"
+  mkdir -p "$SVM_IMAGE_CACHE"
   # Two builds at once (two nodes' set-ups) would debootstrap twice: the second waits.
-  exec 9>"$SVM_CACHE/debian11.lock"
+  exec 9>"$SVM_IMAGE_CACHE/debian11.lock"
   flock 9
 fi
 if [ ! -f "$out/.complete" ]; then
-  work=$(mktemp -d "$SVM_CACHE/debian11.tmp.XXXXXX")
+  work=$(mktemp -d "$SVM_IMAGE_CACHE/debian11.tmp.XXXXXX")
   trap 'rm -f "$inrelease"; remove_tree "$work"' EXIT
   root=$work/root
   t0=$(date +%s.%N)
@@ -201,7 +201,7 @@ EOF
   trap 'rm -f "$inrelease"' EXIT
   log "built $out: $(du -sh --apparent-size "$out/base.qcow2" | cut -f1) base.qcow2 ($(sed -n 2p "$out/build.txt"))"
   # A rebuild is two minutes: keep only this one.
-  find "$SVM_CACHE" -mindepth 1 -maxdepth 1 -name 'debian11-*' ! -path "$out" -exec rm -rf {} +
+  find "$SVM_IMAGE_CACHE" -mindepth 1 -maxdepth 1 -name 'debian11-[0-9a-f]*' ! -path "$out" -exec rm -rf {} +
 fi
-chmod 0755 "$SVM_CACHE" "$out"
+chmod 0755 "$SVM_CACHE" "$SVM_IMAGE_CACHE" "$out"
 echo "$out"

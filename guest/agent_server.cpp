@@ -28,6 +28,7 @@
 #endif
 
 #include "agent.h"
+#include "command_links.h"
 #include "exec/protocol/json.h"
 
 namespace svm::agent {
@@ -186,21 +187,6 @@ std::optional<int> reap_children(pid_t watch) {
 }
 
 namespace {
-
-void make_directories(const std::string &path) {
-    std::string partial;
-    std::stringstream parts(path);
-    std::string part;
-    while (std::getline(parts, part, '/')) {
-        if (part.empty()) {
-            continue;
-        }
-        partial += "/" + part;
-        if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
-            throw Error("mkdir " + partial + ": " + errno_text(errno));
-        }
-    }
-}
 
 // A repeated SETUP (a retried prolog) finds its mounts in place: that is success.
 bool is_mounted(const GuestMount &mount) {
@@ -417,6 +403,13 @@ namespace {
 
 enum class Wait { Request, HostLeft, Terminate };
 
+// The agent's own file: what a command link points at.
+std::string own_executable() {
+    char buf[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+}
+
 // Sends one reply frame; false when the host is gone.
 bool reply(Channel &channel, FrameType type, std::uint32_t session, const std::string &payload) {
     auto result = write_all(channel.fd(), protocol::encode_frame(type, session, payload),
@@ -540,6 +533,11 @@ int serve_channel(Channel &channel, const ServerConfig &config) {
                 try {
                     SetupRequest setup = protocol::decode_setup(frame.payload);
                     apply_setup(setup);
+                    // A link that cannot be made costs the job only that path: no failure.
+                    for (const std::string &problem :
+                         link_host_commands(setup.command_links, own_executable())) {
+                        log_line(describe(frame) + ": command link: " + problem);
+                    }
                     log_line(
                         describe(frame) + ": hostname " + setup.hostname + ", " +
                         std::to_string(setup.mounts.size()) + " mount(s)" +

@@ -2,13 +2,14 @@
 # Every path the scripts own is defined here so that one place says where things live.
 
 : "${SVM_CACHE:=/var/cache/slurm-vm}"            # slow-to-make artefacts, keyed by version
+: "${SVM_IMAGE_CACHE:=$SVM_CACHE/images}"        # the same for every platform (debian11): shared
 : "${SVM_STATE:=/var/lib/slurm-vm-cluster}"      # the local cluster's spool and database
 : "${SVM_LOG:=/var/log/slurm-vm}"                # every daemon's log: the one folder tests print from
 : "${SVM_RUN:=/run/slurm-vm-cluster}"            # pid files of the local cluster
 : "${SVM_BUILD:=$SVM_REPO/build}"                # cmake build tree
 : "${SVM_TEST_USER:=svmuser}"                    # the non-root user tests submit jobs as
 : "${SVM_OTHER_USER:=svmother}"                  # a second user (access rules, isolation)
-export SVM_CACHE SVM_STATE SVM_LOG SVM_RUN SVM_BUILD SVM_TEST_USER SVM_OTHER_USER
+export SVM_CACHE SVM_IMAGE_CACHE SVM_STATE SVM_LOG SVM_RUN SVM_BUILD SVM_TEST_USER SVM_OTHER_USER
 export DEBIAN_FRONTEND=noninteractive
 
 svm_t0=${svm_t0:-$(date +%s.%N)}

@@ -59,6 +59,10 @@ d13_mount() {
   mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/tmp"
   mkdir -p "$r$SVM_REPO"
   mount --bind "$SVM_REPO" "$r$SVM_REPO"
+  # The images that are the same for every platform (debian11) are made once: the root's
+  # $SVM_IMAGE_CACHE is the host's.
+  mkdir -p "$SVM_IMAGE_CACHE" "$r/var/cache/slurm-vm/images"
+  mount --bind "$SVM_IMAGE_CACHE" "$r/var/cache/slurm-vm/images"
   # Name resolution and this host's name, as the host has them.
   cp -L /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
   cp /etc/hosts "$r/etc/hosts"

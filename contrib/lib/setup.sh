@@ -74,25 +74,29 @@ install_images() {
 
 # install_debian11: the test image of a real distribution. Built from Debian's packages
 # (contrib/build-debian11.sh), then passed through the product's own `slurm-vm image prepare`,
-# as an admin would. The prepared image is cached by the built image and the agent.
+# as an admin would. The prepared image is cached in $SVM_IMAGE_CACHE (shared by the test
+# platforms), keyed by the built image and the sources of what prepare puts in (the agent and
+# its protocol) and of prepare itself: not by the binaries, which differ with the compiler and
+# the build folder while doing the same.
 install_debian11() {
   local built key prepared tmp
   built=$("$SVM_REPO/contrib/build-debian11.sh")
-  # Keyed by the built disk, the agent and the prepare command itself (what it installs).
-  key=$( (echo "$built"; sha256sum "$SVM_PLUGIN_DIR/slurm-vm-agent" "$(command -v slurm-vm)" | cut -d' ' -f1) |
+  key=$( (echo "$built"; cd "$SVM_REPO" && find guest plugins/exec/protocol plugins/util \
+    plugins/vm/image_prepare.h plugins/vm/image_prepare.cpp tools contrib/lib/guestfs-env.sh \
+    -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.sh' \) | LC_ALL=C sort | xargs cat) |
     sha256sum | cut -c1-16)
-  prepared=$SVM_CACHE/debian11-prepared-$key
+  prepared=$SVM_IMAGE_CACHE/debian11-prepared-$key
   if [ ! -f "$prepared/.complete" ]; then
     . "$SVM_REPO/contrib/lib/guestfs-env.sh"
     guestfs_env
-    tmp=$(mktemp -d "$SVM_CACHE/debian11-prepared.tmp.XXXXXX")
+    tmp=$(mktemp -d "$SVM_IMAGE_CACHE/debian11-prepared.tmp.XXXXXX")
     slurm-vm image prepare "$built/base.qcow2" "$tmp/debian11.qcow2" --name debian11 --direct-boot \
       >"$tmp/catalog-entry.json" || { rm -rf "$tmp"; die "slurm-vm image prepare failed on $built/base.qcow2"; }
     touch "$tmp/.complete"
     rm -rf "$prepared"
     mv "$tmp" "$prepared"
     # Older prepared images are of no use any more.
-    find "$SVM_CACHE" -maxdepth 1 -name 'debian11-prepared-*' ! -path "$prepared" -exec rm -rf {} + 2>/dev/null || true
+    find "$SVM_IMAGE_CACHE" -maxdepth 1 -name 'debian11-prepared-*' ! -path "$prepared" -exec rm -rf {} + 2>/dev/null || true
   fi
   install -d -m 0755 "$SVM_IMAGES/debian11"
   for f in debian11.qcow2 debian11.vmlinuz debian11.initrd.img; do

@@ -76,6 +76,9 @@ struct HostCallPolicy {
 
     // The commands `mode` allows, in the order protocol::hostcall_commands() lists them.
     std::vector<std::string> commands() const;
+    // Where this host has each of commands(): the path a host call runs, for the guest to
+    // have the same path (SetupRequest::command_links). Commands the host lacks are left out.
+    std::vector<std::string> command_paths() const;
 
     struct Refusal {
         std::string message;  // one line for the guest's stderr, without "slurm-vm: "

@@ -201,6 +201,16 @@ std::vector<std::string> HostCallPolicy::commands() const {
     return allowed;
 }
 
+std::vector<std::string> HostCallPolicy::command_paths() const {
+    std::vector<std::string> paths;
+    for (const auto &name : commands()) {
+        if (std::string path = find_command(name, search_dirs); !path.empty()) {
+            paths.push_back(std::move(path));
+        }
+    }
+    return paths;
+}
+
 std::optional<HostCallPolicy::Refusal> HostCallPolicy::refusal(
     const std::vector<std::string> &argv, const std::vector<std::string> &guest_env,
     const std::vector<std::string> &host_env) const {

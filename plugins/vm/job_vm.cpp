@@ -619,6 +619,9 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         setup.clock_ns = static_cast<std::int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
         setup.entropy = random_bytes(32);
         setup.new_machine_id = report.start_mode.starts_with("warm");
+        // A job script may name a Slurm command by its path on the host (/usr/bin/srun):
+        // the guest gets that path too, where its image has nothing there.
+        setup.command_links = HostCallPolicy{config.host_calls}.command_paths();
         setup_guest(paths.channel_dir + "/exec.0.sock", setup, 30000);
         give_channels_to_user(paths, config.exec_ports, r.uid, r.gid);
         report.setup_seconds = seconds_since(t);

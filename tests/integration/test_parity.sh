@@ -192,3 +192,22 @@ test_srun_pty_gives_a_terminal_with_line_editing_interrupts_resizes_and_exit_sta
   done
   assert_no_leftovers
 }
+
+# A job script may name Slurm's commands by the paths the host has them at (Slurm's own
+# testsuite calls /usr/bin/srun): Debian 11's shims are in /usr/local/bin, so the guest gets
+# links at the host's paths from the SETUP request.
+test_a_job_script_runs_slurm_commands_by_their_host_paths_in_any_image() {
+  local srun squeue j out
+  srun=$(command -v srun)
+  squeue=$(command -v squeue)
+  printf '#!/bin/bash\n%s -n1 hostname\n%s -h -j $SLURM_JOB_ID -o queued:%%i\n' "$srun" "$squeue" \
+    >"$TEST_DIR/paths.sh"
+  chmod 0755 "$TEST_DIR/paths.sh"
+  j=$(as_user "sbatch --parsable -w node1 -t 10 --vm-image=debian11 -o paths.out paths.sh")
+  wait_job_done "$j" 300
+  out=$(cat "$TEST_DIR/paths.out")
+  assert_eq "$(job_state "$j")" COMPLETED "the job that ran $srun and $squeue (output: $out)"
+  assert_contains "$out" "^node1-vm$j\$" "$srun's step in the VM"
+  assert_contains "$out" "^queued:$j\$" "$squeue from the VM"
+  assert_no_leftovers
+}

@@ -1,5 +1,7 @@
 #include "exec/protocol/messages.h"
 
+#include <algorithm>
+
 #include <csignal>
 #include <cstring>
 #include <limits>
@@ -217,6 +219,25 @@ void validate_setup(const SetupRequest &request) {
                             std::to_string(kMaxSetupEntropy) + " bytes, got " +
                             std::to_string(request.entropy.size()));
     }
+    if (request.command_links.size() > kMaxCommandLinks) {
+        throw ProtocolError(field(what, "command_links") + ": expected at most " +
+                            std::to_string(kMaxCommandLinks) + " paths, got " +
+                            std::to_string(request.command_links.size()));
+    }
+    const auto &commands = hostcall_commands();
+    for (std::size_t i = 0; i < request.command_links.size(); ++i) {
+        const std::string &path = request.command_links[i];
+        const std::string where = field(what, "command_links[" + std::to_string(i) + "]");
+        check_absolute_path(path, where);
+        if (("/" + path + "/").find("/../") != std::string::npos) {
+            throw ProtocolError(where + ": must not contain '..', got " + quoted(path));
+        }
+        const std::string name = path.substr(path.rfind('/') + 1);
+        if (std::find(commands.begin(), commands.end(), name) == commands.end()) {
+            throw ProtocolError(where + ": expected the path of a Slurm command (" +
+                                hostcall_commands_text() + "), got " + quoted(path));
+        }
+    }
 }
 
 namespace {
@@ -299,6 +320,13 @@ std::string encode_setup(const SetupRequest &request) {
     }
     if (request.new_machine_id) {
         json_set(obj.get(), "new_machine_id", json_from_bool(true));
+    }
+    if (!request.command_links.empty()) {
+        JsonPtr links(json_object_new_array());
+        for (const auto &path : request.command_links) {
+            json_object_array_add(links.get(), json_from_string(path).release());
+        }
+        json_set(obj.get(), "command_links", std::move(links));
     }
     return json_to_text(obj.get());
 }
@@ -385,6 +413,19 @@ SetupRequest decode_setup(std::string_view payload) {
     }
     if (json_object *fresh = json_optional_field(obj.get(), "new_machine_id")) {
         request.new_machine_id = json_bool_value(fresh, field(what, "new_machine_id"));
+    }
+    if (json_object *links = json_optional_field(obj.get(), "command_links")) {
+        const std::string where = field(what, "command_links");
+        json_array_value(links, where);
+        const std::size_t n = json_object_array_length(links);
+        if (n > kMaxCommandLinks) {
+            throw ProtocolError(where + ": expected at most " + std::to_string(kMaxCommandLinks) +
+                                " paths, got " + std::to_string(n));
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            request.command_links.push_back(json_string_value(
+                json_object_array_get_idx(links, i), where + "[" + std::to_string(i) + "]"));
+        }
     }
     validate_setup(request);
     return request;

@@ -52,6 +52,11 @@ struct SetupRequest {
     std::string entropy = {};
     // a fresh /etc/machine-id, where the guest has a non-empty one.
     bool new_machine_id = false;
+    // Where the host has the Slurm commands a VM job may call (host calls), e.g.
+    // /usr/bin/srun: the agent links each path that the guest lacks to itself, so that a job
+    // script naming a command by its host path works in any image (optional; at most
+    // kMaxCommandLinks absolute paths, each ending in a name of hostcall_commands()).
+    std::vector<std::string> command_links = {};
 };
 
 // A resource limit for the command, as slurmstepd's set_user_limits would have left it for a
@@ -157,6 +162,7 @@ std::string encode_setup(const SetupRequest &request);
 SetupRequest decode_setup(std::string_view payload);
 // At most this many bytes of SetupRequest::entropy.
 inline constexpr std::size_t kMaxSetupEntropy = 64;
+inline constexpr std::size_t kMaxCommandLinks = 32;
 
 // The resource limits Slurm propagates, by its names: CPU FSIZE DATA STACK CORE RSS NPROC
 // NOFILE MEMLOCK AS.

@@ -5,6 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -283,6 +289,24 @@ TEST(HostCallPolicyEnvironment, NeverTakesTheTaskPrologHandOverFromTheGuest) {
                   .environment({"SLURM_VM_TASK_PROLOG=/home/u/evil"},
                                {"SLURM_VM_TASK_PROLOG=/home/u/tp.sh"}),
               (Env{"SLURM_VM_TASK_PROLOG=/home/u/tp.sh"}));
+}
+
+TEST(HostCallPolicy, CommandPathsAreWhereTheHostHasTheAllowedCommands) {
+    char tmpl[] = "/tmp/svm-paths.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    for (const char *name : {"srun", "squeue", "sbatch", "notes"}) {
+        const std::string path = dir + "/" + name;
+        std::ofstream(path) << "#!/bin/sh\n";
+        ::chmod(path.c_str(), name == std::string("notes") ? 0644 : 0755);
+    }
+    HostCallPolicy p = policy(HostCalls::Steps);
+    p.search_dirs = {dir + "/missing", dir};
+    // Steps allows srun, scancel, squeue, sstat; only srun and squeue are on this "host".
+    EXPECT_EQ(p.command_paths(), (std::vector<std::string>{dir + "/srun", dir + "/squeue"}));
+    p.mode = HostCalls::None;
+    EXPECT_TRUE(p.command_paths().empty());
+    std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -434,5 +434,37 @@ TEST(Messages, CarriesTheFailedStageAndErrnoInErrors) {
     EXPECT_EQ(plain.error_number, 0);
 }
 
+TEST(Messages, RoundTripsTheHostPathsOfSlurmCommandsInASetupRequest) {
+    SetupRequest request;
+    request.hostname = "node1-vm7";
+    request.command_links = {"/usr/bin/srun", "/opt/slurm/bin/squeue"};
+    const SetupRequest back = decode_setup(encode_setup(request));
+    EXPECT_EQ(back.command_links, request.command_links);
+    // An older host sends none: the guest keeps what its image has.
+    EXPECT_TRUE(decode_setup(R"({"hostname": "h"})").command_links.empty());
+}
+
+TEST(Messages, RefusesACommandLinkThatIsNotTheAbsolutePathOfASlurmCommand) {
+    const auto error = [](const std::string &links) {
+        return decode_setup_error(R"({"hostname": "h", "command_links": )" + links + "}");
+    };
+    EXPECT_EQ(error(R"(["usr/bin/srun"])").rfind("SETUP request: field 'command_links[0]': ", 0),
+              0u);
+    EXPECT_EQ(error(R"(["/usr/bin/../../etc/srun"])"),
+              "SETUP request: field 'command_links[0]': must not contain '..', got "
+              "\"/usr/bin/../../etc/srun\"");
+    EXPECT_EQ(error(R"(["/usr/bin/srun", "/etc/passwd"])"),
+              "SETUP request: field 'command_links[1]': expected the path of a Slurm command "
+              "(srun, sbatch, scancel, scontrol, squeue, sacct, sinfo, sstat, salloc), got "
+              "\"/etc/passwd\"");
+    EXPECT_EQ(error(R"("/usr/bin/srun")").rfind("SETUP request: field 'command_links': ", 0), 0u);
+    std::string many = "[";
+    for (std::size_t i = 0; i <= kMaxCommandLinks; ++i) {
+        many += std::string(i ? "," : "") + "\"/d" + std::to_string(i) + "/srun\"";
+    }
+    EXPECT_EQ(error(many + "]"),
+              "SETUP request: field 'command_links': expected at most 32 paths, got 33");
+}
+
 }  // namespace
 }  // namespace svm::protocol
