@@ -223,10 +223,12 @@ int on_job_prolog(spank_t sp) {
         drain_node(f.node, reason);
         return -1;
     } catch (const std::exception &e) {
-        const std::string message = std::string(kTag) + ": " + e.what();
+        // libvirt's message can carry QEMU's stderr, and QEMU is the user's: one printable line
+        // in the log and in the job's output, never a forged second one.
+        const std::string why = printable(e.what());
         slurm_error("%s: job %u node %s image %s: VM not started: %s", kTag, f.jobid,
-                    f.node.c_str(), f.image.c_str(), e.what());
-        record_job_vm_error(config(), f.jobid, f.node, message);
+                    f.node.c_str(), f.image.c_str(), why.c_str());
+        record_job_vm_error(config(), f.jobid, f.node, std::string(kTag) + ": " + why);
     }
     return 0;
 }
@@ -296,13 +298,13 @@ int on_job_epilog(spank_t sp) {
             }
         }
         slurm_info("%s: job %u node %s image %s: VM stopped: %s (shutdown %.2f s, destroy %.2f s)",
-                   kTag, jobid, node, image.c_str(), r.detail.c_str(),
+                   kTag, jobid, node, image.c_str(), printable(r.detail).c_str(),
                    r.shutdown_time.count() / 1000.0, r.destroy_time.count() / 1000.0);
     } catch (const std::exception &e) {
         // Still success for Slurm: a failed epilog drains the node. The orphan sweep of the
         // next prolog on this node removes what is left.
         slurm_error("%s: job %u node %s image %s: stopping the VM failed: %s", kTag, jobid, node,
-                    image.c_str(), e.what());
+                    image.c_str(), printable(e.what()).c_str());
     }
     return 0;
 }

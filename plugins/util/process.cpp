@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -279,6 +280,101 @@ ProcessResult run_process_lines(const std::vector<std::string> &argv,
         lines.finish();
     }
     return result;
+}
+
+namespace {
+
+// The child of read_file_with_deadline: system calls only (the parent may have threads).
+// Writes 'D' and the file's first `max_bytes`, or 'E' and errno, on `out`; then ends.
+[[noreturn]] void read_into_pipe(const char *path, std::size_t max_bytes, int out) {
+    setpgid(0, 0);  // a group of its own, as Child kills it
+    const int fd = open(path, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        const int err = errno;
+        char msg[1 + sizeof err];
+        msg[0] = 'E';
+        memcpy(msg + 1, &err, sizeof err);
+        (void)!write(out, msg, sizeof msg);
+        _exit(1);
+    }
+    (void)!write(out, "D", 1);
+    char buf[4096];
+    std::size_t left = max_bytes;
+    while (left > 0) {
+        const ssize_t n = read(fd, buf, std::min(left, sizeof buf));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0 || write(out, buf, static_cast<std::size_t>(n)) != n) {
+            break;
+        }
+        left -= static_cast<std::size_t>(n);
+    }
+    _exit(0);
+}
+
+}  // namespace
+
+std::string read_file_with_deadline(const std::string &path, std::size_t max_bytes,
+                                    std::chrono::milliseconds timeout) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        throw Error("cannot read " + path + ": pipe: " + errno_text(errno));
+    }
+    UniqueFd in(fds[0]), out(fds[1]);
+    const pid_t pid = fork();
+    if (pid < 0) {
+        throw Error("cannot read " + path + ": fork: " + errno_text(errno));
+    }
+    if (pid == 0) {
+        read_into_pipe(path.c_str(), max_bytes, out.get());
+    }
+    out = UniqueFd();
+    Child child(pid);  // killed and reaped on every way out
+    const auto deadline = Clock::now() + timeout;
+    std::string got;
+    for (;;) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        pollfd pfd{in.get(), POLLIN, 0};
+        const int ready = left.count() > 0 ? poll(&pfd, 1, static_cast<int>(left.count())) : 0;
+        if (ready < 0 && errno == EINTR) {
+            continue;
+        }
+        if (ready <= 0) {
+            throw Error("cannot read " + path + ": no answer within " +
+                        std::to_string(timeout.count()) + " ms");
+        }
+        char buf[4096];
+        const ssize_t n = read(in.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got.append(buf, static_cast<std::size_t>(n));
+        if (got.size() > max_bytes + 1 + sizeof(int)) {
+            break;  // the child writes no more than that; never hold more
+        }
+    }
+    child.kill_group();  // it has ended, or says no more
+    child.reap();
+    if (got.empty()) {
+        throw Error("cannot read " + path + ": the reader ended without a word");
+    }
+    if (got[0] == 'E') {
+        int err = 0;
+        if (got.size() >= 1 + sizeof err) {
+            memcpy(&err, got.data() + 1, sizeof err);
+        }
+        throw Error("cannot read " + path + ": " + errno_text(err));
+    }
+    got.erase(0, 1);
+    if (got.size() > max_bytes) {
+        got.resize(max_bytes);
+    }
+    return got;
 }
 
 std::string find_program(const std::string &name) {

@@ -61,6 +61,14 @@ class LineSplitter {
 ProcessResult run_process_lines(const std::vector<std::string> &argv,
                                 std::chrono::milliseconds timeout, const LineHandler &on_line);
 
+// Reads at most `max_bytes` of the file at `path` in a child process that is killed when it
+// takes longer than `timeout`: some files of another user's process block their reader for as
+// long as that process wants (/proc/<pid>/cmdline waits for the process's memory map, which a
+// process can hold busy with userfaultfd; a FIFO waits for a writer). Throws Error naming the
+// file when it cannot be read or the deadline passes.
+std::string read_file_with_deadline(const std::string &path, std::size_t max_bytes,
+                                    std::chrono::milliseconds timeout);
+
 // The absolute path of `name` in /usr/bin:/usr/sbin:/bin:/sbin (a fixed list: slurmd's PATH is
 // not ours to trust). Throws Error when it is in none of them.
 std::string find_program(const std::string &name);

@@ -2,11 +2,13 @@
 
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/process.h"
 #include "util/text.h"
 
 #include <dirent.h>
 
 #include <charconv>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -15,6 +17,10 @@
 namespace svm {
 
 namespace {
+
+// QEMU's command line is a few KiB; libvirt puts -name guest=... near its start.
+constexpr std::size_t kMaxCmdline = 256 * 1024;
+constexpr std::chrono::milliseconds kCmdlineTimeout{2000};
 
 struct DirCloser {
     void operator()(DIR *d) const { closedir(d); }
@@ -83,7 +89,10 @@ uint64_t process_start_ticks(pid_t pid, const std::string &proc) {
 bool runs_guest(pid_t pid, std::string_view domain, const std::string &proc) {
     std::string cmdline;
     try {
-        cmdline = read_whole_file(proc + "/" + std::to_string(pid) + "/cmdline");
+        // The process is the job's user's (QEMU runs as them): reading its command line waits
+        // for its memory map, which the user can keep busy (userfaultfd), so it has a deadline.
+        cmdline = read_file_with_deadline(proc + "/" + std::to_string(pid) + "/cmdline",
+                                          kMaxCmdline, kCmdlineTimeout);
     } catch (const Error &) {
         return false;
     }

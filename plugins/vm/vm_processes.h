@@ -29,6 +29,7 @@ uint64_t process_start_ticks(pid_t pid, const std::string &proc = "/proc");
 
 // Whether `pid` is QEMU of libvirt domain `domain`: one of its arguments is
 // `guest=<domain>` or starts with `guest=<domain>,` (libvirt's `-name guest=D,debug-threads=on`).
+// False also when its command line does not come within 2 s (the process is the user's).
 bool runs_guest(pid_t pid, std::string_view domain, const std::string &proc = "/proc");
 
 // The QEMU process of `domain`: the pid in `<libvirt_run>/<domain>.pid`, which must be a process

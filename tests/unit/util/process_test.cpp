@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -215,6 +217,44 @@ TEST(LineSplitter, JoinsLinesSplitAcrossChunks) {
     split.feed("\n\ne");
     split.finish();
     EXPECT_EQ(lines, (std::vector<std::string>{"abc", "d", "", "e"}));
+}
+
+TEST(ReadFileWithDeadline, ReadsAFileUpToItsBound) {
+    EXPECT_EQ(read_file_with_deadline("/proc/self/cmdline", 1 << 20, seconds(5)).empty(), false);
+    char tmpl[] = "/tmp/svm-read-XXXXXX";
+    const int fd = mkstemp(tmpl);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "0123456789", 10), 10);
+    close(fd);
+    EXPECT_EQ(read_file_with_deadline(tmpl, 1 << 20, seconds(5)), "0123456789");
+    EXPECT_EQ(read_file_with_deadline(tmpl, 4, seconds(5)), "0123");
+    unlink(tmpl);
+}
+
+TEST(ReadFileWithDeadline, NamesAFileItCannotOpen) {
+    try {
+        read_file_with_deadline("/nonexistent/x", 100, seconds(5));
+        FAIL() << "no error";
+    } catch (const Error &e) {
+        EXPECT_STREQ(e.what(), "cannot read /nonexistent/x: No such file or directory");
+    }
+}
+
+TEST(ReadFileWithDeadline, GivesUpWhenTheFileDoesNotAnswerInTime) {
+    char tmpl[] = "/tmp/svm-fifo-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string fifo = std::string(tmpl) + "/f";
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);  // no writer: an open for reading waits for ever
+    const auto t = std::chrono::steady_clock::now();
+    try {
+        read_file_with_deadline(fifo, 100, milliseconds(300));
+        FAIL() << "no error";
+    } catch (const Error &e) {
+        EXPECT_EQ(std::string(e.what()), "cannot read " + fifo + ": no answer within 300 ms");
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t, seconds(3));
+    unlink(fifo.c_str());
+    rmdir(tmpl);
 }
 
 TEST(FindProgram, FindsProgramsInTheSystemDirectories) {

@@ -6,9 +6,16 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <memory>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -89,6 +96,31 @@ TEST_F(VmProcessesTest, KnowsQemuByTheGuestNameOnItsCommandLine) {
     EXPECT_TRUE(runs_guest(102, "svm-42-node1", proc));
     fake_process(103, 1, 5, "sh", {"sh", "-c", "echo guest=svm-42-node1,x"});
     EXPECT_FALSE(runs_guest(103, "svm-42-node1", proc));  // one argument, not the whole line
+}
+
+// A command line that never comes (here a FIFO nobody writes; for a real process, a memory map
+// the user keeps busy with userfaultfd) must not hold root's check up.
+TEST_F(VmProcessesTest, GivesUpOnACommandLineThatDoesNotComeWithinItsDeadline) {
+    fake_process(104, 1, 5, "qemu");
+    const std::string fifo = proc + "/104/cmdline";
+    fs::remove(fifo);
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    auto answer = std::make_shared<std::promise<bool>>();
+    std::future<bool> result = answer->get_future();
+    std::thread([answer, this] {
+        answer->set_value(runs_guest(104, "svm-42-node1", proc));
+    }).detach();
+    const bool answered = result.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+    if (!answered) {
+        // Let the reader that had no deadline go: a writer that closes at once gives it EOF.
+        const int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+        if (fd >= 0) {
+            close(fd);
+        }
+        result.wait();
+    }
+    EXPECT_TRUE(answered) << "runs_guest waited more than 10 s for /proc/<pid>/cmdline";
+    EXPECT_FALSE(result.get());
 }
 
 TEST_F(VmProcessesTest, FindsQemuThroughLibvirtsPidFile) {
