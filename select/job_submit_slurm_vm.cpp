@@ -254,6 +254,19 @@ int submit(job_desc_msg_t *job, uint32_t submit_uid) {
 int modify(job_desc_msg_t *job, job_record_t *job_ptr) {
     std::optional<std::string> image =
         image_from_spank_env(job_ptr->spank_job_env, job_ptr->spank_job_env_size);
+    if (job->account != nullptr && image) {
+        // The image's access rules hold for the account the job runs under, not only the one it
+        // was submitted with: `scontrol update job account=B` must not run an image of A's.
+        std::lock_guard lock(g_mutex);
+        const svm::Catalog catalog = load_catalog();
+        const svm::UserIdentity who =
+            svm::identity_of_uid(job_ptr->user_id, account_of(job, job_ptr->user_id));
+        const std::string refusal = svm::image_refusal(catalog, *image, who);
+        if (!refusal.empty()) {
+            throw Refusal{ESLURM_ACCESS_DENIED,
+                          "account '" + svm::printable(who.account) + "': " + refusal};
+        }
+    }
     if (job->admin_comment != nullptr && image) {
         // An admin (or another tool) sets the AdminComment: keep our word in it.
         const std::string comment =

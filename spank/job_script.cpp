@@ -56,18 +56,44 @@ struct NodeAllocation {
     std::string cpu_ids;  // Slurm's abstract ids
 };
 
-NodeAllocation allocation_here(const JobFacts &f) {
+// What slurmctld says of the job now, or why it says nothing.
+struct JobNow {
+    std::optional<SlurmJob> job;
+    std::string problem;  // "" when `job` is set
+};
+
+JobNow job_now(const JobFacts &f) {
+    JobNow now;
     try {
-        if (const auto job = load_slurm_job(f.jobid, f.node)) {
-            return {job->cpus_here, job->memory_mib_here, job->cpu_ids_here};
+        now.job = load_slurm_job(f.jobid, f.node);
+        if (!now.job) {
+            now.problem = "slurmctld does not know the job";
         }
-        slurm_info("%s: job %u node %s: slurmctld does not know the job; using image defaults",
-                   kTag, f.jobid, f.node.c_str());
     } catch (const Error &e) {
-        slurm_info("%s: job %u node %s: %s; using image defaults", kTag, f.jobid, f.node.c_str(),
-                   e.what());
+        now.problem = e.what();
     }
+    return now;
+}
+
+NodeAllocation allocation_here(const JobFacts &f, const JobNow &now) {
+    if (now.job) {
+        return {now.job->cpus_here, now.job->memory_mib_here, now.job->cpu_ids_here};
+    }
+    slurm_info("%s: job %u node %s: %s; using image defaults", kTag, f.jobid, f.node.c_str(),
+               now.problem.c_str());
     return {};
+}
+
+// The image's access rules again, for the account the job runs under now: an admin or the user
+// may have changed it since submit (job_modify checks that too; this is the last word). Throws
+// Error, which fails the job and leaves the node alone.
+void check_access_now(const Catalog &catalog, const JobFacts &f, const JobNow &now) {
+    const UserIdentity who = identity_of_uid(f.uid, now.job ? now.job->account : "");
+    const std::string refusal = image_refusal_at_start(catalog, f.image, who, now.problem);
+    if (!refusal.empty()) {
+        throw Error("image '" + printable(f.image) + "' on " + f.node + " (job " +
+                    std::to_string(f.jobid) + "): not started: " + refusal);
+    }
 }
 
 // Whether slurmctld still has the job in a state that may own a VM. When slurmctld cannot be
@@ -165,7 +191,9 @@ int on_job_prolog(spank_t sp) {
         request.image = f.image;
         request.uid = f.uid;
         request.gid = f.gid;
-        const NodeAllocation alloc = allocation_here(f);
+        const JobNow now = job_now(f);
+        check_access_now(catalog, f, now);
+        const NodeAllocation alloc = allocation_here(f, now);
         request.cpus = alloc.cpus;
         request.memory_mib = alloc.memory_mib;
         try {

@@ -50,6 +50,7 @@ std::optional<SlurmJob> load_slurm_job(uint32_t jobid, const std::string &node) 
                                       : info.pn_min_memory;
         }
         job.admin_comment = info.admin_comment != nullptr ? info.admin_comment : "";
+        job.account = info.account != nullptr ? info.account : "";
         break;
     }
     slurm_free_job_info_msg(msg);

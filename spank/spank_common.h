@@ -73,6 +73,7 @@ struct SlurmJob {
     std::string cpu_ids_here;  // their Slurm (abstract) ids, "0-1,4": see util/cpu_topology.h
     uint64_t memory_mib_here = 0;
     std::string admin_comment;
+    std::string account;  // the account the job runs under now ("" when Slurm has none)
 };
 // Nothing when slurmctld does not know the job; throws Error when it cannot be asked.
 std::optional<SlurmJob> load_slurm_job(uint32_t jobid, const std::string &node);

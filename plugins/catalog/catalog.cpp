@@ -519,6 +519,21 @@ std::string image_refusal(const Catalog &catalog, std::string_view requested,
            "); images you may use: " + usable_list(catalog, who);
 }
 
+std::string image_refusal_at_start(const Catalog &catalog, std::string_view requested,
+                                   const UserIdentity &who, const std::string &account_problem) {
+    const Image *image = catalog.find(requested);
+    if (image != nullptr && !image->access.accounts.empty() && who.account.empty()) {
+        return "image '" + image->name + "' is for accounts " + join(image->access.accounts) +
+               " only, and the job's account is not known" +
+               (account_problem.empty() ? "" : " (" + account_problem + ")");
+    }
+    std::string refusal = image_refusal(catalog, requested, who);
+    if (!refusal.empty() && !who.account.empty()) {
+        refusal = "account '" + printable(who.account) + "': " + refusal;
+    }
+    return refusal;
+}
+
 UserIdentity identity_of_uid(uid_t uid, std::string account) {
     const std::string who = "uid " + std::to_string(uid);
     std::optional<UserEntry> user;

@@ -84,6 +84,12 @@ std::vector<std::string> usable_images(const Catalog &catalog, const UserIdentit
 std::string image_refusal(const Catalog &catalog, std::string_view requested,
                           const UserIdentity &who);
 
+// As image_refusal, where the job is about to run (the prolog): the account must be known by
+// then, so an image restricted to accounts refuses a `who` whose account is empty, with
+// `account_problem` (why it could not be learnt) in the reason.
+std::string image_refusal_at_start(const Catalog &catalog, std::string_view requested,
+                                   const UserIdentity &who, const std::string &account_problem);
+
 // The user name and group names of `uid` from the system's user database (NSS). Throws Error
 // when the uid is unknown. `account` is copied as is.
 UserIdentity identity_of_uid(uid_t uid, std::string account);

@@ -339,6 +339,22 @@ TEST(Refusal, NamesForbiddenImageAndWhoMayUseIt) {
               "images you may use: empty-lists, open, physics");
 }
 
+TEST(RefusalAtStart, RefusesAnAccountThatChangedSinceSubmit) {
+    EXPECT_EQ(image_refusal_at_start(access_catalog(), "physics", {"bob", {}, "physics"}, ""), "");
+    EXPECT_EQ(image_refusal_at_start(access_catalog(), "physics", {"bob", {"bob"}, "chem"}, ""),
+              "account 'chem': image 'physics' is not available to user 'bob' (allowed "
+              "accounts: physics); images you may use: empty-lists, open");
+}
+
+TEST(RefusalAtStart, RefusesAnAccountRestrictedImageWhenTheAccountIsUnknown) {
+    EXPECT_EQ(image_refusal_at_start(access_catalog(), "physics", {"bob", {}, ""},
+                                     "cannot load job 7 from slurmctld: timed out"),
+              "image 'physics' is for accounts physics only, and the job's account is not "
+              "known (cannot load job 7 from slurmctld: timed out)");
+    // Without an account rule, the account does not matter.
+    EXPECT_EQ(image_refusal_at_start(access_catalog(), "open", {"bob", {}, ""}, "no answer"), "");
+}
+
 TEST(Refusal, SaysNoneWhenNothingIsUsable) {
     const Catalog c = Catalog::parse(
         R"({"images": [{"name": "a", "disk": "/d", "access": {"users": ["x"]}}]})", "test");
