@@ -2,6 +2,7 @@
 
 #include "util/error.h"
 
+#include <charconv>
 #include <sstream>
 
 namespace svm {
@@ -32,10 +33,12 @@ std::vector<std::string> split_top_level_commas(std::string_view s) {
 }
 
 unsigned long to_number(const std::string &s, std::string_view whole) {
-    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) {
-        throw Error("host list '" + std::string(whole) + "': '" + s + "' is not a number");
+    unsigned long value = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size()) {
+        throw Error("host list '" + std::string(whole) + "': '" + s + "' is not a node number");
     }
-    return std::stoul(s);
+    return value;
 }
 
 }  // namespace
@@ -87,16 +90,6 @@ std::vector<std::string> expand_hostlist(std::string_view hostlist) {
         expand_part(part, hostlist, names);
     }
     return names;
-}
-
-std::string job_field(const std::string &line, std::string_view key) {
-    const std::string needle = " " + std::string(key) + "=";
-    const auto at = (" " + line).find(needle);
-    if (at == std::string::npos) {
-        return "";
-    }
-    const auto start = at + needle.size() - 1;
-    return line.substr(start, line.find(' ', start) - start);
 }
 
 }  // namespace svm

@@ -1,8 +1,10 @@
-// Host lists and one-line job records, for the admin's commands (slurm-vm running, report).
-// The root paths never read these: they take job facts from Slurm's API (spank/slurm_job.cpp).
+// Host lists, for the admin's commands (slurm-vm running, report). The admin tool expands them
+// with Slurm's own functions (tools/slurm_jobs.h); expand_hostlist is the same grammar without
+// Slurm, for the pure computations' tests. The root paths never expand a host list.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,8 +19,7 @@ inline constexpr std::size_t kMaxHostlistNames = 100000;
 // on bad syntax or more than kMaxHostlistNames names.
 std::vector<std::string> expand_hostlist(std::string_view hostlist);
 
-// The value of `key=` in a one-line job record (`scontrol show job -o`), "" when absent. The
-// fields read this way hold no spaces.
-std::string job_field(const std::string &oneliner, std::string_view key);
+// Expands a host list, throwing Error as expand_hostlist does.
+using HostlistExpander = std::function<std::vector<std::string>(std::string_view hostlist)>;
 
 }  // namespace svm

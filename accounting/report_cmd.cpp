@@ -49,7 +49,6 @@ constexpr const char *kRunningUsage = "usage: slurm-vm running HOST [--map FILE]
 // A month of a busy cluster's jobs takes sacct a while; the report has no one waiting on it
 // the way the prolog has slurmd.
 constexpr auto kSacctTimeout = std::chrono::seconds(300);
-constexpr auto kScontrolTimeout = std::chrono::seconds(60);
 
 // The words of a command line, options with their values and the other words in order.
 struct CommandLine {
@@ -216,7 +215,7 @@ enum Option { kFrom = 256, kTo, kFormat, kMap, kSacctOutput, kAt, kHelp = 'h' };
 
 }  // namespace
 
-int cmd_report(const std::vector<std::string> &args) {
+int cmd_report(const std::vector<std::string> &args, const HostlistExpander &expand) {
     static const option kOptions[] = {{"from", required_argument, nullptr, kFrom},
                                       {"to", required_argument, nullptr, kTo},
                                       {"format", required_argument, nullptr, kFormat},
@@ -272,7 +271,7 @@ int cmd_report(const std::vector<std::string> &args) {
 
     HostMap map = HostMap::load(map_path);
     const std::vector<std::string> map_warnings = map.warnings();
-    UsageAccumulator usage(std::move(map), window.from, window.to, now);
+    UsageAccumulator usage(std::move(map), window.from, window.to, now, expand);
     for (const std::string &w : map_warnings) {
         usage.warn(w);
     }
@@ -360,7 +359,7 @@ int cmd_map(const std::vector<std::string> &args) {
     return 0;
 }
 
-int cmd_running(const std::vector<std::string> &args) {
+int cmd_running(const std::vector<std::string> &args, const JobSource &list_jobs) {
     static const option kOptions[] = {{"map", required_argument, nullptr, kMap},
                                       {"help", no_argument, nullptr, kHelp},
                                       {nullptr, 0, nullptr, 0}};
@@ -388,32 +387,12 @@ int cmd_running(const std::vector<std::string> &args) {
     print_warnings("running", map.warnings());
     const int64_t now = static_cast<int64_t>(time(nullptr));
     std::vector<RunningJob> jobs;
-    unsigned long cut = 0;
-    // Streamed: every job record of the cluster passes through, only this host's are kept.
-    const ProcessResult r = run_process_lines(
-        {find_program("scontrol"), "--oneliner", "show", "job"}, kScontrolTimeout,
-        [&](std::string_view line, bool complete) {
-            if (!complete) {
-                ++cut;
-                return;
-            }
-            for (RunningJob &j : running_on_host(std::string(line), map, host, now)) {
-                jobs.push_back(std::move(j));
-            }
-        });
-    if (r.timed_out) {
-        throw Error("scontrol show job did not finish within " +
-                    std::to_string(kScontrolTimeout.count()) + " s (is slurmctld up?)");
-    }
-    if (r.status != 0) {
-        const std::string reason = first_line(r.err);
-        throw Error("scontrol show job failed with exit status " + std::to_string(r.status) +
-                    (reason.empty() ? "" : ": " + reason));
-    }
-    if (cut > 0) {
-        print_warnings("running", {std::to_string(cut) + " job records longer than " +
-                                   std::to_string(kMaxLineLength) + " bytes were skipped"});
-    }
+    // One job at a time: every job of the cluster passes through, only this host's are kept.
+    list_jobs([&](const JobRecord &job) {
+        for (RunningJob &j : running_on_host(job, map, host, now)) {
+            jobs.push_back(std::move(j));
+        }
+    });
     printf("%-10s %-12s %-10s %s\n", "JOBID", "USER", "NODE", "WHERE");
     for (const auto &j : jobs) {
         printf("%-10s %-12s %-10s %s\n", j.jobid.c_str(), j.user.c_str(), j.node.c_str(),

@@ -11,6 +11,9 @@
 // for main() to print.
 #pragma once
 
+#include "accounting/job_records.h"
+#include "accounting/running_jobs.h"
+
 #include <string>
 #include <vector>
 
@@ -18,10 +21,12 @@ namespace svm {
 
 inline constexpr const char *kDefaultHostMap = "/var/lib/slurm-vm/host-map";
 
-int cmd_report(const std::vector<std::string> &args);
+// `expand` expands sacct's node lists: Slurm's own functions in the admin tool.
+int cmd_report(const std::vector<std::string> &args,
+               const HostlistExpander &expand = expand_hostlist);
 int cmd_map(const std::vector<std::string> &args);
 // slurm-vm running HOST [--map FILE]: the jobs running on HOST now, bare, in its VMs, and on
-// the VM nodes it hosts.
-int cmd_running(const std::vector<std::string> &args);
+// the VM nodes it hosts. `jobs` is slurmctld's job list (Slurm's API in the admin tool).
+int cmd_running(const std::vector<std::string> &args, const JobSource &jobs);
 
 }  // namespace svm

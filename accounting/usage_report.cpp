@@ -182,7 +182,7 @@ std::string render_json(const UsageReport &r) {
 
 }  // namespace
 
-JobUsage parse_sacct_line(std::string_view line) {
+JobUsage parse_sacct_line(std::string_view line, const HostlistExpander &expand) {
     std::vector<std::string> f = split_fields(line);
     if (f.size() < 8) {
         throw Error("expected 8 '|'-separated fields (" + std::string(kSacctFields) + "), got " +
@@ -199,7 +199,7 @@ JobUsage parse_sacct_line(std::string_view line) {
     }
     job.user = f[1];
     if (f[2] != "None assigned" && !f[2].empty()) {
-        job.nodes = expand_hostlist(f[2]);
+        job.nodes = expand(f[2]);
     }
     unsigned cpus = 0;
     const auto [end, ec] = std::from_chars(f[3].data(), f[3].data() + f[3].size(), cpus);
@@ -290,8 +290,9 @@ ReportWindow default_report_window(int64_t now) {
     return w;
 }
 
-UsageAccumulator::UsageAccumulator(HostMap map, int64_t from, int64_t to, int64_t now)
-    : map_(std::move(map)), now_(now) {
+UsageAccumulator::UsageAccumulator(HostMap map, int64_t from, int64_t to, int64_t now,
+                                   HostlistExpander expand)
+    : map_(std::move(map)), expand_(std::move(expand)), now_(now) {
     report_.from = from;
     report_.to = to;
 }
@@ -318,7 +319,7 @@ void UsageAccumulator::add_sacct_line(std::string_view line, bool complete) {
         return;
     }
     try {
-        add(parse_sacct_line(line));
+        add(parse_sacct_line(line, expand_));
     } catch (const Error &e) {
         warn(where + e.what());
     }

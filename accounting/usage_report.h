@@ -14,6 +14,7 @@
 #pragma once
 
 #include "accounting/host_map.h"
+#include "accounting/job_records.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -41,9 +42,10 @@ struct JobUsage {
 inline constexpr const char *kSacctFields =
     "JobID,User,NodeList,AllocCPUS,Start,End,State,AdminComment";
 
-// One line of that output, without its newline. Throws Error with the reason when malformed
-// ("AllocCPUS 'x': expected a number").
-JobUsage parse_sacct_line(std::string_view line);
+// One line of that output, without its newline; NodeList expanded by `expand` (Slurm's own
+// functions in the admin tool). Throws Error with the reason when malformed ("AllocCPUS 'x':
+// expected a number").
+JobUsage parse_sacct_line(std::string_view line, const HostlistExpander &expand = expand_hostlist);
 
 // Local time "YYYY-MM-DD", "YYYY-MM-DDTHH:MM" or "YYYY-MM-DDTHH:MM:SS" (sacct's standard
 // format) to seconds since the epoch. Throws Error "<what> '<text>': expected ...".
@@ -89,7 +91,8 @@ inline constexpr std::size_t kMaxReportWarnings = 100;
 // reversed window gives an empty report.
 class UsageAccumulator {
   public:
-    UsageAccumulator(HostMap map, int64_t from, int64_t to, int64_t now);
+    UsageAccumulator(HostMap map, int64_t from, int64_t to, int64_t now,
+                     HostlistExpander expand = expand_hostlist);
 
     void add(const JobUsage &job);
     // The next line of sacct's output (see JobUsage). An empty line is skipped; a malformed
@@ -103,6 +106,7 @@ class UsageAccumulator {
 
   private:
     HostMap map_;
+    HostlistExpander expand_;
     int64_t now_;
     UsageReport report_;
     std::map<std::string, HostUsage> hosts_;

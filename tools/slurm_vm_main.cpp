@@ -10,6 +10,7 @@
 #include "catalog/catalog.h"
 #include "check_cmd.h"
 #include "image_cmd.h"
+#include "slurm_jobs.h"
 #include "util/config.h"
 #include "util/error.h"
 #include "util/fd.h"  // c_strings
@@ -209,10 +210,10 @@ int main(int argc, char **argv) {
             return cmd_list();
         }
         if (!args.empty() && args[0] == "report") {
-            return svm::cmd_report({args.begin() + 1, args.end()});
+            return svm::cmd_report({args.begin() + 1, args.end()}, svm::slurm_expand_hostlist);
         }
         if (!args.empty() && args[0] == "running") {
-            return svm::cmd_running({args.begin() + 1, args.end()});
+            return svm::cmd_running({args.begin() + 1, args.end()}, svm::for_each_slurm_job);
         }
         if (!args.empty() && args[0] == "map") {
             return svm::cmd_map({args.begin() + 1, args.end()});

@@ -31,6 +31,17 @@ TEST(Hostlist, RefusesAListThatWouldNameMoreHostsThanAnyCluster) {
     EXPECT_THROW(expand_hostlist("a[0-999]-b[0-999]"), Error);
 }
 
+TEST(Hostlist, RefusesANumberTooBigForANodeWithItsOwnError) {
+    try {
+        expand_hostlist("n[1-99999999999999999999999]");
+        FAIL() << "expanded";
+    } catch (const Error &e) {
+        EXPECT_EQ(std::string(e.what()),
+                  "host list 'n[1-99999999999999999999999]': '99999999999999999999999' is not a "
+                  "node number");
+    }
+}
+
 TEST(Hostlist, RefusesBadSyntax) {
     EXPECT_THROW(expand_hostlist("node[1-3"), Error);
     EXPECT_THROW(expand_hostlist("node[x-3]"), Error);

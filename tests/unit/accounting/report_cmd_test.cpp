@@ -12,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -45,6 +46,20 @@ Outcome run(Command command, const std::vector<std::string> &args) {
     return r;
 }
 
+int report(const std::vector<std::string> &args) {
+    return cmd_report(args);
+}
+
+// slurmctld's jobs, as the admin tool reads them through Slurm's API.
+void two_jobs(const std::function<void(const JobRecord &)> &on_job) {
+    on_job({"41", "alice", true, {"node1"}, ""});
+    on_job({"42", "bob", true, {"node1", "node2"}, "slurm-vm:image=tiny;hostname=%25n-vm%25j"});
+}
+
+int running(const std::vector<std::string> &args) {
+    return cmd_running(args, two_jobs);
+}
+
 class ReportCommand : public testing::Test {
   protected:
     void SetUp() override {
@@ -73,9 +88,8 @@ TEST_F(ReportCommand, CountsEveryJobOfSacctOutputLargerThan64KiB) {
             std::to_string(i) + "|u|node1|2|2026-01-01T10:00:00|2026-01-01T10:30:00|COMPLETED|\n";
     }
     ASSERT_GT(sacct.size(), 4u * 64 * 1024);
-    const Outcome r =
-        run(cmd_report, {"--from", "2026-01-01", "--to", "2026-01-02", "--format", "csv", "--map",
-                         map_, "--sacct-output", write("sacct", sacct)});
+    const Outcome r = run(report, {"--from", "2026-01-01", "--to", "2026-01-02", "--format", "csv",
+                                   "--map", map_, "--sacct-output", write("sacct", sacct)});
     EXPECT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.err, "");
     const auto out = lines(r.out);
@@ -86,7 +100,7 @@ TEST_F(ReportCommand, CountsEveryJobOfSacctOutputLargerThan64KiB) {
 TEST_F(ReportCommand, WithoutAWindowReportsYesterdayFromMidnightToMidnight) {
     const ReportWindow yesterday = default_report_window(static_cast<int64_t>(time(nullptr)));
     const Outcome r =
-        run(cmd_report, {"--map", map_, "--sacct-output", write("sacct", ""), "--format=table"});
+        run(report, {"--map", map_, "--sacct-output", write("sacct", ""), "--format=table"});
     EXPECT_EQ(r.status, 0) << r.err;
     ASSERT_FALSE(r.out.empty());
     EXPECT_EQ(lines(r.out)[0], "slurm-vm usage from " + format_local_time(yesterday.from) + " to " +
@@ -97,8 +111,8 @@ TEST_F(ReportCommand, WithoutAWindowReportsYesterdayFromMidnightToMidnight) {
 
 TEST_F(ReportCommand, OnlyFromRunsToTodayAtMidnight) {
     const ReportWindow yesterday = default_report_window(static_cast<int64_t>(time(nullptr)));
-    const Outcome r = run(cmd_report, {"--from", "2000-01-01", "--format", "json", "--map", map_,
-                                       "--sacct-output", write("sacct", "")});
+    const Outcome r = run(report, {"--from", "2000-01-01", "--format", "json", "--map", map_,
+                                   "--sacct-output", write("sacct", "")});
     EXPECT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.out.find("\"from\":\"2000-01-01T00:00:00\",\"to\":\"" +
                          format_local_time(yesterday.to) + "\""),
@@ -107,7 +121,7 @@ TEST_F(ReportCommand, OnlyFromRunsToTodayAtMidnight) {
 }
 
 TEST_F(ReportCommand, UnknownOptionExitsWith2WithOneLineNamingItAndTheUsage) {
-    const Outcome r = run(cmd_report, {"--from", "2026-01-01", "--bogus", "x"});
+    const Outcome r = run(report, {"--from", "2026-01-01", "--bogus", "x"});
     EXPECT_EQ(r.status, 2);
     EXPECT_EQ(r.out, "");
     ASSERT_EQ(lines(r.err).size(), 1u) << r.err;
@@ -117,19 +131,19 @@ TEST_F(ReportCommand, UnknownOptionExitsWith2WithOneLineNamingItAndTheUsage) {
 }
 
 TEST_F(ReportCommand, UnknownShortOptionExitsWith2) {
-    const Outcome r = run(cmd_report, {"-x"});
+    const Outcome r = run(report, {"-x"});
     EXPECT_EQ(r.status, 2);
     EXPECT_NE(r.err.find("unknown option '-x'"), std::string::npos) << r.err;
 }
 
 TEST_F(ReportCommand, AnAmbiguousPrefixIsNamedAsSuch) {
-    const Outcome r = run(cmd_report, {"--f", "csv"});  // --from or --format
+    const Outcome r = run(report, {"--f", "csv"});  // --from or --format
     EXPECT_EQ(r.status, 2);
     EXPECT_NE(r.err.find("ambiguous option '--f'"), std::string::npos) << r.err;
 }
 
 TEST_F(ReportCommand, AnOptionWithoutItsValueExitsWith2) {
-    const Outcome r = run(cmd_report, {"--from"});
+    const Outcome r = run(report, {"--from"});
     EXPECT_EQ(r.status, 2);
     EXPECT_NE(r.err.find("option '--from' needs a value"), std::string::npos) << r.err;
 }
@@ -140,14 +154,14 @@ TEST_F(ReportCommand, BadValuesAndStrayWordsExitWith2) {
                                                  {"extra"},
                                                  {"--from", "2026-01-02", "--to", "2026-01-01"},
                                                  {"--to", "2000-01-01"}}) {
-        const Outcome r = run(cmd_report, args);
+        const Outcome r = run(report, args);
         EXPECT_EQ(r.status, 2) << args[0];
         EXPECT_EQ(lines(r.err).size(), 1u) << r.err;
     }
 }
 
 TEST_F(ReportCommand, HelpPrintsTheUsageAndTheDefaultWindow) {
-    const Outcome r = run(cmd_report, {"--help"});
+    const Outcome r = run(report, {"--help"});
     EXPECT_EQ(r.status, 0);
     EXPECT_EQ(r.out.rfind("usage: slurm-vm report ", 0), 0u) << r.out;
     EXPECT_NE(r.out.find("yesterday at 00:00"), std::string::npos) << r.out;
@@ -174,11 +188,19 @@ TEST_F(ReportCommand, MapUnknownOptionOrWrongWordsExitWith2) {
 }
 
 TEST_F(ReportCommand, RunningUnknownOptionOrNoHostExitWith2) {
-    const Outcome r = run(cmd_running, {"node1", "--bogus"});
+    const Outcome r = run(running, {"node1", "--bogus"});
     EXPECT_EQ(r.status, 2);
     EXPECT_EQ(r.err.rfind("slurm-vm running: unknown option '--bogus'; usage: ", 0), 0u) << r.err;
-    EXPECT_EQ(run(cmd_running, {"--map", map_}).status, 2);
-    EXPECT_EQ(run(cmd_running, {"node1", "node2"}).status, 2);
+    EXPECT_EQ(run(running, {"--map", map_}).status, 2);
+    EXPECT_EQ(run(running, {"node1", "node2"}).status, 2);
+}
+
+TEST_F(ReportCommand, RunningListsTheJobsSlurmctldGivesForTheHost) {
+    const Outcome r = run(running, {"node2", "--map", map_});
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(lines(r.out), (std::vector<std::string>{
+                                "JOBID      USER         NODE       WHERE",
+                                "42         bob          node2      vm node2-vm42 (image tiny)"}));
 }
 
 }  // namespace

@@ -1,27 +1,32 @@
 #include "accounting/running_jobs.h"
 
-#include <gtest/gtest.h>
+#include "accounting/job_records.h"
 
-#include <sstream>
+#include <gtest/gtest.h>
 
 namespace svm {
 namespace {
 
-const char *kJobs =
-    "JobId=7 JobName=a UserId=alice(1001) JobState=RUNNING NodeList=node1 AdminComment=x\n"
-    "JobId=8 JobName=b UserId=bob(1002) JobState=RUNNING NodeList=node[1-2] "
-    "AdminComment=slurm-vm:image=tiny;vms=node1-vm8@node1,node2-vm8@node2\n"
-    "JobId=9 JobName=c UserId=carol(1003) JobState=RUNNING NodeList=vm7\n"
-    "JobId=10 JobName=d UserId=dave(1004) JobState=COMPLETED NodeList=node1\n"
-    "JobId=11 JobName=e UserId=erin(1005) JobState=RUNNING NodeList=node3\n";
+// Jobs as the admin tool gets them from slurmctld (tools/slurm_jobs.h): fields, not text.
+std::vector<JobRecord> jobs() {
+    return {
+        {"7", "alice", true, {"node1"}, "x"},
+        {"8", "bob", true, expand_hostlist("node[1-2]"),
+         "slurm-vm:image=tiny;vms=node1-vm8@node1,node2-vm8@node2"},
+        {"9", "carol", true, {"vm7"}, ""},
+        {"10", "dave", false, {"node1"}, ""},
+        {"11", "erin", true, {"node3"}, ""},
+        {"12", "frank", true, expand_hostlist("node[1-2]"),
+         "site:ticket=4 slurm-vm:image=tiny;hostname=%25n-vm%25j"},
+    };
+}
 
-// What `slurm-vm running` collects, one scontrol line at a time.
-std::vector<RunningJob> jobs_running_on_host(const std::string &oneliners, const HostMap &map,
-                                             const std::string &host, int64_t now) {
+// What `slurm-vm running` collects, one job at a time.
+std::vector<RunningJob> jobs_running_on_host(const HostMap &map, const std::string &host,
+                                             int64_t now) {
     std::vector<RunningJob> out;
-    std::istringstream in(oneliners);
-    for (std::string line; std::getline(in, line);) {
-        for (RunningJob &j : running_on_host(line, map, host, now)) {
+    for (const JobRecord &job : jobs()) {
+        for (RunningJob &j : running_on_host(job, map, host, now)) {
             out.push_back(std::move(j));
         }
     }
@@ -31,8 +36,8 @@ std::vector<RunningJob> jobs_running_on_host(const std::string &oneliners, const
 TEST(RunningJobs, ListsBareJobsVmJobsAndJobsOnHostedVmNodes) {
     HostMap map;
     map.record_start("vm7", "node1", 100);
-    const auto jobs = jobs_running_on_host(kJobs, map, "node1", 200);
-    ASSERT_EQ(jobs.size(), 3u);
+    const auto jobs = jobs_running_on_host(map, "node1", 200);
+    ASSERT_EQ(jobs.size(), 4u);
     EXPECT_EQ(jobs[0].jobid, "7");
     EXPECT_EQ(jobs[0].user, "alice");
     EXPECT_EQ(jobs[0].kind, "bare");
@@ -40,36 +45,39 @@ TEST(RunningJobs, ListsBareJobsVmJobsAndJobsOnHostedVmNodes) {
     EXPECT_EQ(jobs[1].kind, "vm node1-vm8 (image tiny)");
     EXPECT_EQ(jobs[2].jobid, "9");
     EXPECT_EQ(jobs[2].kind, "on VM node vm7");
+    EXPECT_EQ(jobs[3].jobid, "12");
+    EXPECT_EQ(jobs[3].kind, "vm node1-vm12 (image tiny)");
 }
 
 TEST(RunningJobs, IgnoresAVmNodeOnceItLeftTheHost) {
     HostMap map;
     map.record_start("vm7", "node1", 100);
     map.record_stop("vm7", 150);
-    const auto jobs = jobs_running_on_host(kJobs, map, "node1", 200);
+    const auto jobs = jobs_running_on_host(map, "node1", 200);
     for (const auto &j : jobs) {
         EXPECT_NE(j.jobid, "9");
     }
 }
 
 TEST(RunningJobs, AnotherHostSeesOnlyItsOwn) {
-    const auto jobs = jobs_running_on_host(kJobs, HostMap{}, "node2", 200);
-    ASSERT_EQ(jobs.size(), 1u);
+    const auto jobs = jobs_running_on_host(HostMap{}, "node2", 200);
+    ASSERT_EQ(jobs.size(), 2u);
     EXPECT_EQ(jobs[0].kind, "vm node2-vm8 (image tiny)");
+    EXPECT_EQ(jobs[1].kind, "vm node2-vm12 (image tiny)");
 }
 
 TEST(RunningJobs, AVmJobOnTwoVmsOfOneHostIsListedOncePerVm) {
-    const auto jobs = running_on_host(
-        "JobId=12 UserId=u(1) JobState=RUNNING NodeList=node[1-2] "
-        "AdminComment=slurm-vm:image=tiny;vms=node1-vm12@host1,node2-vm12@host1",
-        HostMap{}, "host1", 200);
+    const auto jobs = running_on_host({"12", "u", true, expand_hostlist("node[1-2]"),
+                                       "slurm-vm:image=tiny;vms=node1-vm12@host1,node2-vm12@host1"},
+                                      HostMap{}, "host1", 200);
     ASSERT_EQ(jobs.size(), 2u);
     EXPECT_EQ(jobs[0].kind, "vm node1-vm12 (image tiny)");
     EXPECT_EQ(jobs[1].kind, "vm node2-vm12 (image tiny)");
 }
 
-TEST(RunningJobs, ALineThatIsNotAJobGivesNothing) {
-    EXPECT_TRUE(running_on_host("No jobs in the system", HostMap{}, "node1", 200).empty());
+TEST(RunningJobs, AJobThatIsNotRunningGivesNothing) {
+    EXPECT_TRUE(
+        running_on_host({"13", "u", false, {"node1"}, ""}, HostMap{}, "node1", 200).empty());
 }
 
 }  // namespace
