@@ -231,6 +231,13 @@ int on_job_prolog(spank_t sp) {
             slurm_info("%s: job %u node %s image %s: made a warm-start snapshot in %.2f s", kTag,
                        f.jobid, f.node.c_str(), f.image.c_str(), r.snapshot_seconds);
         }
+        if (!r.warm_evicted.empty()) {
+            slurm_info(
+                "%s: job %u node %s image %s: removed %zu least recently used warm-start "
+                "snapshot(s) to stay within warm_cache=%u MiB",
+                kTag, f.jobid, f.node.c_str(), f.image.c_str(), r.warm_evicted.size(),
+                config().warm_cache_mib);
+        }
         slurm_info(
             "%s: job %u node %s image %s: VM %s ready as %s (%s, %u vCPU, %llu MiB): %s, "
             "created in %.2f s, agent ready after %.2f s, set up in %.2f s; vCPUs on CPUs %s",

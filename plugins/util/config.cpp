@@ -17,6 +17,7 @@ constexpr std::size_t max_hostname_length = 253;
 constexpr uint64_t max_seconds = 24 * 3600;
 constexpr unsigned max_exec_ports = 30;
 constexpr uint64_t max_memory_overhead_mib = 64 * 1024;
+constexpr uint64_t max_store_mib = 1024 * 1024 * 1024;  // 1 PiB: no bound an admin would reach
 
 // Builds one `option '<key>=<value>': <reason>` error.
 struct OptionWord {
@@ -180,6 +181,18 @@ const std::vector<std::pair<std::string, Setter>> &options() {
          [](Config &c, const OptionWord &w) {
              c.memory_overhead_mib =
                  parse_unsigned(w, 0, max_memory_overhead_mib, "a number of MiB");
+         }},
+        {"warm_cache",
+         [](Config &c, const OptionWord &w) {
+             c.warm_cache_mib = parse_unsigned(w, 0, max_store_mib, "a number of MiB");
+         }},
+        {"min_free",
+         [](Config &c, const OptionWord &w) {
+             c.min_free_mib = parse_unsigned(w, 0, max_store_mib, "a number of MiB");
+         }},
+        {"console_logs",
+         [](Config &c, const OptionWord &w) {
+             c.console_logs_mib = parse_unsigned(w, 1, max_store_mib, "a number of MiB");
          }},
     };
     return table;

@@ -62,6 +62,16 @@ struct Config {
     // Start VMs by restoring a memory snapshot of the image's booted guest instead of booting
     // it (see vm/warm_start.h); images opt out in the catalog ("warm_start": false).
     bool warm_start = true;
+    // The most the warm-start snapshots of this host (<state_dir>/warm) may take on disk, in
+    // MiB; beyond it the least recently used are removed (vm/warm_start.h). 0: none is kept.
+    unsigned warm_cache_mib = 4096;
+    // A VM starts only where the file systems of state_dir, run_dir and log_dir keep at least
+    // this much free (MiB), besides room for the VM's disk to grow to its full size; else its
+    // job fails with one line (vm/job_storage.h). Never the node: a user can fill a disk.
+    unsigned min_free_mib = 1024;
+    // The most the guests' console logs (<log_dir>/svm-*.console.log*) may take, in MiB; beyond
+    // it the oldest are removed when a VM starts.
+    unsigned console_logs_mib = 1024;
     // MiB of the job's memory on a node kept for QEMU itself (its heap, TCG's translation
     // cache, I/O buffers) when the job's allocation sizes the guest: with task/cgroup's
     // ConstrainRAMSpace the allocation is the limit of the job's cgroup, which holds QEMU

@@ -26,8 +26,9 @@ void hand_over_socket(const std::string &dir, const std::string &name, uid_t exp
                       uid_t uid, gid_t gid);
 
 // Root reaching a socket in a folder that may be a job's user's: opens `dir` (not a link) and
-// `dir`/`name` with O_PATH|O_NOFOLLOW and checks that it is a socket owned by the folder's
-// owner (root's folder: root's socket; the user's folder: the user's socket). Connect through
+// `dir`/`name` with O_PATH|O_NOFOLLOW and checks that it is a socket, owned by the folder's
+// owner unless the folder is root's and writable by root alone (then root put it there, and may
+// have handed it to a user: a job VM's channel sockets). Connect through
 // "/proc/self/fd/N" of the returned descriptor, which names this very inode: a link the user
 // planted is refused, not followed, and a socket the owner check lets through is one the
 // folder's owner made (or was given), never a socket of root's or of another user's hard-linked

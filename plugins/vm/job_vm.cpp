@@ -9,6 +9,7 @@
 #include "catalog/image_features.h"
 #include "vm/orphans.h"
 #include "util/text.h"
+#include "vm/job_storage.h"
 #include "vm/kvm_verdict.h"
 #include "vm/overlay.h"
 #include "vm/virtiofs.h"
@@ -48,11 +49,12 @@ std::string describe(const JobVmRequest &r) {
 }
 
 // A root-owned folder of `mode` (the umask does not apply), after removing a stale one of an
-// earlier job with the same id.
+// earlier job with the same id. A file system without room is a job failure (a user can fill
+// one), any other failure a node fault.
 void make_dir(const std::string &path, mode_t mode) {
     remove_tree(path);
     if (mkdir(path.c_str(), mode) != 0) {
-        throw NodeFaultError("cannot create " + path + ": " + errno_text(errno));
+        throw_folder_error(path, errno);
     }
     hand_over_folder(path, 0, 0, mode);
 }
@@ -74,15 +76,17 @@ void make_lock_files(const JobVmPaths &paths, unsigned ports, uid_t uid, gid_t g
     }
 }
 
-// The channel folder stays root's while the VM boots, so nothing of the user's can be in it
-// while root pings and sets up the guest through its sockets. libvirt made the sockets (it
-// passes them to QEMU as open files); each is checked and handed over through a descriptor,
-// then the folder itself.
+// The channel folder is root's for the VM's whole life: nothing of the user's is ever in it
+// while root pings and sets up the guest through its sockets, and the user cannot put files on
+// run_dir's file system (/run, a small tmpfs: `sbatch -o <channel folder>/f` would fill it).
+// libvirt made the sockets (it passes them to QEMU as open files); each is checked and handed
+// to the user through a descriptor (0600: only the user and root connect), then the folder is
+// opened to traversal (0711): the user reaches their sockets and lock files by name.
 void give_channels_to_user(const JobVmPaths &paths, unsigned ports, uid_t uid, gid_t gid) {
     for (unsigned i = 0; i < ports; ++i) {
         hand_over_socket(paths.channel_dir, "exec." + std::to_string(i) + ".sock", 0, uid, gid);
     }
-    hand_over_folder(paths.channel_dir, uid, gid, 0700);
+    hand_over_folder(paths.channel_dir, 0, 0, 0711);
 }
 
 bool is_under(const std::string &path, const std::string &dir) {
@@ -397,6 +401,14 @@ bool start_warm(virConnectPtr conn, const Config &config, const Image &image, co
             report.warm_problem = report.start_mode;
             return false;
         }
+        // The cache grew: the least recently used snapshots go beyond warm_cache.
+        try {
+            report.warm_evicted =
+                evict_warm_snapshots(conn, config.state_dir, config.warm_cache_mib, slot->dir);
+        } catch (const Error &e) {
+            report.warm_problem =
+                std::string("cannot keep the snapshots within warm_cache: ") + e.what();
+        }
     }
     VmLifecycle vm(conn, paths.domain);
     try {
@@ -475,8 +487,7 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             std::error_code ec;
             fs::create_directories(dir, ec);
             if (ec || chmod(dir.c_str(), 0755) != 0) {
-                throw NodeFaultError("cannot create " + dir + ": " +
-                                     (ec ? ec.message() : errno_text(errno)));
+                throw_folder_error(dir, ec ? ec.value() : errno);
             }
         }
         make_dir(paths.state_dir, 0755);
@@ -566,6 +577,8 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             report.start_mode = "cold: KVM is on trial on this host";
         } else if (!config.warm_start || !image.warm_start) {
             report.start_mode = "cold";  // warm_start=no, or the catalog's "warm_start": false
+        } else if (config.warm_cache_mib == 0) {
+            report.start_mode = "cold: warm_cache=0 keeps no snapshot";
         } else if (!virtiofsds.empty()) {
             report.start_mode = "cold: virtiofs shares cannot be saved with their virtiofsd";
         } else {
@@ -576,13 +589,13 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
                 create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
             }
             if (!spec.uefi_vars.empty()) {
-                try {
-                    copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
-                } catch (const Error &e) {
-                    throw NodeFaultError(std::string(e.what()) +
-                                         " (install Debian's ovmf package, or set uefi_vars in "
-                                         "plugstack.conf)");
+                if (access(config.uefi_vars.c_str(), R_OK) != 0) {
+                    throw NodeFaultError("the UEFI variable store template " + config.uefi_vars +
+                                         " cannot be read (install Debian's ovmf package, or "
+                                         "set uefi_vars in plugstack.conf)");
                 }
+                // Now only writing the copy can fail: the state folder's room, a job failure.
+                copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
             }
             auto t = Clock::now();
             try {
@@ -684,6 +697,16 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
     try {
         report.memory_mib =
             guest_memory_mib(image.limits, r.memory_mib, config.memory_overhead_mib);
+    } catch (const Error &e) {
+        throw Error(describe(r) + ": " + e.what());
+    }
+
+    try {
+        // Room first: a file system a user filled fails this job with one line, before
+        // anything is made (a write that fails half-way would say less, or drain the node).
+        check_room_for_vm(config,
+                          image.disk.empty() ? 0 : disk_size_mib(image.disk, image.disk_format));
+        prune_console_logs(config.log_dir, config.state_dir, config.console_logs_mib);
     } catch (const Error &e) {
         throw Error(describe(r) + ": " + e.what());
     }

@@ -67,6 +67,8 @@ struct StartReport {
     std::string start_mode;
     // Set when this start made its slot's snapshot first (seconds it took).
     double snapshot_seconds = 0;
+    // The snapshot folders that made room for it within warm_cache (least recently used).
+    std::vector<std::string> warm_evicted;
     // A warm start was due but failed (a snapshot that would not be made or restored): one
     // line for the node's log. The VM then booted cold.
     std::string warm_problem;

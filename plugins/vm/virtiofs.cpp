@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -31,6 +32,8 @@ constexpr unsigned kNobody = 65534;
 constexpr int kListenFd = 3;  // --fd=3: the descriptor virtiofsd serves on
 // What virtiofsd prints once its sandbox is up and it waits for QEMU.
 constexpr const char *kReadyLine = "Waiting for vhost-user socket connection";
+// The most of virtiofsd's start-up messages kept in its log.
+constexpr std::size_t kMaxStartLog = 64 * 1024;
 
 std::string describe(const VirtiofsdSpec &spec) {
     return "virtiofs share " + printable(spec.shared_dir);
@@ -83,10 +86,6 @@ std::string last_log_line(const std::string &path) {
         }
     }
     return printable(last);
-}
-
-bool log_says_ready(const std::string &path) {
-    return file_tail(path, 4096).find(kReadyLine) != std::string::npos;
 }
 
 // In the child, between fork and exec: system calls only. Reports errno on `status` and ends.
@@ -155,12 +154,20 @@ pid_t start_virtiofsd(const VirtiofsdSpec &spec) {
                     " (Debian's qemu-system-common ships it)");
     }
     UniqueFd listen_fd = listening_socket(spec);
-    UniqueFd log_fd(
+    UniqueFd log_file(
         open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     UniqueFd null_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
-    int ready[2], go[2], status[2];
-    if (!log_fd || !null_fd || pipe2(ready, O_CLOEXEC) != 0) {
+    // virtiofsd writes into a pipe, not the file: what it says until it is ready is copied into
+    // the log (kMaxStartLog at most); later messages, which the guest can provoke without end,
+    // go nowhere once this end is closed, so they cannot fill root's state folder.
+    int ready[2], go[2], status[2], log_pipe[2];
+    if (!log_file || !null_fd || pipe2(log_pipe, O_CLOEXEC) != 0) {
         throw Error(describe(spec) + ": cannot open " + spec.log_path + ": " + errno_text(errno));
+    }
+    UniqueFd log_r(log_pipe[0]), log_fd(log_pipe[1]);
+    fcntl(log_r.get(), F_SETFL, O_NONBLOCK);
+    if (pipe2(ready, O_CLOEXEC) != 0) {
+        throw Error(describe(spec) + ": pipe: " + errno_text(errno));
     }
     UniqueFd ready_r(ready[0]), ready_w(ready[1]);
     if (pipe2(go, O_CLOEXEC) != 0) {
@@ -199,6 +206,18 @@ pid_t start_virtiofsd(const VirtiofsdSpec &spec) {
     ready_w = UniqueFd();
     go_r = UniqueFd();
     status_w = UniqueFd();
+    log_fd = UniqueFd();
+    std::string said;  // what virtiofsd said so far, kMaxStartLog at most
+    const auto copy_log = [&]() {
+        char buf[4096];
+        ssize_t n;
+        while (said.size() < kMaxStartLog && (n = read(log_r.get(), buf, sizeof buf)) > 0) {
+            const std::size_t take =
+                std::min(static_cast<std::size_t>(n), kMaxStartLog - said.size());
+            said.append(buf, take);
+            (void)!write(log_file.get(), buf, take);
+        }
+    };
     auto give_up = [&](const std::string &why) -> Error {
         kill(pid, SIGKILL);
         waitpid(pid, nullptr, 0);
@@ -224,11 +243,13 @@ pid_t start_virtiofsd(const VirtiofsdSpec &spec) {
     }
     // Exec'd: wait for its sandbox (a few ms), or its last words.
     for (int i = 0; i < 500; ++i) {
-        if (log_says_ready(spec.log_path)) {
+        copy_log();
+        if (said.find(kReadyLine) != std::string::npos) {
             return pid;
         }
         int wstatus = 0;
         if (waitpid(pid, &wstatus, WNOHANG) == pid) {
+            copy_log();  // its last words
             unlink(spec.socket_path.c_str());
             throw Error(describe(spec) +
                         ": virtiofsd ended at start: " + last_log_line(spec.log_path));

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <ctime>
@@ -307,6 +308,8 @@ std::optional<WarmSlot> take_warm_slot(virConnectPtr conn, const std::string &ke
             slot.uuid = meta->uuid;
             slot.mac = meta->mac;
             slot.has_state = true;
+            // Its last use, for evict_warm_snapshots: the least recently used go first.
+            utimensat(AT_FDCWD, (slot.dir + "/meta.json").c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
         } else {
             remove_tree(slot.dir);
         }
@@ -474,6 +477,106 @@ void rename_saved_domain(const std::string &state_file, const std::string &name)
             static_cast<ssize_t>(out.size())) {
         fail(errno_text(errno));
     }
+}
+
+namespace {
+
+// Bytes on disk of the files in `dir` and its folders, without following links.
+uint64_t bytes_under(const fs::path &dir, int depth = 0) {
+    uint64_t total = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        struct stat st {};
+        if (lstat(it->path().c_str(), &st) != 0) {
+            continue;
+        }
+        total += static_cast<uint64_t>(st.st_blocks) * 512;
+        if (S_ISDIR(st.st_mode) && depth < 4) {
+            total += bytes_under(it->path(), depth + 1);
+        }
+    }
+    return total;
+}
+
+struct CachedSlot {
+    fs::path dir;      // .../<key>/slot-<n>
+    fs::path lock;     // .../<key>/slot-<n>.lock
+    int64_t used = 0;  // meta.json's mtime: its last make or restore
+    uint64_t bytes = 0;
+};
+
+// Every slot folder of <state_dir>/warm/<image>/<files+host>/<shape>/.
+std::vector<CachedSlot> cached_slots(const std::string &state_dir) {
+    std::vector<CachedSlot> slots;
+    const auto folders = [](const fs::path &p) {
+        std::vector<fs::path> out;
+        std::error_code ec;
+        for (fs::directory_iterator it(p, ec), end; !ec && it != end; it.increment(ec)) {
+            if (it->is_directory(ec) && !it->is_symlink(ec)) {
+                out.push_back(it->path());
+            }
+        }
+        return out;
+    };
+    for (const auto &image : folders(fs::path(state_dir) / "warm")) {
+        for (const auto &files : folders(image)) {
+            for (const auto &shape : folders(files)) {
+                for (const auto &dir : folders(shape)) {
+                    if (!dir.filename().string().starts_with("slot-")) {
+                        continue;
+                    }
+                    CachedSlot slot;
+                    slot.dir = dir;
+                    slot.lock = dir.string() + ".lock";
+                    struct stat st {};
+                    slot.used =
+                        lstat((dir / "meta.json").c_str(), &st) == 0 ? st.st_mtim.tv_sec : 0;
+                    slot.bytes = bytes_under(dir);
+                    slots.push_back(std::move(slot));
+                }
+            }
+        }
+    }
+    return slots;
+}
+
+}  // namespace
+
+std::vector<std::string> evict_warm_snapshots(virConnectPtr conn, const std::string &state_dir,
+                                              uint64_t max_mib, const std::string &keep) {
+    std::vector<CachedSlot> slots = cached_slots(state_dir);
+    uint64_t total = 0;
+    for (const auto &slot : slots) {
+        total += slot.bytes;
+    }
+    std::sort(slots.begin(), slots.end(),
+              [](const CachedSlot &a, const CachedSlot &b) { return a.used < b.used; });
+    std::vector<std::string> removed;
+    const uint64_t max_bytes = max_mib * 1024 * 1024;
+    for (const auto &slot : slots) {
+        if (total <= max_bytes) {
+            break;
+        }
+        if (slot.dir == fs::path(keep)) {
+            continue;
+        }
+        UniqueFd lock(open(slot.lock.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+        if (!lock || flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+            continue;  // being made or restored
+        }
+        const auto meta = read_meta(slot.dir);
+        try {
+            if (meta && domain_with_uuid_runs(conn, meta->uuid)) {
+                continue;  // a job's VM runs from it (its disk backs the VM's overlay)
+            }
+            remove_tree(slot.dir);
+        } catch (const Error &) {
+            continue;  // libvirt could not say, or a file would not go: keep it
+        }
+        total -= std::min(total, slot.bytes);
+        removed.push_back(slot.dir.string());
+    }
+    return removed;
 }
 
 void discard_warm_snapshot(WarmSlot &slot) {

@@ -33,6 +33,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace svm {
 
@@ -106,5 +107,14 @@ void rename_saved_domain(const std::string &state_file, const std::string &name)
 
 // Empties the slot (a state that would not restore): the next job makes it again.
 void discard_warm_snapshot(WarmSlot &slot);
+
+// Keeps the snapshots of <state_dir>/warm within `max_mib` MiB (the plugstack's warm_cache):
+// removes the least recently used slots (by their last make or restore) until the rest fit,
+// never one in use (its lock held by another prolog, or a running domain with its UUID) nor the
+// folder `keep` (the caller's own slot). Snapshots in use can thus make the total exceed the
+// bound for as long as their VMs run. Returns the slot folders removed. Throws Error only when
+// the folder cannot be read.
+std::vector<std::string> evict_warm_snapshots(virConnectPtr conn, const std::string &state_dir,
+                                              uint64_t max_mib, const std::string &keep);
 
 }  // namespace svm

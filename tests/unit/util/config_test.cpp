@@ -46,6 +46,19 @@ TEST(Config, HasDocumentedDefaults) {
     EXPECT_EQ(c.memory_overhead_mib, 256u);
 }
 
+TEST(Config, BoundsRootsStoresByDefault) {
+    const Config c = parse_config({});
+    EXPECT_EQ(c.warm_cache_mib, 4096u);
+    EXPECT_EQ(c.min_free_mib, 1024u);
+    EXPECT_EQ(c.console_logs_mib, 1024u);
+    const Config d = parse_config({"warm_cache=0", "min_free=200", "console_logs=64"});
+    EXPECT_EQ(d.warm_cache_mib, 0u);
+    EXPECT_EQ(d.min_free_mib, 200u);
+    EXPECT_EQ(d.console_logs_mib, 64u);
+    EXPECT_EQ(config_error({"console_logs=0"}),
+              "option 'console_logs=0': expected a number of MiB from 1 to 1073741824");
+}
+
 TEST(Config, ParsesMemoryOverheadInMibZeroIncluded) {
     EXPECT_EQ(parse_config({"memory_overhead=512"}).memory_overhead_mib, 512u);
     EXPECT_EQ(parse_config({"memory_overhead=0"}).memory_overhead_mib, 0u);
@@ -86,7 +99,7 @@ TEST(Config, RejectsUnknownOptionListingValidOnes) {
               "shared_paths, hostname, libvirt_uri, run_dir, state_dir, exec_ports, "
               "domain_type, log_dir, network, kvm_probe_timeout, host_calls, share, pin_vcpus, "
               "warm_start, virtiofsd, "
-              "uefi_code, uefi_vars, memory_overhead");
+              "uefi_code, uefi_vars, memory_overhead, warm_cache, min_free, console_logs");
 }
 
 TEST(Config, RejectsWordWithoutEquals) {

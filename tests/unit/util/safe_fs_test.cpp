@@ -148,6 +148,22 @@ TEST_F(SafeFsTest, WillNotConnectToASocketOfAnotherOwnerThanTheFolders) {
     }
 }
 
+TEST_F(SafeFsTest, ConnectsToASocketRootHandedToAUserInRootsOwnFolder) {
+    if (getuid() != 0) {
+        GTEST_SKIP() << "needs root to give a socket away";
+    }
+    // A job VM's channel folder: root's, 0711, its sockets handed to the job's user.
+    const std::string channels = dir_ + "/ch";
+    fs::create_directory(channels);
+    ASSERT_EQ(chmod(channels.c_str(), 0711), 0);
+    make_socket(channels + "/exec.0.sock");
+    hand_over_socket(channels, "exec.0.sock", 0, 12345, 12345);
+    EXPECT_NO_THROW(open_owned_socket(channels, "exec.0.sock"));
+    // A folder others may write to is no longer root's alone: only root's own socket then.
+    ASSERT_EQ(chmod(channels.c_str(), 0777), 0);
+    EXPECT_THROW(open_owned_socket(channels, "exec.0.sock"), Error);
+}
+
 TEST_F(SafeFsTest, RemoveTreeRemovesLinksNotTheirTargets) {
     const std::string tree = dir_ + "/tree";
     fs::create_directories(tree + "/sub/deeper");

@@ -2,11 +2,14 @@
 
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/fd.h"
 #include "vm/libvirt_handles.h"
 #include "vm/vm_lifecycle.h"
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -241,6 +244,75 @@ TEST_F(WarmStartTest, SlotsAreTakenLowestFreeFirstAndKeepTheirStateForTheirKeyOn
     EXPECT_EQ(other->index, 0u);
     EXPECT_FALSE(other->has_state);
     EXPECT_FALSE(fs::exists(key_dir + "/slot-0/state"));
+}
+
+// A snapshot as make_warm_snapshot leaves it, last used `age` seconds ago, with `mib` MiB of
+// state on disk.
+void fake_snapshot(const std::string &slot_dir, const std::string &uuid, int age, int mib) {
+    fs::create_directories(slot_dir);
+    write_file_atomically(slot_dir + "/meta.json",
+                          R"({"key": "k", "uuid": ")" + uuid + R"(", "mac": ""})", 0644);
+    write_file_atomically(slot_dir + "/state", std::string(static_cast<size_t>(mib) << 20, 'x'),
+                          0600);
+    std::ofstream(slot_dir + ".lock");
+    const time_t when = time(nullptr) - age;
+    timeval times[2] = {{when, 0}, {when, 0}};
+    utimes((slot_dir + "/meta.json").c_str(), times);
+}
+
+// Each distinct --mem or -c leaves a snapshot: the cache keeps within warm_cache by dropping
+// the least recently used, never one that is in use.
+TEST_F(WarmStartTest, TheCacheDropsTheLeastRecentlyUsedSnapshotsBeyondItsBound) {
+    ConnectionPtr conn = open_connection("test:///default");
+    const std::string warm = dir + "/warm/tiny/files";
+    const std::string a = warm + "/shape-a/slot-0", b = warm + "/shape-b/slot-0",
+                      c = warm + "/shape-c/slot-0", d = warm + "/shape-d/slot-0",
+                      e = warm + "/shape-e/slot-0";
+    fake_snapshot(a, "00000000-0000-4000-8000-00000000000a", 500, 1);  // the oldest
+    fake_snapshot(b, "00000000-0000-4000-8000-00000000000b", 400, 1);  // a VM runs from it
+    fake_snapshot(c, "00000000-0000-4000-8000-00000000000c", 300, 1);  // being restored
+    fake_snapshot(d, "00000000-0000-4000-8000-00000000000d", 200, 1);
+    fake_snapshot(e, "00000000-0000-4000-8000-00000000000e", 100, 1);  // the caller's own
+    VmLifecycle vm(conn.get(), "svm-77-node1");
+    vm.create(
+        "<domain type='test'><name>svm-77-node1</name>"
+        "<uuid>00000000-0000-4000-8000-00000000000b</uuid><memory>65536</memory>"
+        "<os><type>hvm</type></os></domain>");
+    UniqueFd held(open((c + ".lock").c_str(), O_RDWR));
+    ASSERT_EQ(flock(held.get(), LOCK_EX), 0);
+
+    // 5 MiB (and a little) against a bound of 3: a and d go, oldest first; b, c and e stay.
+    const auto removed = evict_warm_snapshots(conn.get(), dir, 3, e);
+    EXPECT_EQ(removed, (std::vector<std::string>{a, d}));
+    EXPECT_FALSE(fs::exists(a));
+    EXPECT_TRUE(fs::exists(b + "/state"));
+    EXPECT_TRUE(fs::exists(c + "/state"));
+    EXPECT_FALSE(fs::exists(d));
+    EXPECT_TRUE(fs::exists(e + "/state"));
+    vm.destroy();
+    // Within the bound, nothing goes.
+    EXPECT_TRUE(evict_warm_snapshots(conn.get(), dir, 100, "").empty());
+}
+
+TEST_F(WarmStartTest, TakingASnapshotMarksItUsed) {
+    ConnectionPtr conn = open_connection("test:///default");
+    const std::string key_dir = dir + "/warm/tiny/a/b";
+    fs::create_directories(key_dir + "/slot-0");
+    write_file_atomically(key_dir + "/slot-0/state", "saved", 0644);
+    fake_snapshot(key_dir + "/slot-0", "00000000-0000-4000-8000-0000000000f0", 1000, 0);
+    write_file_atomically(key_dir + "/slot-0/meta.json",
+                          R"({"key": "key", "uuid": "00000000-0000-4000-8000-0000000000f0",)"
+                          R"( "mac": ""})",
+                          0644);
+    const time_t old = time(nullptr) - 1000;
+    timeval times[2] = {{old, 0}, {old, 0}};
+    ASSERT_EQ(utimes((key_dir + "/slot-0/meta.json").c_str(), times), 0);
+    auto slot = take_warm_slot(conn.get(), key_dir, "key");
+    ASSERT_TRUE(slot.has_value());
+    EXPECT_TRUE(slot->has_state);
+    struct stat st {};
+    ASSERT_EQ(stat((key_dir + "/slot-0/meta.json").c_str(), &st), 0);
+    EXPECT_GT(st.st_mtime, old + 900);
 }
 
 }  // namespace
