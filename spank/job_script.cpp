@@ -215,8 +215,8 @@ int on_job_prolog(spank_t sp) {
                 kTag, f.node.c_str(), printable(r.kvm_fallback_reason).c_str());
         }
         if (!r.kvm_verdict.empty()) {
-            slurm_info("%s: node %s: KVM verdict for this host: %s (kept in %s)", kTag,
-                       f.node.c_str(), r.kvm_verdict.c_str(),
+            slurm_info("%s: node %s: KVM probe of this host: %s (verdict in %s)", kTag,
+                       f.node.c_str(), printable(r.kvm_verdict).c_str(),
                        kvm_verdict_path(config().state_dir).c_str());
         }
         if (!r.warm_problem.empty()) {

@@ -7,7 +7,9 @@
 #include "util/fd.h"  // c_strings
 #include "util/text.h"
 #include "vm/job_vm.h"
+#include "vm/kvm_probe.h"
 #include "vm/kvm_verdict.h"
+#include "catalog/image_features.h"
 #include "vm/libvirt_handles.h"
 #include "util/plugstack_args.h"
 #include "exec/protocol/json.h"
@@ -160,12 +162,12 @@ const Image *probe_image(const Catalog &catalog, const std::string &wanted) {
 struct ProbeResult {
     bool ok = false;
     double seconds = 0;
-    std::string error, qemu_error;
-    bool died = false;
+    std::string error;
 };
 
 // Boots `image` under `domain_type` as a job of user nobody would, waits for its agent, and
-// destroys it. Job ids like `try`'s: above any real Slurm job id.
+// destroys it (the TCG probe: KVM's is the node's own, run_kvm_probe). Job ids like `try`'s:
+// above any real Slurm job id.
 ProbeResult probe_boot(const Config &base, const Catalog &catalog, const Image &image,
                        const std::string &domain_type, uint32_t offset) {
     Config config = base;
@@ -178,10 +180,6 @@ ProbeResult probe_boot(const Config &base, const Catalog &catalog, const Image &
     request.image = image.name;
     request.uid = 65534;  // QEMU runs as the job's user: probe as an unprivileged one
     request.gid = 65534;
-    if (domain_type == "kvm") {
-        // As the first job's probe: a KVM that spins instead of booting counts as broken.
-        request.ready_timeout_seconds = base.kvm_probe_timeout_seconds;
-    }
     ProbeResult result;
     const auto t = std::chrono::steady_clock::now();
     try {
@@ -189,10 +187,6 @@ ProbeResult probe_boot(const Config &base, const Catalog &catalog, const Image &
         result.ok = true;
         result.seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-    } catch (const GuestDiedError &e) {
-        result.died = true;
-        result.error = e.what();
-        result.qemu_error = e.qemu_error;
     } catch (const Error &e) {
         result.error = e.what();
     }
@@ -395,7 +389,8 @@ int cmd_check(const std::vector<std::string> &args) {
         }
     }
 
-    // Probe boots: does KVM really run a guest, and does TCG?
+    // Probe boots: does KVM really run a guest (the node's own probe, as root, which keeps the
+    // verdict), and does TCG run one as a job's VM would?
     const Image *image = catalog ? probe_image(*catalog, image_name) : nullptr;
     std::optional<KvmVerdict> verdict =
         key.empty() ? std::nullopt : load_kvm_verdict(config.state_dir, key);
@@ -408,23 +403,13 @@ int cmd_check(const std::vector<std::string> &args) {
                        : "image '" + printable(image_name) + "' is not in the catalog",
                    "name an image: slurm-vm check --image NAME");
     } else {
-        // What the probes learnt is kept as a job's first boot would keep it; a state folder
-        // that cannot take it only means the first job probes again.
-        const auto keep_verdict = [&](bool works, const std::string &reason) {
-            KvmVerdict v;
-            v.works = works;
-            v.reason = reason;
-            v.key = key;
-            v.node = "check";
-            try {
-                save_kvm_verdict(config.state_dir, v);
-                verdict = v;
-            } catch (const Error &) {
-            }
-        };
-        ProbeResult kvm;
+        KvmProbeResult kvm;
         if (offered.contains("kvm") && device_problem.empty()) {
-            kvm = probe_boot(config, *catalog, *image, "kvm", 1);
+            kvm =
+                run_kvm_probe(conn.get(), config, resolve_for_node(*image, "check"), key, "check");
+            if (kvm.verdict) {
+                verdict = kvm.verdict;
+            }
         }
         const ProbeResult tcg = probe_boot(config, *catalog, *image, "qemu", 2);
         if (!offered.contains("kvm")) {
@@ -432,32 +417,21 @@ int cmd_check(const std::vector<std::string> &args) {
         } else if (!device_problem.empty()) {
             report.add("kvm probe", Status::Warn, "not run: " + device_problem,
                        "chgrp kvm /dev/kvm && chmod 0666 /dev/kvm");
-        } else if (kvm.ok) {
+        } else if (kvm.verdict && kvm.verdict->works) {
             report.add("kvm probe", Status::Ok,
                        "image '" + image->name + "' ready under KVM in " + secs(kvm.seconds));
-            keep_verdict(true, "");
         } else {
-            // "image 'tiny' on check (job N): the VM ..." -> "the VM ...": the line names
-            // the image already.
-            std::string reason = kvm.qemu_error.empty() ? kvm.error : kvm.qemu_error;
-            if (const auto cut = reason.find("): ");
-                reason.rfind("image '", 0) == 0 && cut != std::string::npos) {
-                reason.erase(0, cut + 3);
-            }
-            const bool kvm_to_blame = tcg.ok || blames_kvm(kvm.qemu_error);
+            const bool broken = kvm.verdict && kvm.verdict->proven;
             const Status s = config.domain_type == "kvm" ? Status::Fail : Status::Warn;
             report.add("kvm probe", s,
                        "KVM is offered but " +
-                           std::string(kvm_to_blame ? "broken: guests do not boot under it ("
-                                                    : "the probe failed (") +
-                           reason + ")",
+                           std::string(broken ? "broken: guests do not boot under it ("
+                                              : "the probe failed (") +
+                           printable(kvm.verdict ? kvm.verdict->reason : kvm.summary) + ")",
                        config.domain_type == "kvm"
                            ? "set domain_type=auto (or qemu) in plugstack.conf, or fix KVM "
                              "(nested virtualisation, kvm module)"
                            : "nothing needed: domain_type=auto uses TCG here; fix KVM for speed");
-            if (kvm_to_blame) {
-                keep_verdict(false, reason);
-            }
         }
         report.add("tcg probe", tcg.ok ? Status::Ok : Status::Fail,
                    tcg.ok ? "image '" + image->name + "' ready under TCG in " + secs(tcg.seconds)
@@ -471,9 +445,6 @@ int cmd_check(const std::vector<std::string> &args) {
             choose_domain_type(offered, config.domain_type, verdict, device_problem);
         std::string detail = "domain_type=" + config.domain_type + " runs VMs under " +
                              (choice.type == "kvm" ? "KVM" : "TCG (qemu)");
-        if (choice.probe) {
-            detail += " (KVM not yet proven here: the first VM job probes it)";
-        }
         if (!choice.fallback_reason.empty()) {
             detail += ": " + choice.fallback_reason;
         }

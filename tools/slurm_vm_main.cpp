@@ -129,7 +129,7 @@ int cmd_try(const std::vector<std::string> &args) {
         printf("  TCG, not KVM: %s\n", started.kvm_fallback_reason.c_str());
     }
     if (!started.kvm_verdict.empty()) {
-        printf("  KVM verdict for this host: %s (kept in %s)\n", started.kvm_verdict.c_str(),
+        printf("  KVM probe of this host: %s (verdict in %s)\n", started.kvm_verdict.c_str(),
                svm::kvm_verdict_path(config.state_dir).c_str());
     }
     if (started.snapshot_seconds > 0) {

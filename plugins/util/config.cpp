@@ -17,6 +17,7 @@ constexpr std::size_t max_hostname_length = 253;
 constexpr uint64_t max_seconds = 24 * 3600;
 constexpr unsigned max_exec_ports = 30;
 constexpr uint64_t max_memory_overhead_mib = 64 * 1024;
+constexpr uint64_t max_verdict_seconds = 30 * 24 * 3600;
 constexpr uint64_t max_store_mib = 1024 * 1024 * 1024;  // 1 PiB: no bound an admin would reach
 
 // Builds one `option '<key>=<value>': <reason>` error.
@@ -193,6 +194,11 @@ const std::vector<std::pair<std::string, Setter>> &options() {
         {"console_logs",
          [](Config &c, const OptionWord &w) {
              c.console_logs_mib = parse_unsigned(w, 1, max_store_mib, "a number of MiB");
+         }},
+        {"kvm_verdict_ttl",
+         [](Config &c, const OptionWord &w) {
+             c.kvm_verdict_ttl_seconds =
+                 parse_unsigned(w, 60, max_verdict_seconds, "a number of seconds");
          }},
     };
     return table;

@@ -45,10 +45,13 @@ struct Config {
     // ports and QEMU keeps port 0 for a console.
     unsigned exec_ports = 8;
     std::string domain_type = "auto";  // auto | kvm | qemu; see capabilities.h
-    // How long the first VM under KVM on a host (the probe, see kvm_verdict.h) may take to
-    // answer before KVM is judged not to work here: where it is broken, guests may spin for
-    // ever instead of dying. A working KVM boots a guest in a few seconds.
+    // How long the node's KVM probe (vm/kvm_probe.h) may take to answer under KVM before KVM
+    // is judged not to work here: where it is broken, guests may spin for ever instead of
+    // dying. A working KVM boots a guest in a few seconds.
     unsigned kvm_probe_timeout_seconds = 20;
+    // How long a KVM verdict holds before the node probes again (vm/kvm_verdict.h): a verdict
+    // is also dropped when the kernel, QEMU or libvirt changes.
+    unsigned kvm_verdict_ttl_seconds = 24 * 3600;
     // Every VM's network unless its image says otherwise: "user" (outbound through QEMU's
     // user-mode NAT: no root helper, no bridge; the host is 10.0.2.2) or "none".
     std::string network = "user";

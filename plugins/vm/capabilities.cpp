@@ -117,11 +117,14 @@ DomainTypeChoice choose_domain_type(const std::set<std::string> &offered, const 
     if (wanted == "auto" && kvm) {
         if (!device_problem.empty()) {
             choice.fallback_reason = device_problem;
-        } else if (verdict && !verdict->works) {
-            choice.fallback_reason = "KVM does not run guests on this host: " + verdict->reason;
+        } else if (!verdict) {
+            choice.fallback_reason = "KVM is not proven on this host yet (no verdict of its probe)";
+        } else if (!verdict->works) {
+            choice.fallback_reason = (verdict->proven ? "KVM does not run guests on this host: "
+                                                      : "KVM is not proven on this host: ") +
+                                     verdict->reason;
         } else {
             choice.type = "kvm";
-            choice.probe = !verdict.has_value();
             return choice;
         }
     }

@@ -25,21 +25,20 @@ std::set<std::string> offered_filesystem_drivers(const std::string &domain_capab
 
 struct DomainTypeChoice {
     std::string type;  // "kvm" or "qemu"
-    // kvm under `auto` on a host that has not yet run a guest under it: a guest that dies
-    // before it is ready is booted again under qemu, and the outcome becomes the verdict.
-    bool probe = false;
     // Why `auto` took qemu although libvirt offers kvm; "" otherwise. For the node's log.
     std::string fallback_reason;
 };
 
-// `wanted` is the configured domain_type (auto | kvm | qemu). `verdict` is what this host
-// learnt about KVM, if anything; `device_problem` is kvm_device_problem() for the user QEMU
-// runs as ("" when it can open /dev/kvm). Throws Error when the wanted type cannot be had.
+// `wanted` is the configured domain_type (auto | kvm | qemu). `verdict` is what this host's
+// probe learnt about KVM, if anything (vm/kvm_probe.h: the caller probes first where there is
+// no verdict); `device_problem` is kvm_device_problem() for the user QEMU runs as ("" when it
+// can open /dev/kvm). `auto` takes kvm only on a verdict that KVM works: without one, qemu.
+// Throws Error when the wanted type cannot be had.
 DomainTypeChoice choose_domain_type(const std::set<std::string> &offered, const std::string &wanted,
                                     const std::optional<KvmVerdict> &verdict,
                                     const std::string &device_problem);
 
-// The offer alone, for callers with no verdict: `auto` is kvm when offered.
+// The offer alone, with no verdict: `auto` is then qemu (KVM not proven yet).
 std::string choose_domain_type(const std::string &capabilities_xml,
                                const std::string &arch = "x86_64",
                                const std::string &wanted = "auto");

@@ -10,6 +10,7 @@
 #include "vm/orphans.h"
 #include "util/text.h"
 #include "vm/job_storage.h"
+#include "vm/kvm_probe.h"
 #include "vm/kvm_verdict.h"
 #include "vm/overlay.h"
 #include "vm/virtiofs.h"
@@ -268,9 +269,10 @@ std::optional<GuestUser> guest_user_for(uid_t uid, gid_t gid) {
     return user;
 }
 
-// Which domain type this VM gets. `key` is set when KVM's verdict on this host matters.
-DomainTypeChoice choose_type(virConnectPtr conn, const Config &config, const JobVmRequest &r,
-                             std::string &key) {
+// Which domain type this VM gets. Under `auto`, a host without a verdict on KVM probes it
+// first (vm/kvm_probe.h): as root, with a guest no user can touch, never with this job's VM.
+DomainTypeChoice choose_type(virConnectPtr conn, const Config &config, const Catalog &catalog,
+                             const Image &image, const JobVmRequest &r, StartReport &report) {
     char *caps = virConnectGetCapabilities(conn);
     if (caps == nullptr) {
         throw Error("cannot read libvirt's capabilities: " + libvirt_last_error());
@@ -283,24 +285,17 @@ DomainTypeChoice choose_type(virConnectPtr conn, const Config &config, const Job
     if (config.domain_type != "qemu" && offered.contains("kvm")) {
         // QEMU runs as the job's user: it is that user who must be able to open /dev/kvm.
         device_problem = kvm_device_problem(r.uid, r.gid);
-        if (config.domain_type == "auto") {
-            key = host_key(conn);
-            verdict = load_kvm_verdict(config.state_dir, key);
+        if (config.domain_type == "auto" && device_problem.empty()) {
+            const std::optional<Image> probe_image = kvm_probe_image(catalog, r.node);
+            const KvmProbeResult probe = kvm_verdict_or_probe(
+                conn, config, probe_image ? *probe_image : image, host_key(conn), r.node);
+            verdict = probe.verdict;
+            if (probe.ran || !probe.verdict) {
+                report.kvm_verdict = probe.summary;
+            }
         }
     }
     return choose_domain_type(offered, config.domain_type, verdict, device_problem);
-}
-
-// Stores what this boot taught about KVM; a state folder that cannot take it only means
-// another probe later.
-void keep_verdict(const Config &config, KvmVerdict verdict, StartReport &report) {
-    try {
-        verdict.decided_at = time(nullptr);
-        save_kvm_verdict(config.state_dir, verdict);
-        report.kvm_verdict = verdict.works ? "works" : "broken";
-    } catch (const Error &e) {
-        report.kvm_verdict = std::string("not saved: ") + e.what();
-    }
 }
 
 // One short ping of the agent on `control`: between two, wait_ready looks at the domain's
@@ -321,9 +316,8 @@ class GuestNotReadyError : public Error {
 };
 
 // Waits until the agent of the VM just created from `spec` answers. Throws GuestDiedError when
-// the guest stopped (or, on trial under KVM, never answered), GuestNotReadyError when it
-// never answered.
-void wait_for_agent(VmLifecycle &vm, const VmSpec &spec, unsigned timeout_s, bool kvm_probe) {
+// the guest stopped, GuestNotReadyError when it never answered.
+void wait_for_agent(VmLifecycle &vm, const VmSpec &spec, unsigned timeout_s) {
     const std::string control = spec.channel_dir + "/exec.0.sock";
     const std::string &domain_type = spec.domain_type;
     bool ready = false;
@@ -344,13 +338,6 @@ void wait_for_agent(VmLifecycle &vm, const VmSpec &spec, unsigned timeout_s, boo
     }
     if (!ready) {
         const std::string console = console_tail(spec.console_log);
-        if (kvm_probe) {
-            // Where KVM is broken, a guest may spin instead of dying: the same as dying.
-            throw GuestDiedError(
-                "the VM did not answer within " + std::to_string(timeout_s) +
-                    " s under KVM (console: " + (console.empty() ? "(empty)" : console) + ")",
-                "");
-        }
         throw GuestNotReadyError("the VM did not become ready within " + std::to_string(timeout_s) +
                                  " s (its agent never answered; console: " +
                                  (console.empty() ? "(empty)" : console) + ")");
@@ -390,7 +377,7 @@ bool start_warm(virConnectPtr conn, const Config &config, const Image &image, co
             report.snapshot_seconds =
                 make_warm_snapshot(conn, *slot, key_dir, key_text, spec, image, config.uefi_vars,
                                    [timeout_s](VmLifecycle &vm, const VmSpec &booted) {
-                                       wait_for_agent(vm, booted, timeout_s, false);
+                                       wait_for_agent(vm, booted, timeout_s);
                                    });
         } catch (const GuestDiedError &) {
             throw;  // the image's guest dies or hangs: booting it again would not help
@@ -471,11 +458,9 @@ bool start_warm(virConnectPtr conn, const Config &config, const Image &image, co
 // Boots the VM under `domain_type`, waits for its agent and sets the guest up. On failure,
 // removes whatever it made and throws GuestDiedError (the guest stopped while booting) or Error.
 void boot(virConnectPtr conn, const Config &config, const Image &image, const JobVmRequest &r,
-          const JobVmPaths &paths, const std::string &domain_type, bool kvm_probe,
-          StartReport &report) {
+          const JobVmPaths &paths, const std::string &domain_type, StartReport &report) {
     VmLifecycle vm(conn, paths.domain);
     report.domain_type = domain_type;
-    report.virtiofsds.clear();  // of a first boot that failed under KVM
     // virtiofsd processes of this boot: each ends when QEMU closes its socket, but one whose
     // QEMU never came is killed here.
     std::vector<pid_t> virtiofsds;
@@ -572,10 +557,7 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
             timeout_s = r.ready_timeout_seconds;
         }
         bool warm = false;
-        if (kvm_probe) {
-            timeout_s = std::min(timeout_s, config.kvm_probe_timeout_seconds);
-            report.start_mode = "cold: KVM is on trial on this host";
-        } else if (!config.warm_start || !image.warm_start) {
+        if (!config.warm_start || !image.warm_start) {
             report.start_mode = "cold";  // warm_start=no, or the catalog's "warm_start": false
         } else if (config.warm_cache_mib == 0) {
             report.start_mode = "cold: warm_cache=0 keeps no snapshot";
@@ -598,21 +580,10 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
                 copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
             }
             auto t = Clock::now();
-            try {
-                vm.create(render_domain_xml(spec));
-            } catch (const Error &e) {
-                // Where KVM is offered but broken, QEMU may end before the guest runs at all
-                // ("failed to set MSR 0x10a": KVM refused the vCPU's state). On trial, that is
-                // the guest dying under KVM: QEMU's own log says whether KVM is to blame.
-                if (!kvm_probe) {
-                    throw;
-                }
-                throw GuestDiedError(std::string("QEMU did not start under KVM: ") + e.what(),
-                                     qemu_log_error(spec.name));
-            }
+            vm.create(render_domain_xml(spec));
             report.create_seconds = seconds_since(t);
             t = Clock::now();
-            wait_for_agent(vm, spec, timeout_s, kvm_probe);
+            wait_for_agent(vm, spec, timeout_s);
             report.ready_seconds = seconds_since(t);
         }
 
@@ -718,43 +689,20 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
         throw NodeFaultError(e.what());
     }
     DomainTypeChoice choice;
-    KvmVerdict verdict;
     try {
-        choice = choose_type(conn.get(), config, r, verdict.key);
+        choice = choose_type(conn.get(), config, catalog, image, r, report);
     } catch (const Error &e) {
         throw Error(describe(r) + ": " + e.what());
     }
     report.kvm_fallback_reason = choice.fallback_reason;
-    verdict.node = r.node;
     try {
-        boot(conn.get(), config, image, r, paths, choice.type, choice.probe, report);
+        boot(conn.get(), config, image, r, paths, choice.type, report);
     } catch (const GuestDiedError &died) {
-        if (!choice.probe) {
-            throw GuestDiedError(describe(r) + ": " + died.what(), died.qemu_error);
-        }
-        // KVM was on trial on this host and the guest died under it: the same guest under
-        // TCG tells whether KVM or the image is to blame.
-        verdict.works = false;
-        verdict.reason = died.qemu_error.empty() ? died.what() : died.qemu_error;
-        try {
-            boot(conn.get(), config, image, r, paths, "qemu", false, report);
-        } catch (const Error &again) {
-            if (blames_kvm(died.qemu_error)) {
-                keep_verdict(config, verdict, report);
-            }
-            throw Error(describe(r) + ": " + again.what());
-        }
-        report.kvm_fallback_reason = "KVM does not run guests on this host: " + verdict.reason;
-        keep_verdict(config, verdict, report);
-        return report;
+        throw GuestDiedError(describe(r) + ": " + died.what(), died.qemu_error);
     } catch (const NodeFaultError &) {
         throw;
     } catch (const Error &e) {
         throw Error(describe(r) + ": " + e.what());
-    }
-    if (choice.probe) {
-        verdict.works = true;
-        keep_verdict(config, verdict, report);
     }
     return report;
 }

@@ -58,7 +58,8 @@ struct StartReport {
     // Why `auto` runs this VM under TCG although libvirt offers KVM; "" otherwise. The node's
     // log says it once (first_warning_for_node), not once per job.
     std::string kvm_fallback_reason;
-    // "works" or "broken" when this start decided KVM's verdict for the host, "" otherwise.
+    // What this start's KVM probe found ("works: ...", "broken: ...", "not proven: ...") when
+    // it ran one (the host had no verdict), or why the host still has none; "" otherwise.
     std::string kvm_verdict;
     // The kernel's CPUs the vCPUs are pinned to ("0-1"), or "" and why not.
     std::string pinned_cpus, pin_problem;

@@ -87,7 +87,8 @@ std::string kvm_verdict_path(const std::string &state_dir) {
     return state_dir + "/kvm-verdict.json";
 }
 
-std::optional<KvmVerdict> load_kvm_verdict(const std::string &state_dir, const std::string &key) {
+std::optional<KvmVerdict> load_kvm_verdict(const std::string &state_dir, const std::string &key,
+                                           int64_t now) {
     try {
         const std::string text = read_whole_file(kvm_verdict_path(state_dir));
         JsonPtr obj = parse_json_object(text, "KVM verdict");
@@ -107,6 +108,17 @@ std::optional<KvmVerdict> load_kvm_verdict(const std::string &state_dir, const s
         if (json_object *t = json_optional_field(obj.get(), "decided_at")) {
             v.decided_at = json_int_value(t, 0, INT64_MAX, what);
         }
+        if (json_object *p = json_optional_field(obj.get(), "proven")) {
+            v.proven = json_bool_value(p, what);
+        }
+        json_object *expires = json_optional_field(obj.get(), "expires_at");
+        if (expires == nullptr) {
+            return std::nullopt;  // an older slurm-vm's, decided by a job's VM: probe again
+        }
+        v.expires_at = json_int_value(expires, 0, INT64_MAX, what);
+        if (now >= v.expires_at) {
+            return std::nullopt;
+        }
         return v;
     } catch (const std::exception &) {
         return std::nullopt;
@@ -114,9 +126,14 @@ std::optional<KvmVerdict> load_kvm_verdict(const std::string &state_dir, const s
 }
 
 void save_kvm_verdict(const std::string &state_dir, const KvmVerdict &verdict) {
+    if (verdict.expires_at == 0) {
+        throw Error("a KVM verdict needs an expiry (" + kvm_verdict_path(state_dir) + ")");
+    }
     JsonPtr obj = json_new_object();
     json_set(obj.get(), "key", json_from_string(verdict.key));
     json_set(obj.get(), "works", json_from_bool(verdict.works));
+    json_set(obj.get(), "proven", json_from_bool(verdict.proven));
+    json_set(obj.get(), "expires_at", json_from_int(verdict.expires_at));
     json_set(obj.get(), "reason", json_from_string(verdict.reason));
     json_set(obj.get(), "node", json_from_string(verdict.node));
     json_set(obj.get(), "decided_at",

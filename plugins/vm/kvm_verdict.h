@@ -1,14 +1,17 @@
-// What a host has learnt about KVM: whether a guest really ran under it. libvirt offers the
+// What a host has learnt about KVM: whether a guest really runs under it. libvirt offers the
 // kvm domain type wherever /dev/kvm exists, but on some hosts (nested virtualisation, a module
 // that loads but cannot run a guest) every guest dies at once with "KVM internal error". The
-// first VM boot under kvm on a host is the probe (job_vm.cpp; `slurm-vm check` runs one too);
-// its outcome is kept in the state folder, keyed by what could change the answer: the kernel,
-// QEMU and libvirt versions. A new key means a new probe.
+// node decides with its own probe (vm/kvm_probe.h: a guest root boots as libvirt-qemu, which
+// no user can touch), never with a job's VM, whose QEMU is the user's to stop or kill. The
+// verdict is kept in the state folder, keyed by what could change the answer (the kernel, QEMU
+// and libvirt versions), and lapses after kvm_verdict_ttl: a new key or a lapsed verdict means
+// a new probe.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
+#include <ctime>
 #include <optional>
 #include <string>
 
@@ -18,10 +21,14 @@ namespace svm {
 
 struct KvmVerdict {
     bool works = false;
+    // false: the probe proved nothing (its guest booted under neither KVM nor TCG): VMs run
+    // under TCG until the verdict lapses, without blaming KVM.
+    bool proven = true;
     std::string reason;  // why it does not work, one line; "" when it works
     std::string key;     // host_key() when it was decided
     std::string node;    // which node decided it (for the admin reading the file)
     int64_t decided_at = 0;
+    int64_t expires_at = 0;  // seconds since the epoch; the verdict holds until then
 };
 
 // "kernel=<uname -r>;qemu=<version>;libvirt=<version>" for the host behind `conn`.
@@ -31,11 +38,14 @@ std::string host_key(virConnectPtr conn);
 // <state_dir>/kvm-verdict.json
 std::string kvm_verdict_path(const std::string &state_dir);
 
-// The verdict stored in `state_dir` when it was made for `key`; nothing when there is none,
-// it is for another key, or it cannot be read (a new probe is always safe).
-std::optional<KvmVerdict> load_kvm_verdict(const std::string &state_dir, const std::string &key);
+// The verdict stored in `state_dir` when it was made for `key` and holds at `now`; nothing when
+// there is none, it is for another key, it has lapsed (or has no expiry: a verdict of an older
+// slurm-vm, which a user's job could decide), or it cannot be read (a new probe is always safe).
+std::optional<KvmVerdict> load_kvm_verdict(const std::string &state_dir, const std::string &key,
+                                           int64_t now = time(nullptr));
 
-// Writes the verdict atomically (json-c). Throws Error naming the file.
+// Writes the verdict atomically (json-c). Throws Error naming the file, or when the verdict
+// has no expiry.
 void save_kvm_verdict(const std::string &state_dir, const KvmVerdict &verdict);
 
 // "" when a process of uid/gid (and the uid's supplementary groups) can open `device` for

@@ -59,6 +59,13 @@ TEST(Config, BoundsRootsStoresByDefault) {
               "option 'console_logs=0': expected a number of MiB from 1 to 1073741824");
 }
 
+TEST(Config, KvmVerdictsLapseAfterADayByDefault) {
+    EXPECT_EQ(parse_config({}).kvm_verdict_ttl_seconds, 86400u);
+    EXPECT_EQ(parse_config({"kvm_verdict_ttl=3600"}).kvm_verdict_ttl_seconds, 3600u);
+    EXPECT_EQ(config_error({"kvm_verdict_ttl=10"}),
+              "option 'kvm_verdict_ttl=10': expected a number of seconds from 60 to 2592000");
+}
+
 TEST(Config, ParsesMemoryOverheadInMibZeroIncluded) {
     EXPECT_EQ(parse_config({"memory_overhead=512"}).memory_overhead_mib, 512u);
     EXPECT_EQ(parse_config({"memory_overhead=0"}).memory_overhead_mib, 0u);
@@ -99,7 +106,8 @@ TEST(Config, RejectsUnknownOptionListingValidOnes) {
               "shared_paths, hostname, libvirt_uri, run_dir, state_dir, exec_ports, "
               "domain_type, log_dir, network, kvm_probe_timeout, host_calls, share, pin_vcpus, "
               "warm_start, virtiofsd, "
-              "uefi_code, uefi_vars, memory_overhead, warm_cache, min_free, console_logs");
+              "uefi_code, uefi_vars, memory_overhead, warm_cache, min_free, console_logs, "
+              "kvm_verdict_ttl");
 }
 
 TEST(Config, RejectsWordWithoutEquals) {

@@ -1,5 +1,6 @@
 #include "vm/kvm_verdict.h"
 
+#include "util/error.h"
 #include "vm/libvirt_handles.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 
@@ -33,6 +35,7 @@ TEST_F(KvmVerdictTest, AVerdictIsReadBackForTheSameHostKey) {
     v.reason = "KVM internal error. Suberror: 1";
     v.key = "kernel=6.1;qemu=7.2.0;libvirt=9.0.0";
     v.node = "node1";
+    v.expires_at = time(nullptr) + 3600;
     save_kvm_verdict(dir_, v);
     const auto back = load_kvm_verdict(dir_, v.key);
     ASSERT_TRUE(back.has_value());
@@ -40,12 +43,51 @@ TEST_F(KvmVerdictTest, AVerdictIsReadBackForTheSameHostKey) {
     EXPECT_EQ(back->reason, v.reason);
     EXPECT_EQ(back->node, "node1");
     EXPECT_GT(back->decided_at, 0);
+    EXPECT_EQ(back->expires_at, v.expires_at);
+    EXPECT_TRUE(back->proven);
+}
+
+// A verdict holds for kvm_verdict_ttl, then the node probes again: a KVM fixed since, or a
+// verdict that was wrong, does not stay for good.
+TEST_F(KvmVerdictTest, AVerdictLapsesAtItsExpiry) {
+    KvmVerdict v;
+    v.works = false;
+    v.reason = "KVM internal error. Suberror: 1";
+    v.key = "k";
+    v.decided_at = 1000;
+    v.expires_at = 1000 + 86400;
+    save_kvm_verdict(dir_, v);
+    EXPECT_TRUE(load_kvm_verdict(dir_, "k", 1000 + 86399).has_value());
+    EXPECT_FALSE(load_kvm_verdict(dir_, "k", 1000 + 86400).has_value());
+    v.expires_at = 0;
+    EXPECT_THROW(save_kvm_verdict(dir_, v), Error);
+}
+
+// Older slurm-vm kept a verdict with no expiry, decided by a job's VM (whose user could kill
+// it on purpose): such a verdict is not taken.
+TEST_F(KvmVerdictTest, AVerdictWithoutExpiryIsNotTaken) {
+    std::ofstream(kvm_verdict_path(dir_))
+        << R"j({"key": "k", "works": false, "reason": "the VM stopped while it booted (kvm)",)j"
+        << R"j( "node": "node1", "decided_at": 1000})j";
+    EXPECT_FALSE(load_kvm_verdict(dir_, "k", 2000).has_value());
+}
+
+TEST_F(KvmVerdictTest, AnUnprovenVerdictSaysSo) {
+    KvmVerdict v;
+    v.proven = false;
+    v.key = "k";
+    v.expires_at = time(nullptr) + 60;
+    save_kvm_verdict(dir_, v);
+    const auto back = load_kvm_verdict(dir_, "k");
+    ASSERT_TRUE(back.has_value());
+    EXPECT_FALSE(back->proven);
 }
 
 TEST_F(KvmVerdictTest, AVerdictForAnotherKernelOrQemuIsIgnored) {
     KvmVerdict v;
     v.works = true;
     v.key = "kernel=6.1;qemu=7.2.0;libvirt=9.0.0";
+    v.expires_at = time(nullptr) + 3600;
     save_kvm_verdict(dir_, v);
     EXPECT_FALSE(load_kvm_verdict(dir_, "kernel=6.2;qemu=7.2.0;libvirt=9.0.0").has_value());
 }
