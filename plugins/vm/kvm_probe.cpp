@@ -102,7 +102,7 @@ ProbeBoot boot_probe(virConnectPtr conn, const Config &config, const Image &imag
         spec.user_network = (image.network.empty() ? config.network : image.network) == "user";
         spec.console_log = dir + "/console.log";
         spec.channel_dir = channels;
-        spec.exec_ports = 1;
+        spec.exec_ports = config.exec_ports;  // the shape of every VM: the agent expects it
         spec.metadata = {{"image", image.name}, {"kvm_probe", "1"}};
         const std::string xml = render_domain_xml(spec);
         const auto t = Clock::now();
@@ -112,10 +112,11 @@ ProbeBoot boot_probe(virConnectPtr conn, const Config &config, const Image &imag
         } catch (const Error &e) {
             // Where KVM is offered but broken, QEMU may end before the guest runs at all
             // ("failed to set MSR 0x10a": KVM refused the vCPU's state): evidence like a death.
-            boot.why = std::string("did not start: ") + printable(e.what());
+            boot.why = "did not start: " + printable(std::string(e.what()).substr(0, 300));
             boot.qemu = qemu_log_error(kKvmProbeDomain);
             if (boot.qemu.empty() && blames_kvm(e.what())) {
-                boot.qemu = printable(e.what());  // libvirt's message holds QEMU's stderr
+                // libvirt's message holds QEMU's stderr (a QEMU of libvirt-qemu's, not a user's)
+                boot.qemu = printable(std::string(e.what()).substr(0, 300));
             }
             throw;
         }
