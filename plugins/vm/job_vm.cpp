@@ -149,7 +149,8 @@ void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const Star
         json_object_array_add(virtiofsds.get(), one.release());
     }
     json_set(state.get(), "virtiofsd", std::move(virtiofsds));
-    write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0644);
+    // Root's alone: it names QEMU's and virtiofsd's pids, which are no business of other users.
+    write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0600);
 }
 
 // The epilog's fast stop: POWEROFF to the agent on exec port 0 (the tasks have ended, so no
