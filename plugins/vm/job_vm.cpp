@@ -616,6 +616,10 @@ void boot(LibvirtLink &link, const Config &config, const Image &image, const Job
             auto t = Clock::now();
             try {
                 vm.create(render_domain_xml(spec));
+            } catch (const LibvirtConnectionError &) {
+                throw;  // libvirtd went: the boot is made again, KVM is not to blame
+            } catch (const LibvirtDeadlineError &) {
+                throw;  // a QEMU stopped (by its user) and killed: says nothing of KVM
             } catch (const Error &e) {
                 // Where KVM is offered but broken, QEMU may end before the guest runs at all
                 // ("failed to set MSR 0x10a": KVM refused the vCPU's state). On trial, that is
