@@ -4,6 +4,7 @@
 #include "util/text.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -152,6 +153,27 @@ std::set<int> libvirt_socket_fds() {
     return fds;
 }
 
+SigpipeBlock::SigpipeBlock() {
+    sigset_t pipe, old;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old);
+    was_blocked_ = sigismember(&old, SIGPIPE) == 1;
+}
+
+SigpipeBlock::~SigpipeBlock() {
+    if (was_blocked_) {
+        return;
+    }
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    const timespec now{0, 0};
+    while (sigtimedwait(&pipe, nullptr, &now) == SIGPIPE) {
+    }
+    pthread_sigmask(SIG_UNBLOCK, &pipe, nullptr);
+}
+
 LibvirtLink::LibvirtLink(std::string uri, LibvirtTimeouts timeouts)
     : uri_(std::move(uri)), timeouts_(timeouts) {}
 
@@ -160,10 +182,6 @@ LibvirtLink::LibvirtLink(virConnectPtr borrowed, LibvirtTimeouts timeouts)
     const char *uri = borrowed != nullptr ? virConnectGetURI(borrowed) : nullptr;
     uri_ = uri != nullptr ? uri : "(a borrowed connection)";
     free(const_cast<char *>(uri));
-}
-
-LibvirtLink LibvirtLink::borrow(virConnectPtr conn, LibvirtTimeouts timeouts) {
-    return LibvirtLink(conn, timeouts);
 }
 
 bool LibvirtLink::lost() const {

@@ -118,12 +118,30 @@ class CallDeadline {
 // (libvirtd, virtqemud, virtproxyd: their socket paths contain "libvirt").
 std::set<int> libvirt_socket_fds();
 
+// Blocks SIGPIPE in this thread while it lives, and swallows one raised meanwhile. libvirt's
+// client writes to libvirtd's socket with write(2): once libvirtd is gone (a restart) that
+// raises SIGPIPE, whose default action ends the whole process (slurmstepd). Measured: a client
+// without this died at its first call after libvirtd was killed.
+class SigpipeBlock {
+  public:
+    SigpipeBlock();
+    ~SigpipeBlock();
+    SigpipeBlock(const SigpipeBlock &) = delete;
+    SigpipeBlock &operator=(const SigpipeBlock &) = delete;
+
+  private:
+    bool was_blocked_ = false;
+};
+
+// Used from the thread that made it (SIGPIPE is blocked in that thread while it lives).
 class LibvirtLink {
   public:
     explicit LibvirtLink(std::string uri, LibvirtTimeouts timeouts = {});
     // A link over a connection someone else owns (the test driver, a caller's own): no
     // reconnect, no socket to shut.
-    static LibvirtLink borrow(virConnectPtr conn, LibvirtTimeouts timeouts = {});
+    explicit LibvirtLink(virConnectPtr borrowed, LibvirtTimeouts timeouts = {});
+    LibvirtLink(const LibvirtLink &) = delete;
+    LibvirtLink &operator=(const LibvirtLink &) = delete;
 
     // The live connection; a new one when there is none or libvirtd closed the last one,
     // retried for up to timeouts().reconnect. Throws LibvirtConnectionError
@@ -167,10 +185,10 @@ class LibvirtLink {
     const std::string &uri() const { return uri_; }
 
   private:
-    LibvirtLink(virConnectPtr borrowed, LibvirtTimeouts timeouts);
     [[noreturn]] void late(std::chrono::milliseconds limit, const std::string &note);
     void open();
 
+    SigpipeBlock sigpipe_;
     std::string uri_;
     LibvirtTimeouts timeouts_;
     ConnectionPtr owned_;

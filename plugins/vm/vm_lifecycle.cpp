@@ -167,7 +167,7 @@ VmLifecycle::VmLifecycle(LibvirtLink &link, std::string domain_name)
     : link_(&link), name_(std::move(domain_name)) {}
 
 VmLifecycle::VmLifecycle(virConnectPtr conn, std::string domain_name)
-    : owned_link_(std::make_unique<LibvirtLink>(LibvirtLink::borrow(conn))),
+    : owned_link_(std::make_unique<LibvirtLink>(conn)),
       link_(owned_link_.get()),
       name_(std::move(domain_name)) {}
 
@@ -195,6 +195,15 @@ virDomainPtr VmLifecycle::domain() {
 }
 
 std::optional<int> VmLifecycle::libvirt_state(int *reason) {
+    // A read: if libvirtd went (a restart), read again on a new connection.
+    try {
+        return libvirt_state_once(reason);
+    } catch (const LibvirtConnectionError &) {
+        return libvirt_state_once(reason);
+    }
+}
+
+std::optional<int> VmLifecycle::libvirt_state_once(int *reason) {
     virDomainPtr dom = domain();
     if (dom == nullptr) {
         return std::nullopt;
@@ -218,6 +227,14 @@ std::optional<int> VmLifecycle::libvirt_state(int *reason) {
 }
 
 bool VmLifecycle::is_active() {
+    try {
+        return is_active_once();
+    } catch (const LibvirtConnectionError &) {
+        return is_active_once();
+    }
+}
+
+bool VmLifecycle::is_active_once() {
     virDomainPtr dom = domain();
     if (dom == nullptr) {
         return false;

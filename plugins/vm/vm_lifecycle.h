@@ -133,9 +133,12 @@ class VmLifecycle {
   private:
     // The domain handle, looked up by name if need be; nullptr when there is no such domain.
     virDomainPtr domain();
-    // libvirt's state of the domain (VIR_DOMAIN_*), or nullopt when it no longer exists.
+    // libvirt's state of the domain (VIR_DOMAIN_*), or nullopt when it no longer exists. Reads
+    // are made again, once, on a new connection when libvirtd closed the last one.
     std::optional<int> libvirt_state(int *reason = nullptr);
     bool is_active();
+    std::optional<int> libvirt_state_once(int *reason);
+    bool is_active_once();
     [[noreturn]] void fail(const std::string &message);
     // After a libvirt call on the domain failed: Failed, then LibvirtConnectionError when the
     // connection went, else Error("<what>: <libvirt's message>").

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -113,6 +115,26 @@ TEST(LibvirtLink, RetriesARefusedConnectionForTheReconnectWaitThenSaysSo) {
     const auto took = Clock::now() - start;
     EXPECT_GE(took, 350ms);
     EXPECT_LT(took, 5s);
+}
+
+TEST(SigpipeBlock, AWriteToAClosedLibvirtdDoesNotEndTheProcess) {
+    // libvirt's client writes to libvirtd's socket with write(2); after a restart the peer is
+    // gone. Unblocked, the SIGPIPE would end this process.
+    int pair[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+    close(pair[1]);
+    {
+        SigpipeBlock block;
+        EXPECT_EQ(write(pair[0], "x", 1), -1);
+        EXPECT_EQ(errno, EPIPE);
+    }
+    sigset_t pending;
+    sigpending(&pending);
+    EXPECT_EQ(sigismember(&pending, SIGPIPE), 0) << "a SIGPIPE is left pending";
+    sigset_t mask;
+    pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+    EXPECT_EQ(sigismember(&mask, SIGPIPE), 0) << "SIGPIPE is still blocked";
+    close(pair[0]);
 }
 
 class StoppedQemu : public ::testing::Test {
