@@ -42,8 +42,8 @@
 
 namespace svm {
 
-// libvirtd could not be reached, or the connection to it went away during a call, and did not
-// come back within the reconnect wait. A node fault when it lasts; a retry when it does not.
+// libvirtd could not be reached within the reconnect wait (a node fault), or the connection to
+// it went away during a call (the caller may retry: the next call opens a new one).
 class LibvirtConnectionError : public Error {
   public:
     using Error::Error;
