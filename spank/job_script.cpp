@@ -227,6 +227,12 @@ int on_job_prolog(spank_t sp) {
             slurm_info("%s: job %u node %s image %s: %s (the extern step looks again)", kTag,
                        f.jobid, f.node.c_str(), f.image.c_str(), printable(r.qemu_problem).c_str());
         }
+        for (const std::string &lost : r.libvirt_restarts) {
+            slurm_info(
+                "%s: job %u node %s image %s: libvirtd went away during the boot (%s); "
+                "booted again",
+                kTag, f.jobid, f.node.c_str(), f.image.c_str(), printable(lost).c_str());
+        }
         if (r.snapshot_seconds > 0) {
             slurm_info("%s: job %u node %s image %s: made a warm-start snapshot in %.2f s", kTag,
                        f.jobid, f.node.c_str(), f.image.c_str(), r.snapshot_seconds);

@@ -200,6 +200,14 @@ const std::vector<std::pair<std::string, Setter>> &options() {
              c.kvm_verdict_ttl_seconds =
                  parse_unsigned(w, 60, max_verdict_seconds, "a number of seconds");
          }},
+        {"libvirt_timeout",
+         [](Config &c, const OptionWord &w) {
+             c.libvirt_timeout_seconds = parse_unsigned(w, 1, max_seconds, "a number of seconds");
+         }},
+        {"libvirt_reconnect",
+         [](Config &c, const OptionWord &w) {
+             c.libvirt_reconnect_seconds = parse_unsigned(w, 0, max_seconds, "a number of seconds");
+         }},
     };
     return table;
 }

@@ -92,6 +92,14 @@ struct Config {
     // scripts with steps) and stays inside the job's VMs; submitting jobs from inside a VM
     // (which may then run outside any VM) is a site's explicit choice.
     HostCalls host_calls = HostCalls::Steps;
+    // How long one libvirt call may take (vm/libvirt_link.h). A late call that talks to QEMU
+    // (create, restore, shutdown, save) kills the domain's QEMU, which its user may have
+    // stopped: the prolog and the epilog never wait for ever.
+    unsigned libvirt_timeout_seconds = 60;
+    // How long a refused or lost connection to libvirtd is tried again before the node counts
+    // as faulty: a libvirtd restart (a package upgrade) takes a second or two and must cost the
+    // jobs on the node nothing.
+    unsigned libvirt_reconnect_seconds = 30;
 };
 
 // Parses plugstack.conf arguments. Throws Error for an unknown key (listing the valid ones), a

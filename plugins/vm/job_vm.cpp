@@ -41,6 +41,16 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How many times a boot (or a stop) is made again after libvirtd closed its connection.
+constexpr unsigned kBootAttempts = 3;
+
+LibvirtTimeouts libvirt_timeouts(const Config &config) {
+    LibvirtTimeouts t;
+    t.call = std::chrono::seconds(config.libvirt_timeout_seconds);
+    t.reconnect = std::chrono::seconds(config.libvirt_reconnect_seconds);
+    return t;
+}
+
 double seconds_since(Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -154,7 +164,8 @@ void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const Star
         json_object_array_add(virtiofsds.get(), one.release());
     }
     json_set(state.get(), "virtiofsd", std::move(virtiofsds));
-    write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0644);
+    // Root's alone: it names QEMU's and virtiofsd's pids, which are no business of other users.
+    write_file_atomically(paths.state_file, json_to_text(state.get()) + "\n", 0600);
 }
 
 // The epilog's fast stop: POWEROFF to the agent on exec port 0 (the tasks have ended, so no
@@ -271,11 +282,13 @@ std::optional<GuestUser> guest_user_for(uid_t uid, gid_t gid) {
 
 // Which domain type this VM gets. Under `auto`, a host without a verdict on KVM probes it
 // first (vm/kvm_probe.h): as root, with a guest no user can touch, never with this job's VM.
-DomainTypeChoice choose_type(virConnectPtr conn, const Config &config, const Catalog &catalog,
+DomainTypeChoice choose_type(LibvirtLink &link, const Config &config, const Catalog &catalog,
                              const Image &image, const JobVmRequest &r, StartReport &report) {
-    char *caps = virConnectGetCapabilities(conn);
+    char *caps = link.call("", link.timeouts().call,
+                           [](virConnectPtr conn) { return virConnectGetCapabilities(conn); });
     if (caps == nullptr) {
-        throw Error("cannot read libvirt's capabilities: " + libvirt_last_error());
+        const std::string what = "cannot read libvirt's capabilities";
+        throw Error(what + ": " + link.failure(what));
     }
     const std::string caps_xml(caps);
     free(caps);
@@ -288,7 +301,7 @@ DomainTypeChoice choose_type(virConnectPtr conn, const Config &config, const Cat
         if (config.domain_type == "auto" && device_problem.empty()) {
             const std::optional<Image> probe_image = kvm_probe_image(catalog, r.node);
             const KvmProbeResult probe = kvm_verdict_or_probe(
-                conn, config, probe_image ? *probe_image : image, host_key(conn), r.node);
+                link.get(), config, probe_image ? *probe_image : image, host_key(link.get()), r.node);
             verdict = probe.verdict;
             if (probe.ran || !probe.verdict) {
                 report.kvm_verdict = probe.summary;
@@ -349,14 +362,16 @@ void wait_for_agent(VmLifecycle &vm, const VmSpec &spec, unsigned timeout_s) {
 // agent answered; otherwise false, with report.start_mode "cold: <why>" (and
 // report.warm_problem when something failed) and whatever it made removed: the caller boots
 // cold. Throws what wait_for_agent throws when the snapshot's own boot shows the image broken.
-bool start_warm(virConnectPtr conn, const Config &config, const Image &image, const JobVmRequest &r,
+bool start_warm(LibvirtLink &link, const Config &config, const Image &image, const JobVmRequest &r,
                 const JobVmPaths &paths, VmSpec &spec, unsigned timeout_s, StartReport &report) {
     std::string key_text, key_dir;
     std::optional<WarmSlot> slot;
     try {
-        key_text = warm_key_text(image, host_key(conn), spec);
+        key_text = warm_key_text(image, host_key(link.get()), spec);
         key_dir = warm_key_dir(config.state_dir, image.name, key_text);
-        slot = take_warm_slot(conn, key_dir, key_text);
+        slot = take_warm_slot(link.get(), key_dir, key_text);
+    } catch (const LibvirtConnectionError &) {
+        throw;  // libvirtd went: the whole boot is tried again (start_job_vm)
     } catch (const Error &e) {
         report.start_mode = std::string("cold: ") + e.what();
         report.warm_problem = report.start_mode;
@@ -375,13 +390,15 @@ bool start_warm(virConnectPtr conn, const Config &config, const Image &image, co
         }
         try {
             report.snapshot_seconds =
-                make_warm_snapshot(conn, *slot, key_dir, key_text, spec, image, config.uefi_vars,
+                make_warm_snapshot(link, *slot, key_dir, key_text, spec, image, config.uefi_vars,
                                    [timeout_s](VmLifecycle &vm, const VmSpec &booted) {
                                        wait_for_agent(vm, booted, timeout_s);
                                    });
         } catch (const GuestDiedError &) {
             throw;  // the image's guest dies or hangs: booting it again would not help
         } catch (const GuestNotReadyError &) {
+            throw;
+        } catch (const LibvirtConnectionError &) {
             throw;
         } catch (const Error &e) {
             report.start_mode = std::string("cold: the snapshot could not be made: ") + e.what();
@@ -391,13 +408,13 @@ bool start_warm(virConnectPtr conn, const Config &config, const Image &image, co
         // The cache grew: the least recently used snapshots go beyond warm_cache.
         try {
             report.warm_evicted =
-                evict_warm_snapshots(conn, config.state_dir, config.warm_cache_mib, slot->dir);
+                evict_warm_snapshots(link.get(), config.state_dir, config.warm_cache_mib, slot->dir);
         } catch (const Error &e) {
             report.warm_problem =
                 std::string("cannot keep the snapshots within warm_cache: ") + e.what();
         }
     }
-    VmLifecycle vm(conn, paths.domain);
+    VmLifecycle vm(link, paths.domain);
     try {
         if (!spec.disk.empty()) {
             create_overlay(slot->disk, "qcow2", spec.disk, r.uid, r.gid);
@@ -435,6 +452,18 @@ bool start_warm(virConnectPtr conn, const Config &config, const Image &image, co
         report.ready_seconds = seconds_since(t);
         report.start_mode = "warm (slot " + std::to_string(slot->index) + ")";
         return true;
+    } catch (const LibvirtConnectionError &) {
+        // libvirtd went: the snapshot is not to blame and stays; the boot is tried again.
+        try {
+            vm.destroy();
+        } catch (const Error &) {
+        }
+        for (const std::string *file : {&spec.disk, &spec.uefi_vars}) {
+            if (!file->empty()) {
+                unlink(file->c_str());
+            }
+        }
+        throw;
     } catch (const Error &e) {
         try {
             vm.destroy();
@@ -457,9 +486,9 @@ bool start_warm(virConnectPtr conn, const Config &config, const Image &image, co
 
 // Boots the VM under `domain_type`, waits for its agent and sets the guest up. On failure,
 // removes whatever it made and throws GuestDiedError (the guest stopped while booting) or Error.
-void boot(virConnectPtr conn, const Config &config, const Image &image, const JobVmRequest &r,
+void boot(LibvirtLink &link, const Config &config, const Image &image, const JobVmRequest &r,
           const JobVmPaths &paths, const std::string &domain_type, StartReport &report) {
-    VmLifecycle vm(conn, paths.domain);
+    VmLifecycle vm(link, paths.domain);
     report.domain_type = domain_type;
     // virtiofsd processes of this boot: each ends when QEMU closes its socket, but one whose
     // QEMU never came is killed here.
@@ -564,7 +593,7 @@ void boot(virConnectPtr conn, const Config &config, const Image &image, const Jo
         } else if (!virtiofsds.empty()) {
             report.start_mode = "cold: virtiofs shares cannot be saved with their virtiofsd";
         } else {
-            warm = start_warm(conn, config, image, r, paths, spec, timeout_s, report);
+            warm = start_warm(link, config, image, r, paths, spec, timeout_s, report);
         }
         if (!warm) {
             if (!spec.disk.empty()) {
@@ -682,21 +711,44 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
         throw Error(describe(r) + ": " + e.what());
     }
 
-    ConnectionPtr conn;
-    try {
-        conn = open_connection(config.libvirt_uri);
-    } catch (const Error &e) {
-        throw NodeFaultError(e.what());
-    }
+    LibvirtLink link(config.libvirt_uri, libvirt_timeouts(config));
+    // libvirtd unreachable for libvirt_reconnect seconds: not the job's doing, and the next
+    // job would meet it too.
+    const auto node_fault = [&](const LibvirtConnectionError &e) {
+        return NodeFaultError(e.what());
+    };
     DomainTypeChoice choice;
     try {
-        choice = choose_type(conn.get(), config, catalog, image, r, report);
+        choice = choose_type(link, config, catalog, image, r, report);
+    } catch (const LibvirtConnectionError &e) {
+        throw node_fault(e);
     } catch (const Error &e) {
         throw Error(describe(r) + ": " + e.what());
     }
     report.kvm_fallback_reason = choice.fallback_reason;
+    // libvirtd went away in the middle of a boot (a restart closes every client's
+    // connection). The create (or restore) may or may not have made the domain: libvirtd,
+    // coming back, kills a domain that was still starting (qemuProcessReconnect) and keeps
+    // one that had started. boot() destroyed it if it could; it is destroyed by name here
+    // once libvirtd answers again, then the whole boot is made again from scratch (new
+    // virtiofsd, overlay, channels): never two domains, never one left behind.
     try {
-        boot(conn.get(), config, image, r, paths, choice.type, report);
+        for (unsigned attempt = 1;; ++attempt) {
+            try {
+                boot(link, config, image, r, paths, choice.type, report);
+                break;
+            } catch (const LibvirtConnectionError &e) {
+                if (attempt >= kBootAttempts) {
+                    throw node_fault(e);
+                }
+                try {
+                    VmLifecycle(link, paths.domain).destroy();
+                } catch (const LibvirtConnectionError &gone) {
+                    throw node_fault(gone);
+                }
+                report.libvirt_restarts.push_back(e.what());
+            }
+        }
     } catch (const GuestDiedError &died) {
         throw GuestDiedError(describe(r) + ": " + died.what(), died.qemu_error);
     } catch (const NodeFaultError &) {
@@ -710,24 +762,33 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
 StopReport stop_job_vm(const Config &config, uint32_t jobid, std::string_view node) {
     const JobVmPaths paths = job_vm_paths(config, jobid, node);
     StopReport report;
-    ConnectionPtr conn;
-    try {
-        conn = open_connection(config.libvirt_uri);
-    } catch (const Error &) {
-        // The job's files go anyway; a domain still running without them is removed by the
-        // orphan sweep (which finds domains through libvirt) once libvirtd is back.
-        remove_job_files(paths);
-        throw;
-    }
-    VmLifecycle vm(conn.get(), paths.domain);
-    if (vm.attach() != VmState::Absent) {
-        // The job is over: the agent's power-off first, then the power button, then destroy.
-        report = vm.stop(std::chrono::seconds(config.grace_seconds),
-                         [&](std::chrono::milliseconds timeout) {
-                             return ask_agent_to_power_off(paths, timeout);
-                         });
-    } else {
-        report.detail = "no VM was running";
+    LibvirtLink link(config.libvirt_uri, libvirt_timeouts(config));
+    const auto grace_end =
+        std::chrono::steady_clock::now() + std::chrono::seconds(config.grace_seconds);
+    // A libvirtd restart during the stop closes the connection: the stop is taken up again
+    // on a new one with what is left of the grace period (the domain outlives libvirtd).
+    for (unsigned attempt = 1;; ++attempt) {
+        try {
+            VmLifecycle vm(link, paths.domain);
+            vm.attach();
+            // The job is over: the agent's power-off first, then the power button, then
+            // destroy.
+            const auto left = std::max(std::chrono::milliseconds(0),
+                                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           grace_end - std::chrono::steady_clock::now()));
+            report = vm.stop(left, [&](std::chrono::milliseconds timeout) {
+                return ask_agent_to_power_off(paths, timeout);
+            });
+            break;
+        } catch (const LibvirtConnectionError &) {
+            if (attempt < kBootAttempts) {
+                continue;
+            }
+            // The job's files go anyway; a domain still running without them is removed by
+            // the orphan sweep (which finds domains through libvirt) once libvirtd is back.
+            remove_job_files(paths);
+            throw;
+        }
     }
     remove_job_files(paths);
     return report;

@@ -61,6 +61,9 @@ struct StartReport {
     // What this start's KVM probe found ("works: ...", "broken: ...", "not proven: ...") when
     // it ran one (the host had no verdict), or why the host still has none; "" otherwise.
     std::string kvm_verdict;
+    // Each time libvirtd closed the connection during the boot (a restart) and the boot was
+    // made again: why, for the node's log.
+    std::vector<std::string> libvirt_restarts;
     // The kernel's CPUs the vCPUs are pinned to ("0-1"), or "" and why not.
     std::string pinned_cpus, pin_problem;
     // How it started: "warm (slot N)" (restored from a snapshot, vm/warm_start.h), "cold"
@@ -112,12 +115,17 @@ class GuestDiedError : public Error {
 
 // Boots the job's VM and waits until its agent answers; sets the guest's hostname and mounts
 // the shared paths. Throws Error with a message that names the image, the node and the
-// reason; whatever was made is removed again before it throws.
+// reason; whatever was made is removed again before it throws. A libvirtd restart during the
+// boot costs a new boot (report.libvirt_restarts), not the job; libvirtd unreachable for
+// libvirt_reconnect seconds is a NodeFaultError.
 StartReport start_job_vm(const Config &config, const Catalog &catalog, const JobVmRequest &request);
 
 // The job is over: the agent syncs and powers the guest off (POWEROFF on exec port 0), else
 // the ACPI power button, then destroy at the end of the grace period (VmLifecycle::stop); then
-// the domain's files are removed. Safe to call when nothing is there.
+// the domain's files are removed. Safe to call when nothing is there. Every libvirt call has
+// libvirt_timeout (a stopped QEMU is killed), and a libvirtd restart meanwhile is waited for
+// (libvirt_reconnect) and the stop taken up again. Throws LibvirtConnectionError when libvirtd
+// stays away.
 StopReport stop_job_vm(const Config &config, uint32_t jobid, std::string_view node);
 
 // Records why the VM could not start, where task_init finds it. Never throws.

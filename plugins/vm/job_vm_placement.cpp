@@ -67,8 +67,14 @@ RunningVm read_running_vm(const std::string &text) {
 
 void pin_through_libvirt(const Config &config, const std::string &domain,
                          const std::vector<unsigned> &cpus) {
-    ConnectionPtr conn = open_connection(config.libvirt_uri);
-    VmLifecycle(conn.get(), domain).pin(cpus);
+    // A libvirtd restart (refused or closed connection) is waited for, then the pin made again.
+    LibvirtLink link(config.libvirt_uri, {std::chrono::seconds(config.libvirt_timeout_seconds),
+                                          std::chrono::seconds(config.libvirt_reconnect_seconds)});
+    try {
+        VmLifecycle(link, domain).pin(cpus);
+    } catch (const LibvirtConnectionError &) {
+        VmLifecycle(link, domain).pin(cpus);
+    }
 }
 
 }  // namespace

@@ -3,11 +3,14 @@
 #include "util/accounts.h"
 #include "util/error.h"
 #include "util/fd.h"
+#include "util/process.h"
 #include "util/text.h"
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,7 +31,6 @@ namespace svm {
 
 namespace {
 
-constexpr unsigned kNobody = 65534;
 constexpr int kListenFd = 3;  // --fd=3: the descriptor virtiofsd serves on
 // What virtiofsd prints once its sandbox is up and it waits for QEMU.
 constexpr const char *kReadyLine = "Waiting for vhost-user socket connection";
@@ -88,9 +90,32 @@ std::string last_log_line(const std::string &path) {
     return printable(last);
 }
 
+// Raises every capability the process holds (in its own user namespace) as an ambient one, so
+// that they survive execve although its uid is not the namespace's root. System calls only.
+bool raise_ambient_capabilities() {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2]{};
+    if (syscall(SYS_capget, &header, data) != 0) {
+        return false;
+    }
+    data[0].inheritable = data[0].permitted;
+    data[1].inheritable = data[1].permitted;
+    if (syscall(SYS_capset, &header, data) != 0) {
+        return false;
+    }
+    for (unsigned cap = 0; cap < 64; ++cap) {
+        const bool held = (data[cap / 32].permitted >> (cap % 32)) & 1U;
+        if (held && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 // In the child, between fork and exec: system calls only. Reports errno on `status` and ends.
-[[noreturn]] void child(const VirtiofsdSpec &spec, const std::vector<gid_t> &groups,
-                        char *const argv[], char *const envp[], int fds[6]) {
+[[noreturn]] void child(const VirtiofsdSpec &spec, VirtiofsdFlavour flavour,
+                        const std::vector<gid_t> &groups, char *const argv[], char *const envp[],
+                        int fds[6]) {
     // fds: listen, log, null, ready (write end), go (read end), status (write end).
     int high[6];
     for (int i = 0; i < 6; ++i) {
@@ -115,18 +140,26 @@ std::string last_log_line(const std::string &path) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
+    // The user's groups (they decide what the share may read, as for the user) and gid, set
+    // while still root; the uid stays root's until the namespace exists, so that root, not
+    // the job's user, owns the namespace.
     if (setgroups(groups.size(), groups.data()) != 0 ||
-        setresgid(spec.gid, spec.gid, spec.gid) != 0 ||
-        setresuid(spec.uid, spec.uid, spec.uid) != 0 || unshare(CLONE_NEWUSER) != 0) {
+        setresgid(spec.gid, spec.gid, spec.gid) != 0 || unshare(CLONE_NEWUSER) != 0) {
         fail();
     }
     char byte = 'u';
     if (write(4, &byte, 1) != 1 || read(5, &byte, 1) != 1) {
         fail();
     }
-    // Root of the new namespace (nobody on the host): virtiofsd sets its sandbox up from here.
-    if (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0) {
-        fail();
+    // Mapped now: become the job's user as the namespace sees it.
+    if (flavour == VirtiofsdFlavour::QemuC) {
+        // Its own id (nothing maps to namespace root, so the kernel keeps the capabilities
+        // across the uid change), the capabilities carried over exec as ambient ones.
+        if (setresuid(spec.uid, spec.uid, spec.uid) != 0 || !raise_ambient_capabilities()) {
+            fail();
+        }
+    } else if (setresgid(0, 0, 0) != 0 || setresuid(0, 0, 0) != 0) {
+        fail();  // namespace root, which is the job's user on the host
     }
     execve(spec.binary.c_str(), argv, envp);
     fail();
@@ -135,23 +168,51 @@ std::string last_log_line(const std::string &path) {
 
 }  // namespace
 
-std::string virtiofsd_id_map(unsigned id) {
-    if (id == 0) {
-        return "0 0 1\n";
+VirtiofsdFlavour virtiofsd_flavour(const std::string &binary) {
+    const ProcessResult r = run_process({binary, "--help"}, std::chrono::seconds(10));
+    const std::string help = r.out + r.err;
+    // The Rust daemon has translated ids since 1.7 (Debian 13 ships 1.13); QEMU's C one takes
+    // its options as -o key=value.
+    if (help.find("--translate-uid") != std::string::npos) {
+        return VirtiofsdFlavour::Rust;
     }
-    return "0 " + std::to_string(kNobody) + " 1\n" + std::to_string(id) + " " + std::to_string(id) +
-           " 1\n";
+    if (help.find("-o sandbox=") != std::string::npos) {
+        return VirtiofsdFlavour::QemuC;
+    }
+    throw Error(binary +
+                " --help names neither --translate-uid (virtiofsd 1.7 or later) nor "
+                "-o sandbox= (QEMU's virtiofsd): which virtiofsd is it?");
+}
+
+std::string virtiofsd_id_map(VirtiofsdFlavour flavour, unsigned id) {
+    const std::string inside = flavour == VirtiofsdFlavour::QemuC ? std::to_string(id) : "0";
+    return inside + " " + std::to_string(id) + " 1\n";
+}
+
+std::vector<std::string> virtiofsd_args(VirtiofsdFlavour flavour, const VirtiofsdSpec &spec) {
+    const std::string fd = "--fd=" + std::to_string(kListenFd);
+    if (flavour == VirtiofsdFlavour::QemuC) {
+        return {"virtiofsd",         fd,   "-o",         "source=" + spec.shared_dir, "-o",
+                "sandbox=namespace", "-o", "cache=auto", "--rlimit-nofile=0",         "-f"};
+    }
+    return {"virtiofsd", fd, "--shared-dir=" + spec.shared_dir, "--sandbox=namespace",
+            "--cache=auto", "--rlimit-nofile=0",
+            // The guest's user is namespace root (the job's user on the host); a guest uid
+            // that is neither stays itself and is not mapped: refused.
+            "--translate-uid=map:" + std::to_string(spec.uid) + ":0:1",
+            "--translate-gid=map:" + std::to_string(spec.gid) + ":0:1"};
 }
 
 pid_t start_virtiofsd(const VirtiofsdSpec &spec) {
-    if (spec.uid == kNobody || spec.gid == kNobody) {
-        throw Error(describe(spec) +
-                    ": the job's user or group is nobody (65534), which "
-                    "virtiofsd's namespace keeps for itself");
-    }
     if (access(spec.binary.c_str(), X_OK) != 0) {
         throw Error(describe(spec) + ": " + spec.binary + " cannot run: " + errno_text(errno) +
-                    " (Debian's qemu-system-common ships it)");
+                    " (Debian's virtiofsd or qemu-system-common ships it)");
+    }
+    VirtiofsdFlavour flavour{};
+    try {
+        flavour = spec.flavour ? *spec.flavour : virtiofsd_flavour(spec.binary);
+    } catch (const Error &e) {
+        throw Error(describe(spec) + ": " + e.what());
     }
     UniqueFd listen_fd = listening_socket(spec);
     UniqueFd log_file(
@@ -181,16 +242,7 @@ pid_t start_virtiofsd(const VirtiofsdSpec &spec) {
 
     // Everything the child needs is made before fork: it only makes system calls.
     const std::vector<gid_t> groups = groups_of(spec.uid, spec.gid);
-    std::vector<std::string> args = {"virtiofsd",
-                                     "--fd=" + std::to_string(kListenFd),
-                                     "-o",
-                                     "source=" + spec.shared_dir,
-                                     "-o",
-                                     "sandbox=namespace",
-                                     "-o",
-                                     "cache=auto",
-                                     "--rlimit-nofile=0",
-                                     "-f"};
+    const std::vector<std::string> args = virtiofsd_args(flavour, spec);
     std::vector<std::string> env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"};
     std::vector<char *> argv = c_strings(args), envp = c_strings(env);
     int fds[6] = {listen_fd.get(), log_fd.get(), null_fd.get(),
@@ -201,7 +253,7 @@ pid_t start_virtiofsd(const VirtiofsdSpec &spec) {
         throw Error(describe(spec) + ": fork: " + errno_text(errno));
     }
     if (pid == 0) {
-        child(spec, groups, argv.data(), envp.data(), fds);
+        child(spec, flavour, groups, argv.data(), envp.data(), fds);
     }
     ready_w = UniqueFd();
     go_r = UniqueFd();
@@ -228,12 +280,18 @@ pid_t start_virtiofsd(const VirtiofsdSpec &spec) {
     if (read(ready_r.get(), &byte, 1) != 1) {
         int err = 0;
         const bool told = read(status_r.get(), &err, sizeof err) == sizeof err;
-        throw give_up(std::string("cannot enter a user namespace as uid ") +
+        throw give_up(std::string("cannot make a user namespace for uid ") +
                       std::to_string(spec.uid) + ": " + (told ? errno_text(err) : "no answer"));
     }
-    write_map(pid, "setgroups", "allow", spec);
-    write_map(pid, "uid_map", virtiofsd_id_map(spec.uid), spec);
-    write_map(pid, "gid_map", virtiofsd_id_map(spec.gid), spec);
+    try {
+        write_map(pid, "uid_map", virtiofsd_id_map(flavour, spec.uid), spec);
+        write_map(pid, "gid_map", virtiofsd_id_map(flavour, spec.gid), spec);
+    } catch (const Error &) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+        unlink(spec.socket_path.c_str());
+        throw;
+    }
     if (write(go_w.get(), &byte, 1) != 1) {
         throw give_up("the starter went away: " + errno_text(errno));
     }

@@ -163,31 +163,62 @@ std::optional<DomainPtr> lookup_domain(virConnectPtr conn, const std::string &na
     throw Error("cannot look up domain " + name + ": " + libvirt_last_error());
 }
 
+VmLifecycle::VmLifecycle(LibvirtLink &link, std::string domain_name)
+    : link_(&link), name_(std::move(domain_name)) {}
+
 VmLifecycle::VmLifecycle(virConnectPtr conn, std::string domain_name)
-    : conn_(conn), name_(std::move(domain_name)) {}
+    : owned_link_(std::make_unique<LibvirtLink>(conn)),
+      link_(owned_link_.get()),
+      name_(std::move(domain_name)) {}
 
 virDomainPtr VmLifecycle::domain() {
+    link_->get();  // a new connection if libvirtd closed the last one
+    if (dom_ && dom_generation_ != link_->generation()) {
+        dom_.reset();  // a handle of the closed connection
+    }
     if (!dom_) {
-        if (auto found = lookup_domain(conn_, name_)) {
-            dom_ = std::move(*found);
+        silence_libvirt_stderr();
+        DomainPtr found = link_->call("", link_->timeouts().call, [&](virConnectPtr conn) {
+            return DomainPtr(virDomainLookupByName(conn, name_.c_str()));
+        });
+        if (!found) {
+            if (is_no_domain(libvirt_last_error_code())) {
+                return nullptr;
+            }
+            const std::string what = "cannot look up domain " + name_;
+            throw Error(what + ": " + link_->failure(what));
         }
+        dom_ = std::move(found);
+        dom_generation_ = link_->generation();
     }
     return dom_.get();
 }
 
 std::optional<int> VmLifecycle::libvirt_state(int *reason) {
+    // A read: if libvirtd went (a restart), read again on a new connection.
+    try {
+        return libvirt_state_once(reason);
+    } catch (const LibvirtConnectionError &) {
+        return libvirt_state_once(reason);
+    }
+}
+
+std::optional<int> VmLifecycle::libvirt_state_once(int *reason) {
     virDomainPtr dom = domain();
     if (dom == nullptr) {
         return std::nullopt;
     }
     int state = VIR_DOMAIN_NOSTATE, why = 0;
-    if (virDomainGetState(dom, &state, &why, 0) < 0) {
+    // libvirtd answers from its own record of the domain, without QEMU: no kill when late.
+    if (link_->call("", link_->timeouts().call,
+                    [&](virConnectPtr) { return virDomainGetState(dom, &state, &why, 0); }) < 0) {
         if (is_no_domain(libvirt_last_error_code())) {
             // Our handle outlived a transient domain. We do not look the name up again: a
             // domain of the same name now would be someone else's.
             return std::nullopt;
         }
-        throw Error("cannot get the state of domain " + name_ + ": " + libvirt_last_error());
+        const std::string what = "cannot get the state of domain " + name_;
+        throw Error(what + ": " + link_->failure(what));
     }
     if (reason != nullptr) {
         *reason = why;
@@ -196,16 +227,26 @@ std::optional<int> VmLifecycle::libvirt_state(int *reason) {
 }
 
 bool VmLifecycle::is_active() {
+    try {
+        return is_active_once();
+    } catch (const LibvirtConnectionError &) {
+        return is_active_once();
+    }
+}
+
+bool VmLifecycle::is_active_once() {
     virDomainPtr dom = domain();
     if (dom == nullptr) {
         return false;
     }
-    int active = virDomainIsActive(dom);
+    const int active = link_->call("", link_->timeouts().call,
+                                   [&](virConnectPtr) { return virDomainIsActive(dom); });
     if (active < 0) {
         if (is_no_domain(libvirt_last_error_code())) {
             return false;
         }
-        throw Error("cannot get the state of domain " + name_ + ": " + libvirt_last_error());
+        const std::string what = "cannot get the state of domain " + name_;
+        throw Error(what + ": " + link_->failure(what));
     }
     return active == 1;
 }
@@ -215,23 +256,71 @@ void VmLifecycle::fail(const std::string &message) {
     throw Error(message);
 }
 
+void VmLifecycle::fail_call(const std::string &what) {
+    state_ = VmState::Failed;
+    const std::string reason = link_->failure(what);
+    throw Error(what + ": " + reason);
+}
+
+int VmLifecycle::monitor_call(milliseconds limit, std::string &late,
+                              const std::function<int(virDomainPtr)> &call) {
+    virDomainPtr dom = domain();
+    if (dom == nullptr) {
+        return -1;
+    }
+    try {
+        return link_->call(name_, limit, [&](virConnectPtr) { return call(dom); });
+    } catch (const LibvirtDeadlineError &e) {
+        late = e.what();
+        return -1;
+    }
+}
+
+std::string VmLifecycle::destroy_domain() {
+    std::string late;
+    const int rc = monitor_call(kDestroyDeadline, late,
+                                [](virDomainPtr dom) { return virDomainDestroy(dom); });
+    if (rc == 0) {
+        return "";
+    }
+    std::string reason = late.empty() ? link_->failure("cannot destroy domain " + name_) : late;
+    // A QEMU killed at the deadline, or one that went by itself meanwhile, is what we wanted.
+    return is_active() ? reason : "";
+}
+
 void VmLifecycle::create(const std::string &xml) {
     if (state_ != VmState::Absent) {
         throw Error("cannot create domain " + name_ + ": it is already " + to_string(state_));
     }
     silence_libvirt_stderr();
-    // Transient, and not auto-destroyed with our connection: the VM must outlive the prolog.
-    DomainPtr dom(virDomainCreateXML(conn_, xml.c_str(), 0));
+    const std::string what = "cannot create domain " + name_;
+    DomainPtr dom;
+    try {
+        // Transient, and not auto-destroyed with our connection: the VM must outlive the
+        // prolog. Late, its QEMU is killed: libvirt then fails the create and removes it.
+        dom = link_->call(name_, link_->timeouts().call, [&](virConnectPtr conn) {
+            return DomainPtr(virDomainCreateXML(conn, xml.c_str(), 0));
+        });
+    } catch (const LibvirtDeadlineError &e) {
+        state_ = VmState::Failed;
+        throw LibvirtDeadlineError(what + ": " + e.what());
+    }
     if (!dom) {
-        fail("cannot create domain " + name_ + ": " + libvirt_last_error());
+        fail_call(what);
     }
     const char *actual = virDomainGetName(dom.get());
     if (actual == nullptr || name_ != actual) {
-        std::string other = actual != nullptr ? actual : "?";
-        virDomainDestroy(dom.get());
-        fail("cannot create domain " + name_ + ": its XML names the domain '" + other + "'");
+        const std::string other = actual != nullptr ? actual : "?";
+        try {
+            link_->call(other, kDestroyDeadline,
+                        [&](virConnectPtr) { return virDomainDestroy(dom.get()); });
+        } catch (const Error &) {
+            // Killed at the deadline, or libvirtd went: the error below is what matters.
+        }
+        fail(what + ": its XML names the domain '" + other + "'");
     }
     dom_ = std::move(dom);
+    dom_generation_ = link_->generation();
     state_ = VmState::Starting;
 }
 
@@ -240,10 +329,19 @@ void VmLifecycle::restore(const std::string &state_file, const std::string &xml)
         throw Error("cannot restore domain " + name_ + ": it is already " + to_string(state_));
     }
     silence_libvirt_stderr();
-    if (virDomainRestoreFlags(conn_, state_file.c_str(), xml.c_str(), VIR_DOMAIN_SAVE_RUNNING) !=
-        0) {
-        fail("cannot restore domain " + name_ + " from " + state_file + ": " +
-             libvirt_last_error());
+    const std::string what = "cannot restore domain " + name_ + " from " + state_file;
+    int rc = -1;
+    try {
+        rc = link_->call(name_, link_->timeouts().call, [&](virConnectPtr conn) {
+            return virDomainRestoreFlags(conn, state_file.c_str(), xml.c_str(),
+                                         VIR_DOMAIN_SAVE_RUNNING);
+        });
+    } catch (const LibvirtDeadlineError &e) {
+        state_ = VmState::Failed;
+        throw LibvirtDeadlineError(what + ": " + e.what());
+    }
+    if (rc != 0) {
+        fail_call(what);
     }
     if (domain() == nullptr) {
         fail("domain " + name_ + " is not there after its restore (its XML names another?)");
@@ -262,7 +360,13 @@ bool VmLifecycle::wait_ready(milliseconds timeout,
     const auto deadline = Clock::now() + timeout;
     for (bool first = true;; first = false) {
         int reason = 0;
-        std::optional<int> state = libvirt_state(&reason);
+        std::optional<int> state;
+        try {
+            state = libvirt_state(&reason);
+        } catch (...) {
+            state_ = VmState::Failed;
+            throw;
+        }
         if (!still_booting(state, reason)) {
             state_ = VmState::Failed;
             throw VmStoppedError("domain " + name_ + " stopped running before it was ready: " +
@@ -299,8 +403,12 @@ StopReport VmLifecycle::stop(milliseconds grace, const GuestPowerOff &ask_agent,
     }
     report.was_running = true;
     state_ = VmState::Stopping;
-    virDomainPtr dom = domain();
     const auto deadline = start + grace;
+    // A request to QEMU (resume, the power button) may wait as long as the grace period lasts,
+    // never beyond libvirt_timeout; when late, QEMU has been killed (a user's SIGSTOP).
+    const auto request_limit = [&] {
+        return std::max(milliseconds(1000), std::min(until(deadline), link_->timeouts().call));
+    };
 
     const auto powered_off = [&](StopPath path, const std::string &note) {
         report.graceful = true;
@@ -313,14 +421,31 @@ StopReport VmLifecycle::stop(milliseconds grace, const GuestPowerOff &ask_agent,
         dom_.reset();
         return report;
     };
+    const auto killed = [&](const std::string &why) {
+        report.shutdown_time = since(start);
+        report.destroyed = true;
+        report.path = StopPath::Destroy;
+        report.detail = "domain " + name_ + " destroyed after " +
+                        std::to_string(report.shutdown_time.count()) + " ms: " + why;
+        state_ = VmState::Gone;
+        dom_.reset();
+        return report;
+    };
 
     // libvirt clears its last error on every call: take the message before looking again.
     std::string why_forced;
     bool asked = false;
-    if (libvirt_state() == VIR_DOMAIN_PAUSED && virDomainResume(dom) < 0) {
-        std::string reason = libvirt_last_error();
-        if (is_active()) {
-            why_forced = "it is paused and could not be resumed for a shutdown: " + reason;
+    if (libvirt_state() == VIR_DOMAIN_PAUSED) {
+        std::string late;
+        if (monitor_call(request_limit(), late,
+                         [](virDomainPtr dom) { return virDomainResume(dom); }) < 0) {
+            if (!late.empty() && !is_active()) {
+                return killed("it was paused and its resume was not answered: " + late);
+            }
+            std::string reason = late.empty() ? link_->failure("cannot resume " + name_) : late;
+            if (is_active()) {
+                why_forced = "it is paused and could not be resumed for a shutdown: " + reason;
+            }
         }
     }
 
@@ -353,16 +478,33 @@ StopReport VmLifecycle::stop(milliseconds grace, const GuestPowerOff &ask_agent,
         }
     }
 
-    if (why_forced.empty()) {
-        int rc = virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN);
-        if (rc < 0 && is_unsupported_mode(libvirt_last_error_code())) {
-            rc = virDomainShutdown(dom);
+    // The ACPI power button; QEMU must answer it, so a stopped QEMU makes it late.
+    const auto press = [&](std::string &late) {
+        int rc = monitor_call(request_limit(), late, [](virDomainPtr dom) {
+            return virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN);
+        });
+        if (rc < 0 && late.empty() && is_unsupported_mode(libvirt_last_error_code())) {
+            rc = monitor_call(request_limit(), late,
+                              [](virDomainPtr dom) { return virDomainShutdown(dom); });
         }
-        std::string reason = rc < 0 ? libvirt_last_error() : "";
-        if (rc < 0 && is_active()) {
-            why_forced = "the shutdown request failed: " + reason;
+        return rc;
+    };
+    if (why_forced.empty()) {
+        std::string late;
+        const int rc = press(late);
+        if (!late.empty()) {
+            if (!is_active()) {
+                return killed("its power button was not answered: " + late +
+                              (agent_note.empty() ? "" : " (" + agent_note + ")"));
+            }
+            why_forced = "its power button was not answered: " + late;
         } else {
-            asked = true;
+            std::string reason = rc < 0 ? link_->failure("cannot shut down " + name_) : "";
+            if (rc < 0 && is_active()) {
+                why_forced = "the shutdown request failed: " + reason;
+            } else {
+                asked = true;
+            }
         }
     }
 
@@ -373,7 +515,11 @@ StopReport VmLifecycle::stop(milliseconds grace, const GuestPowerOff &ask_agent,
             // A systemd guest handles the power button through logind; a press before logind
             // runs (a job that ends seconds after boot) is lost. Press again every 2 s.
             if (Clock::now() - asked_at >= std::chrono::seconds(2) && is_active()) {
-                virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN);
+                std::string late;
+                press(late);
+                if (!late.empty() && !is_active()) {
+                    return killed("its power button was not answered: " + late);
+                }
                 asked_at = Clock::now();
             }
         }
@@ -389,22 +535,15 @@ StopReport VmLifecycle::stop(milliseconds grace, const GuestPowerOff &ask_agent,
     report.shutdown_time = since(start);
 
     const auto destroy_start = Clock::now();
-    if (virDomainDestroy(dom) < 0) {
-        std::string reason = libvirt_last_error();
-        if (is_active()) {
-            fail("cannot destroy domain " + name_ + " (" + why_forced + "): " + reason);
-        }
-        // It went away by itself between our last look and the destroy.
-        report.path = asked ? StopPath::Acpi : StopPath::Destroy;
-        report.destroy_time = since(destroy_start);
-        report.detail = "domain " + name_ + " powered off just after " + why_forced;
-    } else {
-        report.destroyed = true;
-        report.path = StopPath::Destroy;
-        report.destroy_time = since(destroy_start);
-        report.detail = "domain " + name_ + " destroyed after " +
-                        std::to_string(report.destroy_time.count()) + " ms: " + why_forced;
+    const std::string problem = destroy_domain();
+    if (!problem.empty()) {
+        fail("cannot destroy domain " + name_ + " (" + why_forced + "): " + problem);
     }
+    report.destroyed = true;
+    report.path = StopPath::Destroy;
+    report.destroy_time = since(destroy_start);
+    report.detail = "domain " + name_ + " destroyed after " +
+                    std::to_string(report.destroy_time.count()) + " ms: " + why_forced;
     state_ = VmState::Gone;
     dom_.reset();
     return report;
@@ -413,11 +552,9 @@ StopReport VmLifecycle::stop(milliseconds grace, const GuestPowerOff &ask_agent,
 void VmLifecycle::destroy() {
     if (is_active()) {
         state_ = VmState::Stopping;
-        if (virDomainDestroy(domain()) < 0) {
-            std::string reason = libvirt_last_error();
-            if (is_active()) {
-                fail("cannot destroy domain " + name_ + ": " + reason);
-            }
+        const std::string problem = destroy_domain();
+        if (!problem.empty()) {
+            fail("cannot destroy domain " + name_ + ": " + problem);
         }
     }
     state_ = VmState::Gone;
@@ -473,8 +610,11 @@ void VmLifecycle::suspend() {
         throw Error("cannot suspend domain " + name_ + ": it is not running (libvirt state " +
                     std::to_string(*state) + ")");
     }
-    if (virDomainSuspend(domain()) < 0) {
-        throw Error("cannot suspend domain " + name_ + ": " + libvirt_last_error());
+    std::string late;
+    if (monitor_call(link_->timeouts().call, late,
+                     [](virDomainPtr dom) { return virDomainSuspend(dom); }) < 0) {
+        const std::string what = "cannot suspend domain " + name_;
+        throw Error(what + ": " + (late.empty() ? link_->failure(what) : late));
     }
     state_ = VmState::Suspended;
 }
@@ -499,8 +639,11 @@ void VmLifecycle::resume() {
         throw Error("cannot resume domain " + name_ + ": it is not paused (libvirt state " +
                     std::to_string(*state) + ")");
     }
-    if (virDomainResume(domain()) < 0) {
-        throw Error("cannot resume domain " + name_ + ": " + libvirt_last_error());
+    std::string late;
+    if (monitor_call(link_->timeouts().call, late,
+                     [](virDomainPtr dom) { return virDomainResume(dom); }) < 0) {
+        const std::string what = "cannot resume domain " + name_;
+        throw Error(what + ": " + (late.empty() ? link_->failure(what) : late));
     }
     state_ = VmState::Ready;
 }
@@ -510,14 +653,19 @@ void VmLifecycle::pin(const std::vector<unsigned> &cpus) {
         throw Error("cannot pin domain " + name_ + ": no CPUs given");
     }
     silence_libvirt_stderr();
-    virDomainPtr dom = domain();
-    if (dom == nullptr || virDomainIsActive(dom) != 1) {
+    if (!is_active()) {
         throw Error("cannot pin domain " + name_ + ": it is not running");
     }
-    const int vcpus = virDomainGetVcpusFlags(dom, VIR_DOMAIN_AFFECT_LIVE);
+    virDomainPtr dom = domain();
+    // Pinning takes the domain's job lock but not QEMU's monitor: late means libvirtd, not the
+    // user's QEMU, so nothing is killed (LibvirtLink::call with no domain).
+    const auto call = [&](const std::function<int()> &f) {
+        return link_->call("", link_->timeouts().call, [&](virConnectPtr) { return f(); });
+    };
+    const int vcpus = call([&] { return virDomainGetVcpusFlags(dom, VIR_DOMAIN_AFFECT_LIVE); });
     if (vcpus < 1) {
-        throw Error("cannot pin domain " + name_ +
-                    ": cannot read its vCPUs: " + libvirt_last_error());
+        const std::string what = "cannot pin domain " + name_ + ": cannot read its vCPUs";
+        throw Error(what + ": " + link_->failure(what));
     }
     const unsigned highest = *std::max_element(cpus.begin(), cpus.end());
     const int maplen = VIR_CPU_MAPLEN(static_cast<int>(highest) + 1);
@@ -533,16 +681,21 @@ void VmLifecycle::pin(const std::vector<unsigned> &cpus) {
     for (int vcpu = 0; vcpu < vcpus; ++vcpu) {
         std::vector<unsigned char> map =
             map_of({cpus[static_cast<std::size_t>(vcpu) % cpus.size()]});
-        if (virDomainPinVcpuFlags(dom, static_cast<unsigned>(vcpu), map.data(), maplen,
-                                  VIR_DOMAIN_AFFECT_CURRENT) < 0) {
-            throw Error("cannot pin vCPU " + std::to_string(vcpu) + " of domain " + name_ + ": " +
-                        libvirt_last_error());
+        if (call([&] {
+                return virDomainPinVcpuFlags(dom, static_cast<unsigned>(vcpu), map.data(), maplen,
+                                             VIR_DOMAIN_AFFECT_CURRENT);
+            }) < 0) {
+            const std::string what =
+                "cannot pin vCPU " + std::to_string(vcpu) + " of domain " + name_;
+            throw Error(what + ": " + link_->failure(what));
         }
     }
     std::vector<unsigned char> all = map_of(cpus);
-    if (virDomainPinEmulator(dom, all.data(), maplen, VIR_DOMAIN_AFFECT_CURRENT) < 0) {
-        throw Error("cannot pin the emulator threads of domain " + name_ + ": " +
-                    libvirt_last_error());
+    if (call([&] {
+            return virDomainPinEmulator(dom, all.data(), maplen, VIR_DOMAIN_AFFECT_CURRENT);
+        }) < 0) {
+        const std::string what = "cannot pin the emulator threads of domain " + name_;
+        throw Error(what + ": " + link_->failure(what));
     }
 }
 

@@ -11,9 +11,11 @@
 
 #include "util/error.h"
 #include "vm/libvirt_handles.h"
+#include "vm/libvirt_link.h"
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,9 +65,16 @@ using GuestPowerOff = std::function<std::string(std::chrono::milliseconds timeou
 inline constexpr std::chrono::milliseconds kAgentAnswerTimeout{1000};
 inline constexpr std::chrono::milliseconds kAgentPowerOffWait{5000};
 
+// Every libvirt call of a VmLifecycle has a deadline (vm/libvirt_link.h): one that talks to
+// QEMU's monitor and is late kills the domain's QEMU (a user may SIGSTOP their QEMU), so no
+// operation waits for ever. Over a LibvirtLink, a connection that libvirtd closed is opened
+// again for the next call; a call that failed because of it throws LibvirtConnectionError.
 class VmLifecycle {
   public:
     // Does not talk to libvirt: operations look the domain up by name when they need it.
+    // `link` must outlive this object.
+    VmLifecycle(LibvirtLink &link, std::string domain_name);
+    // Over a connection that cannot be opened again (the test driver, an admin tool's).
     // `conn` must outlive this object.
     VmLifecycle(virConnectPtr conn, std::string domain_name);
 
@@ -98,7 +107,9 @@ class VmLifecycle {
     StopReport stop(std::chrono::milliseconds grace, const GuestPowerOff &ask_agent = {},
                     std::chrono::milliseconds agent_wait = kAgentPowerOffWait);
 
-    // Immediate power-off, no grace. A domain that is already gone is fine. -> Gone.
+    // Immediate power-off, no grace. A domain that is already gone is fine. -> Gone. A QEMU
+    // that libvirt does not end within kDestroyDeadline (a stopped one: libvirt waits 10 s on
+    // its SIGTERM) is killed.
     void destroy();
 
     // Ready -> Suspended (virDomainSuspend) and back. A VmLifecycle that did not create the
@@ -122,14 +133,29 @@ class VmLifecycle {
   private:
     // The domain handle, looked up by name if need be; nullptr when there is no such domain.
     virDomainPtr domain();
-    // libvirt's state of the domain (VIR_DOMAIN_*), or nullopt when it no longer exists.
+    // libvirt's state of the domain (VIR_DOMAIN_*), or nullopt when it no longer exists. Reads
+    // are made again, once, on a new connection when libvirtd closed the last one.
     std::optional<int> libvirt_state(int *reason = nullptr);
     bool is_active();
+    std::optional<int> libvirt_state_once(int *reason);
+    bool is_active_once();
     [[noreturn]] void fail(const std::string &message);
+    // After a libvirt call on the domain failed: Failed, then LibvirtConnectionError when the
+    // connection went, else Error("<what>: <libvirt's message>").
+    [[noreturn]] void fail_call(const std::string &what);
+    // virDomainDestroy under kDestroyDeadline: "" when it worked or the domain went anyway,
+    // else why not.
+    std::string destroy_domain();
+    // A call on the domain that talks to its QEMU, under `limit`: returns its result, or -1
+    // with `late` set to what the deadline did.
+    int monitor_call(std::chrono::milliseconds limit, std::string &late,
+                     const std::function<int(virDomainPtr)> &call);
 
-    virConnectPtr conn_;
+    std::unique_ptr<LibvirtLink> owned_link_;
+    LibvirtLink *link_;
     std::string name_;
     DomainPtr dom_;
+    unsigned dom_generation_ = 0;  // the link's connection the handle came from
     VmState state_ = VmState::Absent;
 };
 

@@ -321,16 +321,16 @@ std::optional<WarmSlot> take_warm_slot(virConnectPtr conn, const std::string &ke
 }
 
 double make_warm_snapshot(
-    virConnectPtr conn, WarmSlot &slot, const std::string &key_dir, const std::string &key_text,
+    LibvirtLink &link, WarmSlot &slot, const std::string &key_dir, const std::string &key_text,
     VmSpec spec, const Image &image, const std::string &uefi_vars_template,
     const std::function<void(VmLifecycle &vm, const VmSpec &spec)> &wait_ready) {
     const auto started = std::chrono::steady_clock::now();
     const std::string domain =
         "svm-warm-" + fs::path(key_dir).filename().string() + "-" + std::to_string(slot.index);
-    VmLifecycle vm(conn, domain);
+    VmLifecycle vm(link, domain);
     try {
         prune_stale_keys(key_dir);
-        VmLifecycle(conn, domain).destroy();  // a maker of this slot killed before it finished
+        VmLifecycle(link, domain).destroy();  // a maker of this slot killed before it finished
         remove_tree(slot.dir);
         make_public_dir(slot.dir);
         const auto user = find_user_named(kSnapshotUser);
@@ -362,16 +362,21 @@ double make_warm_snapshot(
         }
         vm.create(render_domain_xml(spec));
         wait_ready(vm, spec);
-        wait_until_idle(conn, domain, kWarmSettleLimit);
+        wait_until_idle(link.get(), domain, kWarmSettleLimit);
         const std::string partial = slot.state + ".part";
         {
-            virDomainPtr dom = virDomainLookupByName(conn, domain.c_str());
+            virDomainPtr dom = virDomainLookupByName(link.get(), domain.c_str());
             if (dom == nullptr) {
-                throw Error("the snapshot's VM is gone: " + libvirt_last_error());
+                throw Error("the snapshot's VM is gone: " +
+                            link.failure("the snapshot's VM is gone"));
             }
             DomainPtr owned(dom);
-            if (virDomainSaveFlags(dom, partial.c_str(), nullptr, 0) != 0) {
-                throw Error("libvirt could not save the snapshot's VM: " + libvirt_last_error());
+            // Under the link's deadline (the VM is libvirt-qemu's, but libvirtd may hang).
+            if (link.call(domain, link.timeouts().call, [&](virConnectPtr) {
+                    return virDomainSaveFlags(dom, partial.c_str(), nullptr, 0);
+                }) != 0) {
+                const std::string what = "libvirt could not save the snapshot's VM";
+                throw Error(what + ": " + link.failure(what));
             }
         }
         freeze(partial, 0600);
@@ -396,9 +401,12 @@ double make_warm_snapshot(
         } catch (const Error &) {
         }
         discard_warm_snapshot(slot);
-        try {
-            write_file_atomically(failure_marker(key_dir), printable(e.what()) + "\n", 0644);
-        } catch (const Error &) {
+        // libvirtd's restart says nothing of the image: no marker, the next job tries again.
+        if (dynamic_cast<const LibvirtConnectionError *>(&e) == nullptr) {
+            try {
+                write_file_atomically(failure_marker(key_dir), printable(e.what()) + "\n", 0644);
+            } catch (const Error &) {
+            }
         }
         throw;
     }

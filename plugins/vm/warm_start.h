@@ -92,7 +92,7 @@ std::optional<WarmSlot> take_warm_slot(virConnectPtr conn, const std::string &ke
 // (kWarmSettleLimit at most), saves the guest's memory and freezes its disk. On failure it
 // leaves the slot empty, remembers why in the key's folder (warm_make_refusal) and rethrows:
 // wait_ready's own exception as it was, Error otherwise. Returns the seconds it took.
-double make_warm_snapshot(virConnectPtr conn, WarmSlot &slot, const std::string &key_dir,
+double make_warm_snapshot(LibvirtLink &link, WarmSlot &slot, const std::string &key_dir,
                           const std::string &key_text, VmSpec spec, const Image &image,
                           const std::string &uefi_vars_template,
                           const std::function<void(VmLifecycle &vm, const VmSpec &spec)> &wait_ready);

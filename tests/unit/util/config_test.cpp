@@ -44,6 +44,16 @@ TEST(Config, HasDocumentedDefaults) {
     EXPECT_EQ(c.log_dir, "/var/log/slurm-vm");
     EXPECT_EQ(c.host_calls, HostCalls::Steps);
     EXPECT_EQ(c.memory_overhead_mib, 256u);
+    EXPECT_EQ(c.libvirt_timeout_seconds, 60u);
+    EXPECT_EQ(c.libvirt_reconnect_seconds, 30u);
+}
+
+TEST(Config, ParsesLibvirtDeadlinesInSeconds) {
+    const Config c = parse_config({"libvirt_timeout=20", "libvirt_reconnect=0"});
+    EXPECT_EQ(c.libvirt_timeout_seconds, 20u);
+    EXPECT_EQ(c.libvirt_reconnect_seconds, 0u);
+    EXPECT_EQ(config_error({"libvirt_timeout=0"}),
+              "option 'libvirt_timeout=0': expected a number of seconds from 1 to 86400");
 }
 
 TEST(Config, BoundsRootsStoresByDefault) {
@@ -107,7 +117,7 @@ TEST(Config, RejectsUnknownOptionListingValidOnes) {
               "domain_type, log_dir, network, kvm_probe_timeout, host_calls, share, pin_vcpus, "
               "warm_start, virtiofsd, "
               "uefi_code, uefi_vars, memory_overhead, warm_cache, min_free, console_logs, "
-              "kvm_verdict_ttl");
+              "kvm_verdict_ttl, libvirt_timeout, libvirt_reconnect");
 }
 
 TEST(Config, RejectsWordWithoutEquals) {
