@@ -794,7 +794,10 @@ def node_states():
 
 
 def node_is_fine(state):
-    return state in ("idle", "mixed", "allocated", "completing")
+    """Up and answering: sinfo's long state without '*' (not responding) or a drain."""
+    if "*" in state or "drain" in state:
+        return False
+    return state.rstrip("~#$@+%!^-") in ("idle", "mixed", "allocated", "completing")
 
 
 def leftovers(cluster, running_ids=()):
@@ -1303,10 +1306,14 @@ class Soak:
                               f"down {f.params['down_s']} s")
         time.sleep(f.params["down_s"])
         rc, err = start_slurmd(node)
-        self.journal.remove("slurmd_down", node)
         res["did"] = f"kill -9 slurmd of {node}, started again after {f.params['down_s']} s"
         if rc != 0:
             res["notes"].append(f"slurmd -N {node}: exit {rc}: {err.strip()[:200]}")
+        time.sleep(1)
+        if slurmd_pid(self.cluster, node):
+            self.journal.remove("slurmd_down", node)  # else the cleanup starts it again
+        else:
+            res["notes"].append(f"slurmd of {node} is not running after its start")
         for _ in range(90):
             st = (node_states() or {}).get(node, ("?", ""))[0]
             if not st.endswith("*") and not st.startswith("down"):
@@ -1319,7 +1326,8 @@ class Soak:
         self.fault_say(f.num, "libvirtd_restart: contrib/cluster.sh restart-libvirt")
         t = time.monotonic()
         rc, out = run_daemon([REPO + "/contrib/cluster.sh", "restart-libvirt"], timeout=300)
-        self.journal.remove("daemons_down", "libvirtd")
+        if run(VIRSH + ["version"], timeout=30)[0] == 0:
+            self.journal.remove("daemons_down", "libvirtd")  # else the cleanup tries again
         res["did"] = f"libvirtd restarted in {time.monotonic() - t:.1f} s"
         if rc != 0:
             res["notes"].append(f"restart-libvirt: exit {rc}: {out[-200:]}")
@@ -1350,9 +1358,11 @@ class Soak:
                 res["notes"].append(f"slurmctld: exit {rc}: {err.strip()[:200]}")
             for _ in range(120):
                 if "UP" in run(["scontrol", "ping"], timeout=20)[1]:
+                    self.journal.remove("daemons_down", "slurmctld")  # else the cleanup starts it
                     break
                 time.sleep(1)
-            self.journal.remove("daemons_down", "slurmctld")
+            else:
+                res["notes"].append("slurmctld did not answer within 2 min of its start")
             res["did"] = f"slurmctld stopped (SIGTERM), started again after {f.params['down_s']} s"
             self.fault_say(f.num, "slurmctld_restart: slurmctld answers again")
         finally:
@@ -1364,7 +1374,8 @@ class Soak:
         self.fault_say(f.num, f"slurmdbd_outage: slurmdbd stopped for {f.params['down_s']} s")
         time.sleep(f.params["down_s"])
         rc, out = run_daemon([REPO + "/contrib/cluster.sh", "start-slurmdbd"], timeout=180)
-        self.journal.remove("daemons_down", "slurmdbd")
+        if rc == 0:
+            self.journal.remove("daemons_down", "slurmdbd")  # else the cleanup tries again
         res["did"] = f"slurmdbd away for {f.params['down_s']} s"
         if rc != 0:
             res["notes"].append(f"start-slurmdbd: exit {rc}: {out[-200:]}")
@@ -1626,7 +1637,8 @@ class Soak:
                 for r in self.runs.values():
                     if r.jobid in got:
                         r.acct = got[r.jobid]
-            pending = [r for r in self.runs.values() if r.jobid and (
+            # Jobs slurmctld says ended (a held job never will: the final-state check names it).
+            pending = [r for r in self.runs.values() if r.jobid and r.state in FINAL_STATES and (
                 r.jobid not in got or got[r.jobid]["State"].split()[0] not in FINAL_STATES)]
             if not pending or time.monotonic() > deadline:
                 return
@@ -1869,8 +1881,8 @@ def finish(soak):
     judge_faults(soak, verdicts)
     acct_missing = []
     for r in soak.runs.values():
-        if not r.jobid:
-            continue
+        if not r.jobid or r.state not in FINAL_STATES:
+            continue  # the final-state check names it
         if not r.acct:
             acct_missing.append(f"{r.jobid}: no record")
         elif r.acct["State"].split()[0] not in FINAL_STATES or (
@@ -1939,6 +1951,8 @@ def report(soak, verdicts, result, took):
             w(f"  {'':>36}{o[:170]}")
         if len(c["offenders"]) > 15:
             w(f"  {'':>36}... and {len(c['offenders']) - 15} more (report.json)")
+    if soak.poll_errors:
+        w(f"  (the soak's own polls failed: {dict(soak.poll_errors)}; squeue fails while slurmctld is away)")
     w("")
     w(f"RESULT: {'PASS' if not failed else 'FAIL'} ({len(result) - failed} of {len(result)} checks passed)")
     text = "\n".join(lines)
