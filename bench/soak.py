@@ -282,7 +282,9 @@ def run(argv, timeout=60, env=None, check=False):
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=timeout, env=env, errors="replace")
     except subprocess.TimeoutExpired as e:
-        return 124, e.stdout or "", f"timed out after {timeout} s"
+        out = e.stdout or ""
+        return 124, out.decode(errors="replace") if isinstance(out, bytes) else out, \
+            f"timed out after {timeout} s"
     except OSError as e:
         return 127, "", str(e)
     if check and r.returncode != 0:
@@ -303,16 +305,20 @@ def run_daemon(argv, timeout=180):
         before = 0
     try:
         with open(path, "ab") as log:
-            log.write(f"$ {' '.join(argv)}\n".encode()) if path != os.devnull else None
-            log.flush()
+            if path != os.devnull:
+                log.write(f"$ {' '.join(argv)}\n".encode())
+                log.flush()
             rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 timeout=timeout).returncode
     except subprocess.TimeoutExpired:
         rc = 124
     except OSError as e:
         return 127, str(e)
-    tail = read_text(path)[before:][-300:] if path != os.devnull else ""
-    return rc, tail.strip()
+    if path == os.devnull:
+        return rc, ""
+    with open(path, "rb") as log:
+        log.seek(before)
+        return rc, log.read().decode(errors="replace").strip()[-300:]
 
 
 def user_argv(work, command):
@@ -503,7 +509,10 @@ def cleanup(journal, say=print):
     for p in data.get("stopped_qemu", []):
         pid, start, dom = p["pid"], p["start"], p["dom"]
         if proc_start(pid) == start:
-            os.kill(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
             say(f"soak cleanup: resumed QEMU {pid} of {dom}, stopped by the soak "
                 f"(still there: the product's orphan sweep or `virsh destroy {dom}` removes it)")
         journal.remove("stopped_qemu", p)
@@ -531,9 +540,9 @@ def cleanup(journal, say=print):
         journal.remove("daemons_down", "libvirtd")
     prefix = data.get("job_prefix")
     if prefix:
-        rc, out, _ = run(["squeue", "-h", "-u", USER, "-o", "%i|%j|%T"], timeout=30)
-        ids = [l.split("|")[0] for l in out.splitlines()
-               if l.count("|") == 2 and l.split("|")[1].startswith(prefix)]
+        rc, out, _ = run(["squeue", "-h", "-u", USER, "-o", "%i|%j"], timeout=30)
+        ids = [l.split("|", 1)[0] for l in out.splitlines()
+               if "|" in l and l.split("|", 1)[1].startswith(prefix)]
         if ids:
             say(f"soak cleanup: cancelling the soak's jobs still there: {' '.join(ids)}")
             run(["scancel"] + ids, timeout=30)
@@ -627,7 +636,6 @@ def start_slurmctld():
 # ---------------------------------------------------------------------------------------------
 
 LOG_RE = re.compile(r"slurm-vm: job (\d+) node (\S+)(?: image (\S+))?: (.*)")
-DRAIN_RE = re.compile(r"slurm-vm: (?:node (\S+): )?(?:draining|drain)")
 
 
 def classify_log(rest):
