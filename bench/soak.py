@@ -858,6 +858,11 @@ class JobRun:
     def words(self):
         return first_words(self.output())
 
+    def shown_words(self):
+        """For the table: the output's words, else Slurm's reason or state text."""
+        reason = self.reason if self.reason not in ("", "None") else ""
+        return self.words() or reason or self.acct.get("State", "") or self.submit_error
+
     def reason_text(self):
         return " | ".join(x for x in (self.words(), self.reason, self.acct.get("Reason", ""),
                                       self.acct.get("State", ""), self.submit_error) if x)
@@ -1772,6 +1777,8 @@ def judge_faults(soak, verdicts):
         for t, node, state, reason in drains:
             effect.append(f"node {node} {state}: {reason}")
         res["effect"] = effect
+        if not res["verdict"] and not targets and (f.kind in TARGETED or f.kind in VICTIMS):
+            res["verdict"] = "not injected"
         if res["verdict"]:
             continue  # not injected, missed: said when it happened
         states, words = EXPECT[f.kind]
@@ -1920,7 +1927,7 @@ def report(soak, verdicts, result, took):
     groups = collections.OrderedDict()
     for r in runs:
         st = r.final_state() or ("(no job)" if not r.jobid else "?")
-        words = "" if st == "COMPLETED" else (r.words() or r.reason or r.submit_error)
+        words = "" if st == "COMPLETED" else r.shown_words()
         key = (st, normalise(words))
         g = groups.setdefault(key, {"jobs": [], "words": words, "faults": set()})
         g["jobs"].append(r)
@@ -1929,6 +1936,16 @@ def report(soak, verdicts, result, took):
     for (st, _), g in sorted(groups.items(), key=lambda kv: (kv[0][0] != "COMPLETED", kv[0][0], -len(kv[1]["jobs"]))):
         faults = ",".join(str(n) for n in sorted(g["faults"])) or "-"
         w(f"  {st:<11} {len(g['jobs']):>4}  {faults:<10} {g['jobs'][0].jobid or '-':<8} {g['words'][:150]}")
+    others = [r for r in runs if r.final_state() != "COMPLETED"]
+    if others:
+        w("")
+        w("Every job that did not complete, with the first line a user got")
+        for r in others:
+            faults = ",".join(str(n) for n in verdicts.get(r.spec.idx, (0, 0, []))[2]) or "-"
+            w(f"  {r.jobid or '-':<7} {r.final_state() or '?':<10} {r.spec.image:<8} "
+              f"{r.spec.kind:<5} {r.spec.nodes}N  fault {faults:<6} "
+              f"{r.shown_words()[:150]}")
+        w("")
     by = collections.Counter((r.spec.image, r.spec.kind, r.spec.nodes) for r in runs)
     w("  mix: " + ", ".join(f"{v} {i} {k} {n}N" for (i, k, n), v in sorted(by.items())))
     starts = collections.Counter(e[2] for j, es in soak.logs.events.items() for e in es
