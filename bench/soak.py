@@ -716,7 +716,8 @@ def qemu_pid_of(dom):
         pid = int(read_text(f"{LIBVIRT_RUN}/{dom}.pid").strip())
     except ValueError:
         return None
-    return pid if f"guest={dom}" in proc_cmdline(pid) else None
+    # QEMU's command line names its domain: -name guest=<domain>,debug-threads=on
+    return pid if re.search(rf"guest={re.escape(dom)}(,|\s|$)", proc_cmdline(pid)) else None
 
 
 def warm_shapes(warm_dir, image):
@@ -2256,8 +2257,20 @@ def main():
         soak.main_loop()
         if not soak.wait_all_done():
             soak.say("some jobs did not end in time; they are judged as they are")
-        verdicts, result = finish(soak)
-        ok = report(soak, verdicts, result, soak.now())
+        try:
+            verdicts, result = finish(soak)
+            ok = report(soak, verdicts, result, soak.now())
+        except Exception:
+            # A bug of the report must not lose the run: what was seen goes to raw.json.
+            import traceback
+            traceback.print_exc()
+            with open(soak.report_dir + "/raw.json", "w") as f:
+                json.dump({"jobs": [dataclasses.asdict(r.spec) | {
+                    "jobid": r.jobid, "state": r.state, "reason": r.reason, "acct": r.acct,
+                    "hits": r.hits, "words": r.words()} for r in soak.runs.values()],
+                    "faults": soak.fault_results, "drains": soak.drains}, f, indent=1, default=str)
+            soak.say(f"the report failed (above); what the run saw is in {soak.report_dir}/raw.json")
+            ok = False
     except KeyboardInterrupt:
         soak.say("interrupted: undoing the soak's changes; no verdict")
         with open(soak.report_dir + "/faults.log", "a") as f:
