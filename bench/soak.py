@@ -1156,9 +1156,11 @@ class Soak:
         try:
             getattr(self, "fault_" + f.kind)(f, res)
         except Exception as e:
-            res["verdict"] = "not injected"
+            # Judged on what it did before the error, if anything.
+            if not res["did"] and not res["targets"]:
+                res["verdict"] = "not injected"
             res["notes"].append(f"the soak's own error: {type(e).__name__}: {e}")
-            self.fault_say(f.num, f"{f.kind}: not injected: {type(e).__name__}: {e}")
+            self.fault_say(f.num, f"{f.kind}: the soak's own error: {type(e).__name__}: {e}")
         res["t1"] = self.now()
 
     def victim(self, f, i=0):
@@ -1571,8 +1573,11 @@ class Soak:
                     if not live_domains() and not glob.glob(self.cluster.run_dir + "/*"):
                         break
                     time.sleep(1)
-                inside = [n for n in os.listdir(self.cluster.jobs_dir)
-                          if n != "lost+found" and not n.startswith("soak-fill")]
+                try:
+                    inside = [n for n in os.listdir(self.cluster.jobs_dir)
+                              if n != "lost+found" and not n.startswith("soak-fill")]
+                except OSError as e:
+                    inside = [f"(cannot list it: {e})"]
                 if inside:
                     res["notes"].append(f"left in the full file system: {', '.join(inside)}")
             finally:
@@ -1771,7 +1776,8 @@ def judge_faults(soak, verdicts):
                      if window and overlaps(r, window) and not r.hits]
         failed = [r for r in in_window if r.final_state() not in ("COMPLETED", "")]
         if f.kind not in TARGETED and f.kind not in VICTIMS and window:
-            effect.append(f"{len(in_window)} jobs in flight, {len(in_window) - len(failed)} completed")
+            effect.append(f"{len(in_window)} jobs ran in its window (to 30 s after it), "
+                          f"{len(in_window) - len(failed)} of them completed")
         for r in failed:
             effect.append(f"job {r.jobid} {r.final_state()}: {r.words()[:150] or r.reason}")
         drains = [d for d in soak.drains if window and window[0] <= d[0] <= window[1] + 60]
