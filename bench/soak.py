@@ -942,7 +942,9 @@ class Soak:
 
     def wait_capacity(self, nodes):
         while not self.stop.is_set():
-            if not self.paused.is_set() and self.in_flight() + nodes <= self.args.concurrency:
+            busy = self.in_flight()
+            # A 2-node job fits an empty run whatever --concurrency says.
+            if not self.paused.is_set() and (busy + nodes <= self.args.concurrency or busy == 0):
                 return True
             time.sleep(0.5)
         return False
