@@ -310,7 +310,7 @@ int on_job_epilog(spank_t sp) {
             }
             try {
                 const CgroupCleanup r =
-                    remove_vm_cgroups(kCgroupV1Mount, job_vm_controllers(), node, uid, jobid);
+                    JobCgroups::for_node()->remove_vm_cgroups(JobCgroupKey{node, uid, jobid});
                 for (const auto &problem : r.problems) {
                     slurm_error("%s: job %u node %s image %s: cgroup cleanup: %s", kTag, jobid,
                                 node, image.c_str(), printable(problem).c_str());
