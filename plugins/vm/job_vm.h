@@ -35,6 +35,11 @@ struct JobVmRequest {
     std::vector<unsigned> slurm_cpus;
     // Overrides the ready timeout when not 0 (slurm-vm check's probe boots).
     unsigned ready_timeout_seconds = 0;
+    // A Slurm job's prolog: where the node's cgroups are. Where the node's hierarchy lets the
+    // VM boot in a cgroup of the job's (cgroup v2: JobCgroups::make_boot_cgroup), QEMU joins it
+    // before any guest code runs, so that its memory is the job's from the first page. Nothing:
+    // the VM is no Slurm job's (slurm-vm try, check).
+    std::optional<CgroupRoots> job_cgroups;
 };
 
 // Where a job VM's files live. The state folder is root's (the user cannot plant links where
@@ -79,6 +84,9 @@ struct StartReport {
     ProcessIdentity qemu;
     std::string qemu_problem;
     std::vector<ProcessIdentity> virtiofsds;
+    // The cgroup of the job's the VM booted in ("" none: cgroup v1, or no Slurm cgroup/v2 tree
+    // here), and why it has none where one was due (one line for the node's log).
+    std::string boot_cgroup, boot_cgroup_problem;
 };
 
 // The smallest guest a job's allocation may leave: below it a Linux guest hardly boots.

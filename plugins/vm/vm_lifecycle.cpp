@@ -215,13 +215,13 @@ void VmLifecycle::fail(const std::string &message) {
     throw Error(message);
 }
 
-void VmLifecycle::create(const std::string &xml) {
+void VmLifecycle::create(const std::string &xml, const std::function<void()> &before_run) {
     if (state_ != VmState::Absent) {
         throw Error("cannot create domain " + name_ + ": it is already " + to_string(state_));
     }
     silence_libvirt_stderr();
     // Transient, and not auto-destroyed with our connection: the VM must outlive the prolog.
-    DomainPtr dom(virDomainCreateXML(conn_, xml.c_str(), 0));
+    DomainPtr dom(virDomainCreateXML(conn_, xml.c_str(), before_run ? VIR_DOMAIN_START_PAUSED : 0));
     if (!dom) {
         fail("cannot create domain " + name_ + ": " + libvirt_last_error());
     }
@@ -233,6 +233,22 @@ void VmLifecycle::create(const std::string &xml) {
     }
     dom_ = std::move(dom);
     state_ = VmState::Starting;
+    if (!before_run) {
+        return;
+    }
+    std::string problem;
+    try {
+        before_run();
+        if (virDomainResume(dom_.get()) < 0) {
+            problem = "cannot run it after its start: " + libvirt_last_error();
+        }
+    } catch (const Error &e) {
+        problem = e.what();
+    }
+    if (!problem.empty()) {
+        virDomainDestroy(dom_.get());
+        fail("cannot create domain " + name_ + ": " + problem);
+    }
 }
 
 void VmLifecycle::restore(const std::string &state_file, const std::string &xml) {
