@@ -79,6 +79,12 @@ std::vector<std::string> containment_warnings(const std::map<std::string, std::s
                         "their cgroups (not frozen by scontrol suspend, not in the job's memory "
                         "limit or accounting)");
     }
+    if (has_item(flags, "RunInJob")) {
+        lines.push_back("PrologFlags=" + shown(flags) +
+                        " has RunInJob: the prolog boots the VM inside the extern step, after "
+                        "the step's moment to place it, so VMs stay outside their steps' "
+                        "cgroups (not frozen by scontrol suspend, not in sstat or sacct)");
+    }
     const std::string proctrack = value_of(config, "ProctrackType");
     if (!has_item(proctrack, "proctrack/cgroup")) {
         lines.push_back("ProctrackType=" + shown(proctrack) +

@@ -17,9 +17,10 @@ namespace svm {
 std::map<std::string, std::string> parse_slurm_config(std::string_view show_config_text);
 
 // One line per setting containment needs that `config` lacks, in this order: PrologFlags
-// without Contain, ProctrackType not proctrack/cgroup, TaskPlugin without task/cgroup,
-// JobAcctGatherType not jobacct_gather/cgroup, and a CgroupPlugin for the other hierarchy than
-// the node's `version`. None when all is there.
+// without Contain, PrologFlags with RunInJob (Slurm 24.05 and later run the prolog inside the
+// extern step, after task_post_fork), ProctrackType not proctrack/cgroup, TaskPlugin without
+// task/cgroup, JobAcctGatherType not jobacct_gather/cgroup, and a CgroupPlugin for the other
+// hierarchy than the node's `version`. None when all is there.
 std::vector<std::string> containment_warnings(const std::map<std::string, std::string> &config,
                                               CgroupVersion version);
 

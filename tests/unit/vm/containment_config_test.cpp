@@ -66,6 +66,17 @@ TEST(ContainmentConfig, WarnsOnceForEachSettingThatIsMissing) {
                   "autodetect) in cgroup.conf"}));
 }
 
+TEST(ContainmentConfig, WarnsThatAPrologRunInTheJobBootsTheVmTooLateToPlaceIt) {
+    auto config = parse_slurm_config(kContained);
+    config["PrologFlags"] = "Alloc,Contain,RunInJob";
+    EXPECT_EQ(containment_warnings(config, CgroupVersion::V2),
+              std::vector<std::string>{
+                  "PrologFlags=Alloc,Contain,RunInJob has RunInJob: the prolog boots the VM "
+                  "inside the extern step, after the step's moment to place it, so VMs stay "
+                  "outside their steps' cgroups (not frozen by scontrol suspend, not in sstat "
+                  "or sacct)"});
+}
+
 TEST(ContainmentConfig, NamesASettingThatIsNotThereAtAll) {
     const auto lines = containment_warnings({}, CgroupVersion::V1);
     ASSERT_EQ(lines.size(), 4u);
