@@ -237,6 +237,7 @@ CgroupDir make_fresh_cgroup(const std::string &parent, std::string_view name) {
         throw Error("cgroup: " + printable(path) + " is uid " + std::to_string(st.st_uid) +
                     "'s, not the one just made");
     }
+    fchmod(dir.fd.get(), 0755);  // as Slurm makes its folders, whatever our umask
     return dir;
 }
 

@@ -80,6 +80,7 @@ class JobCgroupsV2 : public JobCgroups {
             job_dir = *scope + "/job_" + std::to_string(job.jobid);
             if (mkdir(job_dir.c_str(), 0755) == 0) {
                 made_job = true;
+                chmod(job_dir.c_str(), 0755);  // as Slurm's common_cgroup_instantiate makes it
             } else if (errno != EEXIST || !is_dir(job_dir)) {
                 throw Error("cannot make " + printable(job_dir) + ": " + errno_text(errno));
             }
