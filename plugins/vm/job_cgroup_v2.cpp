@@ -81,8 +81,8 @@ class JobCgroupsV2 : public JobCgroups {
             if (mkdir(job_dir.c_str(), 0755) == 0) {
                 made_job = true;
                 chmod(job_dir.c_str(), 0755);  // as Slurm's common_cgroup_instantiate makes it
-            } else if (errno != EEXIST || !is_dir(job_dir)) {
-                throw Error("cannot make " + printable(job_dir) + ": " + errno_text(errno));
+            } else if (const int err = errno; err != EEXIST || !is_dir(job_dir)) {
+                throw Error("cannot make " + printable(job_dir) + ": " + errno_text(err));
             }
             if (const std::string why = enable_for_children(job_dir, "memory"); !why.empty()) {
                 throw Error(why);
