@@ -71,7 +71,7 @@ printf '%-24s %6s %9s\n' FILE TESTS SECONDS
 for i in "${!file_names[@]}"; do
   printf '%-24s %6s %9s\n' "${file_names[$i]}" "${file_counts[$i]}" "${file_times[$i]}"
 done | sort -k3 -n -r
-printf '%-24s %6s %9s\n' total "$((passed + failed))" \
+printf '%-24s %6s %9s\n' total "$((passed + failed + skipped))" \
   "$(awk -v a="$suite_start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')"
 echo
 [ $failed = 0 ] || printf 'failed: %s\n' "${failed_names[@]}"
