@@ -335,12 +335,15 @@ ensure_accounts() {
 # still in use (a job's slurmstepd outlives slurmd) stays.
 clear_vm_cgroups() {
   local d
-  # No slurm_node* folder yet (a first start): find fails, which is no error here.
-  { find /sys/fs/cgroup/*/slurm_node* -depth -type d -name slurm_vm 2>/dev/null || true; } | while read -r d; do
-    # slurm_vm [task_<n>] step_extern job_<id> uid_<uid>, each once the one below is gone.
+  # No slurm_node* (v1) or scope (v2) folder yet (a first start): find fails, which is no error.
+  { find /sys/fs/cgroup/*/slurm_node* /sys/fs/cgroup/system.slice/*slurmstepd.scope -depth \
+    -type d -name slurm_vm 2>/dev/null || true; } | while read -r d; do
+    # v1: slurm_vm [task_<n>] step_extern job_<id> uid_<uid>; v2: slurm_vm task_<n> user
+    # step_extern job_<id>, or the boot cgroup's slurm_vm job_<id>; each once the one below is
+    # gone.
     while rmdir "$d" 2>/dev/null; do
       d=$(dirname "$d")
-      case "${d##*/}" in uid_* | job_* | step_extern | task_*) ;; *) break ;; esac
+      case "${d##*/}" in uid_* | job_* | step_extern | task_* | user) ;; *) break ;; esac
     done
   done
 }

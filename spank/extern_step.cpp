@@ -1,7 +1,8 @@
 // The job's extern step (PrologFlags=Contain): root, in the step's slurmstepd, from
-// slurm_spank_task_post_fork. Slurm 22.05 calls it once the step's cgroups exist and before any
-// task of the job starts (_spawn_job_container, src/slurmd/slurmstepd/mgr.c): the moment to put
-// the job's VM, which the prolog started outside any job cgroup, into them. In the node module:
+// slurm_spank_task_post_fork. Slurm (22.05 and 24.11) calls it once the step's cgroups exist and
+// before any task of the job starts (_spawn_job_container, src/slurmd/slurmstepd/mgr.c): the
+// moment to put the job's VM, which the prolog started outside the step (in libvirt's cgroup on
+// v1, in a cgroup of the job's on v2), into them. In the node module:
 // it needs libvirt to pin the VM again.
 //
 // Slurm only logs a failure of this callback; a VM that cannot be placed fails the job through
@@ -48,7 +49,8 @@ int on_extern_step(spank_t sp) {
                        jobid, node, image.c_str(), printable(r.skipped).c_str());
             return 0;
         }
-        std::string line = "VM placed in the job's cgroups (" + join(r.controllers) + ")" +
+        std::string line = "VM placed in the job's cgroups (" + r.hierarchy + ": " +
+                           join(r.controllers) + ")" +
                            (r.cpus.empty() ? std::string("; no cpuset: its vCPUs stay where its "
                                                          "domain XML pinned them")
                                            : " on CPUs " + r.cpus);

@@ -205,7 +205,18 @@ int on_job_prolog(spank_t sp) {
         if (const char *wd = getenv("SLURM_JOB_WORK_DIR"); wd != nullptr) {
             request.work_dir = wd;
         }
+        request.job_cgroups = CgroupRoots{};  // a Slurm job's VM: it boots in the job's cgroup
         const StartReport r = start_job_vm(config(), catalog, request);
+        if (!r.boot_cgroup_problem.empty()) {
+            slurm_info("%s: job %u node %s image %s: %s", kTag, f.jobid, f.node.c_str(),
+                       f.image.c_str(), printable(r.boot_cgroup_problem).c_str());
+        }
+        if (!r.boot_cgroup.empty() && r.start_mode.starts_with("cold: ") &&
+            first_warning_for_node(config().state_dir, f.node + "-warm", r.start_mode)) {
+            // The same on every VM job of a cgroup v2 node that would start warm: once.
+            slurm_info("%s: node %s: no warm starts here: %s", kTag, f.node.c_str(),
+                       printable(r.start_mode.substr(6)).c_str());
+        }
         if (!r.kvm_fallback_reason.empty() &&
             first_warning_for_node(config().state_dir, f.node, r.kvm_fallback_reason)) {
             // Once per node and reason, not once per job: the admin needs to read it once.
@@ -316,7 +327,7 @@ int on_job_epilog(spank_t sp) {
             }
             try {
                 const CgroupCleanup r =
-                    remove_vm_cgroups(kCgroupV1Mount, job_vm_controllers(), node, uid, jobid);
+                    JobCgroups::for_node()->remove_vm_cgroups(JobCgroupKey{node, uid, jobid});
                 for (const auto &problem : r.problems) {
                     slurm_error("%s: job %u node %s image %s: cgroup cleanup: %s", kTag, jobid,
                                 node, image.c_str(), printable(problem).c_str());

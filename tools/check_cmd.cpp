@@ -1,6 +1,8 @@
 #include "check_cmd.h"
 
 #include "vm/capabilities.h"
+#include "vm/containment_config.h"
+#include "vm/job_cgroup.h"
 #include "catalog/catalog.h"
 #include "util/config.h"
 #include "util/error.h"
@@ -12,6 +14,7 @@
 #include "catalog/image_features.h"
 #include "vm/libvirt_handles.h"
 #include "util/plugstack_args.h"
+#include "util/process.h"
 #include "exec/protocol/json.h"
 
 #include <getopt.h>
@@ -199,6 +202,62 @@ ProbeResult probe_boot(const Config &base, const Catalog &catalog, const Image &
     return result;
 }
 
+// Which cgroup hierarchy the node has, and what Slurm's configuration gives VM jobs on it
+// (docs/admin-guide.md, "Containment"): one line for the first, one per missing setting.
+void check_cgroups(Report &report) {
+    const CgroupRoots roots;
+    const CgroupVersion version = detect_cgroup_version(roots.mount);
+    std::string detail = std::string(to_string(version));
+    if (version == CgroupVersion::V2) {
+        detail += " (the unified hierarchy at " + roots.mount + ")";
+        std::vector<std::string> trees;
+        std::error_code ec;
+        for (fs::directory_iterator it(roots.mount + "/system.slice", ec), end; !ec && it != end;
+             it.increment(ec)) {
+            const std::string name = it->path().filename().string();
+            if (name.ends_with("slurmstepd.scope")) {
+                trees.push_back(it->path().string());
+            }
+        }
+        detail += trees.empty() ? "; no Slurm cgroup/v2 tree yet (slurmd makes "
+                                  "system.slice/<node>_slurmstepd.scope when it starts with "
+                                  "cgroup/v2)"
+                                : "; Slurm's cgroup/v2 trees: " + join(trees);
+    } else {
+        detail += " (a hierarchy per controller under " + roots.mount + ")";
+        struct stat st {};
+        if (lstat((roots.mount + "/unified/cgroup.controllers").c_str(), &st) == 0) {
+            detail += "; the cgroup2 at " + roots.mount +
+                      "/unified beside them (hybrid) is not used by Slurm";
+        }
+    }
+    report.add("cgroups", Status::Ok, detail);
+    const std::string fix = "see the admin guide, \"Containment\"";
+    try {
+        const ProcessResult r =
+            run_process({find_program("scontrol"), "show", "config"}, std::chrono::seconds(10));
+        if (r.timed_out || r.status != 0) {
+            const std::string err = r.err.substr(0, r.err.find('\n'));
+            throw Error("scontrol show config " + (r.timed_out
+                                                       ? std::string("did not answer within 10 s")
+                                                       : "failed: " + printable(err)));
+        }
+        const auto warnings = containment_warnings(parse_slurm_config(r.out), version);
+        if (warnings.empty()) {
+            report.add("containment", Status::Ok,
+                       "PrologFlags=Contain and the cgroup plugins: VMs join their jobs' "
+                       "cgroups");
+        }
+        for (const std::string &w : warnings) {
+            report.add("containment", Status::Warn, w, fix);
+        }
+    } catch (const Error &e) {
+        report.add("containment", Status::Warn,
+                   std::string("cannot read Slurm's configuration: ") + e.what(),
+                   "run slurm-vm check where scontrol reaches slurmctld");
+    }
+}
+
 char seconds_buf[32];
 const char *secs(double s) {
     snprintf(seconds_buf, sizeof seconds_buf, "%.2f s", s);
@@ -365,6 +424,8 @@ int cmd_check(const std::vector<std::string> &args) {
                    "/var/lib/libvirt/qemu is mode " + mode_text(st.st_mode),
                    traversable ? "" : "chmod 0711 /var/lib/libvirt/qemu (QEMU runs as job users)");
     }
+
+    check_cgroups(report);
 
     // Shared folders: 9p (libvirt's "path" driver) or virtiofs.
     {

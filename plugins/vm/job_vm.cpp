@@ -137,6 +137,18 @@ std::vector<Share> shares_for(const Config &config, const std::string &work_dir)
     return shares;
 }
 
+// Moves `who` (and its children) into the job's boot cgroup, held by a pidfd.
+void move_into_boot_cgroup(const std::string &folder, const ProcessIdentity &who,
+                           const std::string &what) {
+    std::vector<ProcessHandle> held;
+    held.push_back(ProcessHandle::open(who, what));
+    try {
+        move_into_cgroup(folder, held);
+    } catch (const Error &e) {
+        throw Error("cannot move the VM into the job's cgroup: " + std::string(e.what()));
+    }
+}
+
 // Facts about the running VM for the epilog and accounting (vm_record.h reads them).
 void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const StartReport &report) {
     using namespace protocol;
@@ -566,6 +578,10 @@ void boot(LibvirtLink &link, const Config &config, const Image &image, const Job
                 report.virtiofsds.push_back(
                     {virtiofsds.back(), process_start_ticks(virtiofsds.back())});
                 share.virtiofs_socket = d.socket_path;
+                if (!report.boot_cgroup.empty()) {
+                    move_into_boot_cgroup(report.boot_cgroup, report.virtiofsds.back(),
+                                          "virtiofsd of domain " + paths.domain);
+                }
             }
         }
         spec.user_network = (image.network.empty() ? config.network : image.network) == "user";
@@ -590,6 +606,14 @@ void boot(LibvirtLink &link, const Config &config, const Image &image, const Job
             report.start_mode = "cold";  // warm_start=no, or the catalog's "warm_start": false
         } else if (config.warm_cache_mib == 0) {
             report.start_mode = "cold: warm_cache=0 keeps no snapshot";
+        } else if (!report.boot_cgroup.empty()) {
+            // libvirt's restore loads all of the guest's memory before it returns, with no hook
+            // between QEMU's start and the load (qemuProcessStart waits for the incoming
+            // migration; its "started" hook runs after). QEMU would load it in libvirt's cgroup,
+            // and cgroup v2 never moves charges: that memory would never be the job's.
+            report.start_mode =
+                "cold: on cgroup v2 a restored VM's memory could not be charged to its job (it "
+                "is loaded before QEMU can join the job's cgroup, and charges never move)";
         } else if (!virtiofsds.empty()) {
             report.start_mode = "cold: virtiofs shares cannot be saved with their virtiofsd";
         } else {
@@ -609,7 +633,16 @@ void boot(LibvirtLink &link, const Config &config, const Image &image, const Job
                 copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
             }
             auto t = Clock::now();
-            vm.create(render_domain_xml(spec));
+            if (report.boot_cgroup.empty()) {
+                vm.create(render_domain_xml(spec));
+            } else {
+                // Paused until QEMU is in the job's cgroup: no vCPU has touched the guest's
+                // memory yet, so every page of it is the job's.
+                vm.create(render_domain_xml(spec), [&] {
+                    move_into_boot_cgroup(report.boot_cgroup, find_qemu(paths.domain),
+                                          "QEMU of domain " + paths.domain);
+                });
+            }
             report.create_seconds = seconds_since(t);
             t = Clock::now();
             wait_for_agent(vm, spec, timeout_s);
@@ -709,6 +742,16 @@ StartReport start_job_vm(const Config &config, const Catalog &catalog, const Job
         prune_console_logs(config.log_dir, config.state_dir, config.console_logs_mib);
     } catch (const Error &e) {
         throw Error(describe(r) + ": " + e.what());
+    }
+
+    if (r.job_cgroups) {
+        // Before Slurm makes any folder of the job's: the VM boots in one of ours below the
+        // job's, limited to the job's memory until Slurm's own limit comes with the extern step.
+        const BootCgroup boot = JobCgroups::for_node(*r.job_cgroups)
+                                    ->make_boot_cgroup(JobCgroupKey{r.node, r.uid, r.jobid},
+                                                       r.memory_mib * 1024 * 1024);
+        report.boot_cgroup = boot.folder;
+        report.boot_cgroup_problem = boot.note;
     }
 
     LibvirtLink link(config.libvirt_uri, libvirt_timeouts(config));

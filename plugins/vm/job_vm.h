@@ -35,6 +35,11 @@ struct JobVmRequest {
     std::vector<unsigned> slurm_cpus;
     // Overrides the ready timeout when not 0 (slurm-vm check's probe boots).
     unsigned ready_timeout_seconds = 0;
+    // A Slurm job's prolog: where the node's cgroups are. Where the node's hierarchy lets the
+    // VM boot in a cgroup of the job's (cgroup v2: JobCgroups::make_boot_cgroup), QEMU joins it
+    // before any guest code runs, so that its memory is the job's from the first page. Nothing:
+    // the VM is no Slurm job's (slurm-vm try, check).
+    std::optional<CgroupRoots> job_cgroups;
 };
 
 // Where a job VM's files live. The state folder is root's (the user cannot plant links where
@@ -82,6 +87,9 @@ struct StartReport {
     ProcessIdentity qemu;
     std::string qemu_problem;
     std::vector<ProcessIdentity> virtiofsds;
+    // The cgroup of the job's the VM booted in ("" none: cgroup v1, or no Slurm cgroup/v2 tree
+    // here), and why it has none where one was due (one line for the node's log).
+    std::string boot_cgroup, boot_cgroup_problem;
 };
 
 // The smallest guest a job's allocation may leave: below it a Linux guest hardly boots.
@@ -145,6 +153,7 @@ struct PlacementReport {
     // Why nothing was moved (no VM runs for the job here; the job has no cgroup here), one line
     // for the node's log; "" when the VM was placed.
     std::string skipped;
+    std::string hierarchy;                 // "cgroup v1", "cgroup v2"
     std::vector<std::string> controllers;  // the VM is in the job's cgroup of each, in order
     std::vector<std::string> missing;      // controllers of job_vm_controllers() the job lacks
     std::string cpus;                      // the job's cpuset ("0-1"); "" without one
@@ -155,7 +164,7 @@ struct PlacementReport {
 
 // Where place_job_vm looks and how it pins; the real ones unless a test says otherwise.
 struct PlacementRoots {
-    std::string cgroup_mount = std::string(kCgroupV1Mount);
+    std::string cgroup_mount = std::string(kCgroupMount);
     std::string proc = "/proc";
     std::string libvirt_run = std::string(kLibvirtQemuRunDir);
     // Pins the running domain on the CPUs; empty: VmLifecycle::pin over config.libvirt_uri.
@@ -164,9 +173,10 @@ struct PlacementRoots {
 
 // The job's extern step has started on this node: its cgroups exist and no task of the job
 // runs yet. Moves the job's VM (QEMU with all its threads, the VM's virtiofsd, their children;
-// each checked to be the very process the prolog started) into the job's cgroups: a slurm_vm
-// folder below the extern step in freezer, cpuset, cpuacct and memory (vm/job_cgroup.h). Then
-// pins its vCPUs again on the job's cpuset (pin_vcpus=yes), which the move reset. Skips, with
+// each checked to be the very process the prolog started, and held by a pidfd while it moves)
+// into the job's cgroups: a slurm_vm folder below the extern step, in freezer, cpuset, cpuacct
+// and memory on cgroup v1, below its task folder on v2 (vm/job_cgroup.h). Then pins its vCPUs
+// again on the job's cpuset (pin_vcpus=yes), which the move or Slurm reset. Skips, with
 // the reason in `skipped`, when no VM runs for the job here or the job has no cgroup here (no
 // cgroup plugins, no PrologFlags=Contain): the domain XML's pinning then stays. Throws Error
 // naming what failed; the caller fails the job with it. `report` is filled as it goes: after an

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include <limits>
+#include <memory>
 
 namespace svm {
 
@@ -97,59 +98,56 @@ void place_job_vm(const Config &config, uint32_t jobid, std::string_view node, u
         throw Error(paths.state_file + " names domain '" + vm.domain + "', not " + paths.domain);
     }
 
-    const VmCgroupPlan plan =
-        plan_vm_cgroups(roots.cgroup_mount, job_vm_controllers(), node, uid, jobid);
+    const std::unique_ptr<JobCgroups> cgroups =
+        JobCgroups::for_node(CgroupRoots{roots.cgroup_mount, roots.proc});
+    const VmCgroupPlan plan = cgroups->plan_vm_cgroups(JobCgroupKey{std::string(node), uid, jobid});
+    report.hierarchy = to_string(plan.version);
     report.missing = plan.missing;
-    if (plan.parents.empty()) {
-        report.skipped =
-            "the job has no cgroup on this node (no " +
-            extern_step_cgroup_candidates(roots.cgroup_mount, "freezer", node, uid, jobid)[0] +
-            " nor its like in " + join(plan.missing) +
-            ": are cgroup plugins configured, and PrologFlags=Contain?): the VM runs outside "
-            "them, on the CPUs its domain XML pinned it to";
+    if (plan.targets.empty()) {
+        report.skipped = "the job has no cgroup on this node (" + plan.absent +
+                         ": are cgroup plugins configured, and PrologFlags=Contain?): the VM "
+                         "runs outside them, on the CPUs its domain XML pinned it to";
         return;
     }
 
-    // The very processes the prolog started, not whatever has their pids now.
-    std::vector<pid_t> processes;
+    // The very processes the prolog started, not whatever has their pids now: each held by a
+    // pidfd from here on, and checked around every write that moves it.
+    std::vector<ProcessHandle> processes;
     const std::string qemu_what = "QEMU of domain " + paths.domain;
     ProcessIdentity qemu = vm.qemu;
     if (qemu.pid == 0) {
         qemu = find_qemu(paths.domain, roots.libvirt_run, roots.proc);
-    } else {
-        check_same_process(qemu, qemu_what, roots.proc);
-        if (!runs_guest(qemu.pid, paths.domain, roots.proc)) {
-            throw Error(qemu_what + " (process " + std::to_string(qemu.pid) +
-                        ") no longer runs guest=" + paths.domain);
-        }
     }
-    processes.push_back(qemu.pid);
+    processes.push_back(ProcessHandle::open(qemu, qemu_what, roots.proc));
+    if (!runs_guest(qemu.pid, paths.domain, roots.proc)) {
+        throw Error(qemu_what + " (process " + std::to_string(qemu.pid) +
+                    ") no longer runs guest=" + paths.domain);
+    }
     for (const ProcessIdentity &d : vm.virtiofsds) {
-        check_same_process(d, "virtiofsd of domain " + paths.domain, roots.proc);
-        processes.push_back(d.pid);
+        processes.push_back(
+            ProcessHandle::open(d, "virtiofsd of domain " + paths.domain, roots.proc));
     }
 
     const VmCgroupPlacement placed = move_into_vm_cgroups(plan, processes, roots.proc);
     report.notes = placed.notes;
-    for (const auto &[controller, folder] : placed.folders) {
-        report.controllers.push_back(controller);
-        if (controller != "cpuset") {
-            continue;
-        }
-        // The job's CPUs in the kernel's numbering (task/cgroup's ConstrainCores), which the
-        // prolog could only derive from Slurm's abstract ids.
-        const std::vector<unsigned> cpus = parse_cpu_list(read_whole_file(folder + "/cpuset.cpus"));
-        report.cpus = format_cpu_list(cpus);
-        if (cpus.empty() || !config.pin_vcpus) {
-            continue;  // the cpuset alone keeps every thread on the job's CPUs
-        }
-        if (roots.pin) {
-            roots.pin(paths.domain, cpus);
-        } else {
-            pin_through_libvirt(config, paths.domain, cpus);
-        }
-        report.repinned = true;
+    report.controllers = plan.controllers;
+    if (plan.cpus_file.empty()) {
+        return;  // no cpuset: the vCPUs stay where the domain XML pinned them
     }
+    // The job's CPUs in the kernel's numbering (task/cgroup's ConstrainCores), which the prolog
+    // could only derive from Slurm's abstract ids. The move reset every thread's affinity to
+    // them (v1), and Slurm setting the job's cpuset after the VM booted did too (v2).
+    const std::vector<unsigned> cpus = parse_cpu_list(read_whole_file(plan.cpus_file));
+    report.cpus = format_cpu_list(cpus);
+    if (cpus.empty() || !config.pin_vcpus) {
+        return;  // the cpuset alone keeps every thread on the job's CPUs
+    }
+    if (roots.pin) {
+        roots.pin(paths.domain, cpus);
+    } else {
+        pin_through_libvirt(config, paths.domain, cpus);
+    }
+    report.repinned = true;
 }
 
 }  // namespace svm

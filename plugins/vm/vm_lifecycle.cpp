@@ -288,7 +288,7 @@ std::string VmLifecycle::destroy_domain() {
     return is_active() ? reason : "";
 }
 
-void VmLifecycle::create(const std::string &xml) {
+void VmLifecycle::create(const std::string &xml, const std::function<void()> &before_run) {
     if (state_ != VmState::Absent) {
         throw Error("cannot create domain " + name_ + ": it is already " + to_string(state_));
     }
@@ -298,8 +298,11 @@ void VmLifecycle::create(const std::string &xml) {
     try {
         // Transient, and not auto-destroyed with our connection: the VM must outlive the
         // prolog. Late, its QEMU is killed: libvirt then fails the create and removes it.
+        // Paused when something must happen before the guest's first instruction (cgroup v2:
+        // QEMU moves into the job's cgroup before the guest touches its memory).
         dom = link_->call(name_, link_->timeouts().call, [&](virConnectPtr conn) {
-            return DomainPtr(virDomainCreateXML(conn, xml.c_str(), 0));
+            return DomainPtr(virDomainCreateXML(conn, xml.c_str(),
+                                                 before_run ? VIR_DOMAIN_START_PAUSED : 0));
         });
     } catch (const LibvirtDeadlineError &e) {
         state_ = VmState::Failed;
@@ -322,6 +325,25 @@ void VmLifecycle::create(const std::string &xml) {
     dom_ = std::move(dom);
     dom_generation_ = link_->generation();
     state_ = VmState::Starting;
+    if (!before_run) {
+        return;
+    }
+    std::string problem;
+    try {
+        before_run();
+        std::string late;
+        if (monitor_call(link_->timeouts().call, late,
+                         [](virDomainPtr d) { return virDomainResume(d); }) < 0) {
+            problem = "cannot run it after its start: " +
+                      (late.empty() ? link_->failure("resume") : late);
+        }
+    } catch (const Error &e) {
+        problem = e.what();
+    }
+    if (!problem.empty()) {
+        destroy_domain();
+        fail(what + ": " + problem);
+    }
 }
 
 void VmLifecycle::restore(const std::string &state_file, const std::string &xml) {

@@ -80,7 +80,11 @@ class VmLifecycle {
 
     // Starts a transient domain from `xml`, whose <name> must be the domain name given above.
     // Absent -> Starting. Throws Error naming the domain and libvirt's reason (state Failed).
-    void create(const std::string &xml);
+    // With `before_run`, the domain starts paused (VIR_DOMAIN_START_PAUSED: QEMU is up, no vCPU
+    // has run, the guest's memory is untouched but for firmware and the kernel QEMU loads), runs
+    // before_run (which moves QEMU into the job's cgroup), then resumes; a before_run that
+    // throws destroys the domain and fails the creation with its reason.
+    void create(const std::string &xml, const std::function<void()> &before_run = {});
 
     // Starts the domain from libvirt's save file `state_file` with `xml` (whose <name> must be
     // the domain name given above, whose <uuid> and guest-visible devices the saved ones), as

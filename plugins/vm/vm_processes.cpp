@@ -6,6 +6,8 @@
 #include "util/text.h"
 
 #include <dirent.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <chrono>
@@ -156,12 +158,14 @@ void check_same_process(const ProcessIdentity &who, const std::string &what,
     }
 }
 
-std::vector<pid_t> process_descendants(pid_t pid, const std::string &proc) {
+std::vector<ProcessIdentity> process_descendants(pid_t pid, const std::string &proc) {
     std::unique_ptr<DIR, DirCloser> d(opendir(proc.c_str()));
     if (!d) {
         throw Error("cannot list " + proc + ": " + errno_text(errno));
     }
-    std::multimap<pid_t, pid_t> children;  // parent -> child
+    // parent -> child, with the child's start time from the same read as its parent id: a child
+    // that ends and whose pid is reused by then has another start time, and is not taken.
+    std::multimap<pid_t, ProcessIdentity> children;
     while (const dirent *e = readdir(d.get())) {
         const auto id = parse_number(e->d_name);
         if (!id || *id == 0 || *id > 0x3fffffff) {
@@ -169,13 +173,17 @@ std::vector<pid_t> process_descendants(pid_t pid, const std::string &proc) {
         }
         const auto text = read_stat(proc, static_cast<pid_t>(*id));
         const auto fields = text ? stat_fields(*text) : std::nullopt;
-        const auto parent =
-            fields && fields->size() >= 2 ? parse_number((*fields)[1]) : std::nullopt;
-        if (parent) {
-            children.emplace(static_cast<pid_t>(*parent), static_cast<pid_t>(*id));
+        if (!fields || fields->size() < 20) {
+            continue;
+        }
+        const auto parent = parse_number((*fields)[1]);
+        const auto start = parse_number((*fields)[19]);  // field 22, as process_start_ticks
+        if (parent && start) {
+            children.emplace(static_cast<pid_t>(*parent),
+                             ProcessIdentity{static_cast<pid_t>(*id), *start});
         }
     }
-    std::vector<pid_t> found;
+    std::vector<ProcessIdentity> found;
     std::set<pid_t> seen{pid};  // parent ids read at different moments may form a loop
     std::vector<pid_t> todo{pid};
     while (!todo.empty()) {
@@ -183,13 +191,36 @@ std::vector<pid_t> process_descendants(pid_t pid, const std::string &proc) {
         todo.pop_back();
         const auto [first, last] = children.equal_range(parent);
         for (auto it = first; it != last; ++it) {
-            if (seen.insert(it->second).second) {
+            if (seen.insert(it->second.pid).second) {
                 found.push_back(it->second);
-                todo.push_back(it->second);
+                todo.push_back(it->second.pid);
             }
         }
     }
     return found;
+}
+
+ProcessHandle ProcessHandle::open(const ProcessIdentity &who, const std::string &what,
+                                  const std::string &proc) {
+    if (who.pid <= 0) {
+        throw Error(what + ": no process id");
+    }
+    UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_open, who.pid, 0)));
+    if (!fd) {
+        if (errno == ESRCH) {
+            throw Error(what + " (" + pid_text(who.pid) + ") is not running");
+        }
+        throw Error("cannot open a pidfd on " + what + " (" + pid_text(who.pid) +
+                    "): " + errno_text(errno));
+    }
+    // After the pidfd: if the pid still has the start time, the pidfd is that process's.
+    check_same_process(who, what, proc);
+    return ProcessHandle(who.pid, what, std::move(fd));
+}
+
+bool ProcessHandle::holds_pid() const {
+    // Signal 0 checks only that the process exists; a zombie does, until it is reaped.
+    return syscall(SYS_pidfd_send_signal, fd_.get(), 0, nullptr, 0) == 0 || errno == EPERM;
 }
 
 }  // namespace svm

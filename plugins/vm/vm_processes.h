@@ -1,9 +1,11 @@
 // Which host processes are a job VM's: QEMU (libvirt's pid file, checked against QEMU's command
 // line), the VM's virtiofsd, and their children. Root moves them into the job's cgroups
-// (vm/job_cgroup.h), so each is named by its pid *and* its start time: a process that ended and
-// whose pid was reused is never taken for it. Free of Slurm and of libvirt's API; /proc and
-// libvirt's run folder are injectable for tests.
+// (vm/job_cgroup.h), so each is named by its pid *and* its start time, and held by a pidfd
+// while it is moved: a process that ended and whose pid was reused is never taken for it. Free
+// of Slurm and of libvirt's API; /proc and libvirt's run folder are injectable for tests.
 #pragma once
+
+#include "util/fd.h"
 
 #include <sys/types.h>
 
@@ -44,7 +46,36 @@ void check_same_process(const ProcessIdentity &who, const std::string &what,
                         const std::string &proc = "/proc");
 
 // The descendants of `pid` (children, their children, ...), from the parent ids in
-// <proc>/<n>/stat, in no particular order. Processes that end meanwhile are skipped.
-std::vector<pid_t> process_descendants(pid_t pid, const std::string &proc = "/proc");
+// <proc>/<n>/stat, in no particular order, each with the start time read with its parent id.
+// Processes that end meanwhile are skipped.
+std::vector<ProcessIdentity> process_descendants(pid_t pid, const std::string &proc = "/proc");
+
+// A process held by a pidfd (pidfd_open(2)). A pid names a process only until that process is
+// reaped; then the kernel may give it to a new one. Root writes pids into cgroup files, which
+// take no pidfd, so it checks the pidfd around each write: a process that still holds its pid
+// after the write is the one that was moved (docs/architecture.md, "Containment").
+class ProcessHandle {
+  public:
+    // Opens a pidfd on `who.pid`, then checks `who`'s start time (check_same_process): a pidfd
+    // opened before a check that finds the same start time refers to that very process. Throws
+    // Error naming `what` (e.g. "QEMU of domain svm-7-node1") and why not.
+    static ProcessHandle open(const ProcessIdentity &who, const std::string &what,
+                              const std::string &proc = "/proc");
+
+    pid_t pid() const { return pid_; }
+    const std::string &what() const { return what_; }
+
+    // Whether the process is not reaped yet (a zombie still is): until then no other process
+    // can have its pid.
+    bool holds_pid() const;
+
+  private:
+    ProcessHandle(pid_t pid, std::string what, UniqueFd fd)
+        : pid_(pid), what_(std::move(what)), fd_(std::move(fd)) {}
+
+    pid_t pid_;
+    std::string what_;
+    UniqueFd fd_;
+};
 
 }  // namespace svm

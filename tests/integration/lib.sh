@@ -15,6 +15,13 @@ fail() {
   return 1
 }
 
+# skip REASON: ends the test as skipped (run.sh counts it apart), for a test that does not apply
+# to this host (a cgroup v1 test on a cgroup v2 host, say).
+skip() {
+  printf '    SKIP: %s\n' "$*" >&2
+  exit 77
+}
+
 # as_user CMD...: run a shell command line as the test user in TEST_DIR.
 # runuser keeps the caller's environment: give the user's own identity variables, as a login would.
 as_user() {
@@ -107,14 +114,40 @@ assert_no_leftovers() {
   [ -z "$left" ] || fail "VM cgroup folders left behind: $left"
 }
 
-# vm_cgroups: the VMs' own cgroup folders (slurm_vm, below a job's extern step) on every node.
-vm_cgroups() {
-  find /sys/fs/cgroup/*/slurm_node* -type d -name slurm_vm 2>/dev/null || true
+# The node's cgroup hierarchy, as slurm-vm sees it (vm/job_cgroup.h): 2 where /sys/fs/cgroup is
+# the unified hierarchy, else 1 (a hierarchy per controller; a controller-less cgroup2 at
+# /sys/fs/cgroup/unified beside them, "hybrid", is v1 for Slurm).
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then CGROUP_VERSION=2; else CGROUP_VERSION=1; fi
+
+# stepd_scope NODE: Slurm's cgroup/v2 folder of NODE's steps (Debian's slurmd is a
+# multiple-slurmd build: system.slice/<node>_slurmstepd.scope), or "".
+stepd_scope() {
+  local s
+  for s in /sys/fs/cgroup/system.slice/"$1"_slurmstepd.scope /sys/fs/cgroup/system.slice/slurmstepd.scope; do
+    [ -d "$s" ] && { echo "$s"; return 0; }
+  done
 }
 
-# job_cgroup CONTROLLER JOBID NODE: the job's cgroup folder on NODE (Debian's slurmd is a
-# multiple-slurmd build: /sys/fs/cgroup/<controller>/slurm_<node>/uid_<uid>/job_<id>), or "".
+# vm_cgroups: the VMs' own cgroup folders (slurm_vm, below a job's extern step or, on v2, the
+# boot cgroup below the job) on every node.
+vm_cgroups() {
+  if [ "$CGROUP_VERSION" = 2 ]; then
+    find /sys/fs/cgroup/system.slice/*slurmstepd.scope -type d -name slurm_vm 2>/dev/null || true
+  else
+    find /sys/fs/cgroup/*/slurm_node* -type d -name slurm_vm 2>/dev/null || true
+  fi
+}
+
+# job_cgroup CONTROLLER JOBID NODE: the job's cgroup folder on NODE, or "". v1: in CONTROLLER's
+# hierarchy, /sys/fs/cgroup/<controller>/slurm_<node>/uid_<uid>/job_<id>; v2 (one hierarchy:
+# CONTROLLER does not matter): <scope>/job_<id>.
 job_cgroup() {
+  if [ "$CGROUP_VERSION" = 2 ]; then
+    local s
+    s=$(stepd_scope "$3")
+    [ -n "$s" ] && [ -d "$s/job_$2" ] && echo "$s/job_$2"
+    return 0
+  fi
   find "/sys/fs/cgroup/$1/slurm_$3" -mindepth 2 -maxdepth 2 -type d -name "job_$2" 2>/dev/null | head -1
 }
 
@@ -130,6 +163,27 @@ assert_no_job_cgroups() {
     sleep 0.5
   done
   fail "cgroup folders of job $1 left on $2: $left"
+}
+
+# vm_cgroup JOBID NODE: the folder the job's VM is in once placed: v1 its freezer folder, v2 its
+# only one (below the extern step's task folder).
+vm_cgroup() {
+  local j
+  j=$(job_cgroup freezer "$1" "$2")
+  if [ "$CGROUP_VERSION" = 2 ]; then
+    find "$j/step_extern/user" -mindepth 2 -maxdepth 2 -type d -name slurm_vm 2>/dev/null | head -1
+  else
+    echo "$j/step_extern/slurm_vm"
+  fi
+}
+
+# is_frozen FOLDER: the cgroup is frozen (v1: freezer.state FROZEN; v2: cgroup.events frozen 1).
+is_frozen() {
+  if [ "$CGROUP_VERSION" = 2 ]; then
+    grep -qx 'frozen 1' "$1/cgroup.events" 2>/dev/null
+  else
+    [ "$(cat "$1/freezer.state" 2>/dev/null)" = FROZEN ]
+  fi
 }
 
 # qemu_pid JOBID NODE: the pid of the job's QEMU on NODE (libvirt's pid file).

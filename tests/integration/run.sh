@@ -2,13 +2,15 @@
 # Run the integration tests against the running cluster:
 #   tests/integration/run.sh [NAME_PATTERN]
 # Every test_* function of every test_*.sh file runs in its own subshell with a fresh folder.
-# A failing test prints the end of the logs that explain it. Ends with "N passed, N failed".
+# A failing test prints the end of the logs that explain it; a test that does not apply to the
+# host calls skip (exit status 77). Ends with "N passed, N failed[, N skipped]".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 pattern=${1:-.}
 passed=0
 failed=0
+skipped=0
 failed_names=()
 file_names=()
 file_times=()
@@ -44,6 +46,9 @@ for file in "$here"/test_*.sh; do
     if [ $rc = 0 ]; then
       passed=$((passed + 1))
       printf 'ok   %-55s %6ss\n' "$(basename "$file" .sh)::$t" "$took"
+    elif [ $rc = 77 ]; then
+      skipped=$((skipped + 1))
+      printf 'skip %-55s %s\n' "$(basename "$file" .sh)::$t" "$(printf '%s\n' "$out" | sed -n 's/^ *SKIP: //p' | tail -1)"
     else
       failed=$((failed + 1))
       failed_names+=("$(basename "$file" .sh)::$t")
@@ -66,9 +71,9 @@ printf '%-24s %6s %9s\n' FILE TESTS SECONDS
 for i in "${!file_names[@]}"; do
   printf '%-24s %6s %9s\n' "${file_names[$i]}" "${file_counts[$i]}" "${file_times[$i]}"
 done | sort -k3 -n -r
-printf '%-24s %6s %9s\n' total "$((passed + failed))" \
+printf '%-24s %6s %9s\n' total "$((passed + failed + skipped))" \
   "$(awk -v a="$suite_start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')"
 echo
 [ $failed = 0 ] || printf 'failed: %s\n' "${failed_names[@]}"
-echo "integration: $passed passed, $failed failed"
+echo "integration: $passed passed, $failed failed$([ $skipped = 0 ] || echo ", $skipped skipped")"
 [ $failed = 0 ]

@@ -3,6 +3,12 @@
 
 WARM=/var/lib/slurm-vm/warm
 
+# no_warm_starts_here: the nodes boot every VM cold: on cgroup v2 a VM boots in its job's
+# cgroup, and a restored VM's memory could not be charged to the job.
+no_warm_starts_here() {
+  [ "$CGROUP_VERSION" = 2 ]
+}
+
 # ready_line JOBID: the prolog's "VM ... ready as" line for the job.
 ready_line() {
   grep -h "slurm-vm: job $1 node [^ ]* image [^ ]*: VM .* ready as" "$SVM_LOG"/slurmd-node*.log
@@ -18,6 +24,7 @@ run_tiny_job() {
 }
 
 test_a_warm_started_job_has_its_own_hostname_user_mounts_clock_and_randomness() {
+  no_warm_starts_here && skip "cgroup v2: VMs start cold (docs/admin-guide.md, \"Warm start\")"
   local j1 j2 j3 t0 t1 g out2 out3
   echo "from-the-host" >"$TEST_DIR/marker.txt"
   chown "$SVM_TEST_USER" "$TEST_DIR/marker.txt"
@@ -48,6 +55,7 @@ test_a_warm_started_job_has_its_own_hostname_user_mounts_clock_and_randomness() 
 }
 
 test_debian11_warm_start_renews_machine_id_and_sets_the_clock_to_the_millisecond() {
+  no_warm_starts_here && skip "cgroup v2: VMs start cold (docs/admin-guide.md, \"Warm start\")"
   local j1 j2 m1 m2 line t0 t1 g
   j1=$(as_user "sbatch --parsable -w node2 --vm-image=debian11 -o out-%j.txt --wrap 'cat /etc/machine-id'")
   wait_job_done "$j1" 300
@@ -69,6 +77,7 @@ test_debian11_warm_start_renews_machine_id_and_sets_the_clock_to_the_millisecond
 }
 
 test_two_vms_at_once_on_one_node_restore_from_two_slots() {
+  no_warm_starts_here && skip "cgroup v2: VMs start cold (docs/admin-guide.md, \"Warm start\")"
   local j k i
   run_tiny_job node3 "true" >/dev/null # a snapshot in slot 0, if none yet
   j=$(as_user "sbatch --parsable -w node3 -c1 --vm-image=tiny -o out-%j.txt --wrap 'sleep 8; hostname'")
@@ -83,6 +92,7 @@ test_two_vms_at_once_on_one_node_restore_from_two_slots() {
 }
 
 test_snapshot_is_made_again_when_the_image_file_changes() {
+  no_warm_starts_here && skip "cgroup v2: VMs start cold (docs/admin-guide.md, \"Warm start\")"
   local j
   run_tiny_job node1 "true" >/dev/null
   touch /var/lib/slurm-vm/images/tiny/initrd.img
@@ -96,6 +106,7 @@ test_snapshot_is_made_again_when_the_image_file_changes() {
 }
 
 test_corrupted_snapshot_falls_back_to_a_cold_boot_and_the_job_runs() {
+  no_warm_starts_here && skip "cgroup v2: VMs start cold (docs/admin-guide.md, \"Warm start\")"
   local j k f size
   run_tiny_job node2 "true" >/dev/null
   for f in $(find "$WARM/tiny" -path '*slot-*/state'); do

@@ -1,12 +1,18 @@
 // Parts of a job VM's life that need no running QEMU: the guest's memory from the job's
 // allocation, and the extern step's placement of the VM (place_job_vm) against a fake state
-// folder, cgroup tree and /proc in a temp dir, with the pinning captured instead of libvirt.
+// folder and cgroup trees (v1 and v2) in a temp dir, real processes standing in for QEMU and
+// virtiofsd, and the pinning captured instead of libvirt.
 #include "vm/job_vm.h"
 
 #include "util/error.h"
 
+#include "vm/test_process.h"
+
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -74,17 +80,15 @@ class PlaceJobVmTest : public ::testing::Test {
         config.state_dir = (dir / "state").string();
         config.run_dir = (dir / "run-svm").string();
         roots.cgroup_mount = (dir / "cgroup").string();
-        roots.proc = (dir / "proc").string();
+        roots.proc = "/proc";  // the processes are real: pidfds need them
         roots.libvirt_run = (dir / "libvirt").string();
         roots.pin = [this](const std::string &domain, const std::vector<unsigned> &cpus) {
             pinned.emplace_back(domain, cpus);
         };
         fs::create_directories(state_dir());
         fs::create_directories(roots.libvirt_run);
-        process(500, 1, 77,
-                {"/usr/bin/qemu-system-x86_64", "-name", "guest=svm-42-node1,debug-threads=on"});
-        process(600, 1, 80, {"virtiofsd", "--fd=3"});
-        process(601, 600, 81, {"virtiofsd", "--fd=3"});
+        fs::create_directories(roots.cgroup_mount);
+        virtiofsd_child = virtiofsd.wait_for_descendants(1).at(0).pid;
     }
     void TearDown() override { fs::remove_all(dir); }
 
@@ -94,36 +98,33 @@ class PlaceJobVmTest : public ::testing::Test {
               "{\"domain\":\"svm-42-node1\",\"image\":\"tiny\",\"node\":\"node1\",\"jobid\":42," +
                   extra + "}");
     }
-    void process(pid_t pid, pid_t parent, uint64_t start, const std::vector<std::string> &argv) {
-        const std::string p = roots.proc + "/" + std::to_string(pid);
-        fs::create_directories(p);
-        std::string stat = std::to_string(pid) + " (p) S " + std::to_string(parent);
-        for (int field = 5; field <= 21; ++field) {
-            stat += " 0";
+    // "qemu_pid":P,"qemu_start":S[,"virtiofsd":[{"pid":...,"start":...}]]
+    std::string processes(const test::TestProcess &q, bool with_virtiofsd = false,
+                          uint64_t start_offset = 0) {
+        std::string text = "\"qemu_pid\":" + std::to_string(q.pid()) + ",\"qemu_start\":" +
+                           std::to_string(q.identity().start_ticks + start_offset);
+        if (with_virtiofsd) {
+            text += ",\"virtiofsd\":[{\"pid\":" + std::to_string(virtiofsd.pid()) +
+                    ",\"start\":" + std::to_string(virtiofsd.identity().start_ticks) + "}]";
         }
-        write(p + "/stat", stat + " " + std::to_string(start) + " 0\n");
-        std::string cmdline;
-        for (const auto &arg : argv) {
-            cmdline += arg + std::string(1, '\0');
-        }
-        write(p + "/cmdline", cmdline);
+        return text;
     }
-    // Job 42's extern step as Slurm 22.05 makes it (uid 1000), with the kernel's member files.
+    // Job 42's extern step as Slurm 22.05's cgroup/v1 makes it (uid 1000), with the kernel's
+    // member files.
     std::string cgroup(const std::string &controller, const std::string &below = "") {
         const std::string step = roots.cgroup_mount + "/" + controller +
                                  "/slurm_node1/uid_1000/job_42/step_extern" + below;
-        fs::create_directories(step + "/slurm_vm");
-        for (const std::string &d : {step, step + "/slurm_vm"}) {
-            write(d + "/cgroup.procs", "");
-            write(d + "/tasks", "");
-        }
+        fs::create_directories(step);
+        write(step + "/cgroup.procs", "");
+        write(step + "/tasks", "");
         return step + "/slurm_vm";
     }
     void all_cgroups() {
         cgroup("freezer");
         const std::string cpuset = cgroup("cpuset");
-        write(cpuset + "/../cpuset.cpus", "1\n");
-        write(cpuset + "/../cpuset.mems", "0\n");
+        const std::string step = cpuset.substr(0, cpuset.rfind('/'));
+        write(step + "/cpuset.cpus", "1\n");
+        write(step + "/cpuset.mems", "0\n");
         cgroup("cpuacct", "/task_0");
         cgroup("memory", "/task_0");
     }
@@ -136,12 +137,25 @@ class PlaceJobVmTest : public ::testing::Test {
         text << in.rdbuf();
         return text.str();
     }
+    static std::string sorted(const std::vector<pid_t> &ids) {
+        std::vector<pid_t> list = ids;
+        std::sort(list.begin(), list.end());
+        std::string text;
+        for (pid_t id : list) {
+            text += std::to_string(id) + " ";
+        }
+        return text;
+    }
+    std::string members(const std::string &folder) { return sorted(cgroup_members(folder)); }
 
     fs::path dir;
     Config config;
     PlacementRoots roots;
     std::vector<std::pair<std::string, std::vector<unsigned>>> pinned;
     PlacementReport report;
+    test::TestProcess qemu{"read x", "guest=svm-42-node1"};
+    test::TestProcess virtiofsd{"sleep 1000 & read x", "virtiofsd"};
+    pid_t virtiofsd_child = 0;
 };
 
 TEST_F(PlaceJobVmTest, DoesNothingWhenTheVmDidNotStart) {
@@ -149,13 +163,12 @@ TEST_F(PlaceJobVmTest, DoesNothingWhenTheVmDidNotStart) {
     place_job_vm(config, 42, "node1", 1000, report, roots);
     EXPECT_EQ(report.skipped, "no VM runs for the job here");
     EXPECT_EQ(report.image, "");
-    EXPECT_EQ(read(roots.cgroup_mount + "/freezer/slurm_node1/uid_1000/job_42/step_extern/"
-                                        "slurm_vm/cgroup.procs"),
-              "");
+    EXPECT_FALSE(fs::exists(roots.cgroup_mount +
+                            "/freezer/slurm_node1/uid_1000/job_42/step_extern/slurm_vm"));
 }
 
 TEST_F(PlaceJobVmTest, SaysSoWhenTheJobHasNoCgroupHere) {
-    state_file("\"qemu_pid\":500,\"qemu_start\":77");
+    state_file(processes(qemu));
     place_job_vm(config, 42, "node1", 1000, report, roots);
     EXPECT_EQ(report.image, "tiny");
     EXPECT_EQ(report.skipped,
@@ -169,9 +182,10 @@ TEST_F(PlaceJobVmTest, SaysSoWhenTheJobHasNoCgroupHere) {
 
 TEST_F(PlaceJobVmTest, MovesQemuAndVirtiofsdIntoEveryControllerAndPinsOnTheJobsCpuset) {
     all_cgroups();
-    state_file("\"qemu_pid\":500,\"qemu_start\":77,\"virtiofsd\":[{\"pid\":600,\"start\":80}]");
+    state_file(processes(qemu, true));
     place_job_vm(config, 42, "node1", 1000, report, roots);
     EXPECT_EQ(report.skipped, "");
+    EXPECT_EQ(report.hierarchy, "cgroup v1");
     EXPECT_EQ(report.controllers, job_vm_controllers());
     EXPECT_TRUE(report.missing.empty());
     EXPECT_EQ(report.cpus, "1");
@@ -182,9 +196,9 @@ TEST_F(PlaceJobVmTest, MovesQemuAndVirtiofsdIntoEveryControllerAndPinsOnTheJobsC
     for (const std::string &folder : {std::string("/freezer"), std::string("/cpuset"),
                                       std::string("/cpuacct"), std::string("/memory")}) {
         const std::string below = folder == "/cpuacct" || folder == "/memory" ? "/task_0" : "";
-        EXPECT_EQ(read(roots.cgroup_mount + folder + "/slurm_node1/uid_1000/job_42/step_extern" +
-                       below + "/slurm_vm/cgroup.procs"),
-                  "500\n600\n601\n")
+        EXPECT_EQ(members(roots.cgroup_mount + folder + "/slurm_node1/uid_1000/job_42/step_extern" +
+                          below + "/slurm_vm"),
+                  sorted({qemu.pid(), virtiofsd.pid(), virtiofsd_child}))
             << folder;
     }
 }
@@ -192,7 +206,7 @@ TEST_F(PlaceJobVmTest, MovesQemuAndVirtiofsdIntoEveryControllerAndPinsOnTheJobsC
 TEST_F(PlaceJobVmTest, LeavesThePinningToTheCpusetWithPinVcpusNo) {
     all_cgroups();
     config.pin_vcpus = false;
-    state_file("\"qemu_pid\":500,\"qemu_start\":77");
+    state_file(processes(qemu));
     place_job_vm(config, 42, "node1", 1000, report, roots);
     EXPECT_EQ(report.cpus, "1");
     EXPECT_FALSE(report.repinned);
@@ -201,7 +215,7 @@ TEST_F(PlaceJobVmTest, LeavesThePinningToTheCpusetWithPinVcpusNo) {
 
 TEST_F(PlaceJobVmTest, PlacesInWhatTheJobHasAndNamesTheRest) {
     cgroup("freezer");
-    state_file("\"qemu_pid\":500,\"qemu_start\":77");
+    state_file(processes(qemu));
     place_job_vm(config, 42, "node1", 1000, report, roots);
     EXPECT_EQ(report.controllers, std::vector<std::string>{"freezer"});
     EXPECT_EQ(report.missing, (std::vector<std::string>{"cpuset", "cpuacct", "memory"}));
@@ -211,22 +225,37 @@ TEST_F(PlaceJobVmTest, PlacesInWhatTheJobHasAndNamesTheRest) {
 
 TEST_F(PlaceJobVmTest, RefusesAProcessThatIsNotTheOneThePrologStarted) {
     all_cgroups();
-    state_file("\"qemu_pid\":500,\"qemu_start\":76");
+    const std::string q = std::to_string(qemu.pid());
+    const std::string start = std::to_string(qemu.identity().start_ticks);
+    state_file(processes(qemu, false, 1));
     EXPECT_EQ(error_of([&] { place_job_vm(config, 42, "node1", 1000, report, roots); }),
-              "QEMU of domain svm-42-node1 (process 500) is not running: pid 500 is another "
-              "process now (started at tick 77, not 76)");
+              "QEMU of domain svm-42-node1 (process " + q + ") is not running: pid " + q +
+                  " is another process now (started at tick " + start + ", not " +
+                  std::to_string(qemu.identity().start_ticks + 1) + ")");
     EXPECT_EQ(report.image, "tiny");  // for the caller's message
-    EXPECT_EQ(read(roots.cgroup_mount + "/freezer/slurm_node1/uid_1000/job_42/step_extern/"
-                                        "slurm_vm/cgroup.procs"),
-              "");
-    state_file("\"qemu_pid\":500,\"qemu_start\":77,\"virtiofsd\":[{\"pid\":600,\"start\":1}]");
+    EXPECT_FALSE(fs::exists(roots.cgroup_mount +
+                            "/freezer/slurm_node1/uid_1000/job_42/step_extern/slurm_vm"));
+    state_file(processes(qemu) + ",\"virtiofsd\":[{\"pid\":" + std::to_string(virtiofsd.pid()) +
+               ",\"start\":1}]");
     EXPECT_EQ(error_of([&] { place_job_vm(config, 42, "node1", 1000, report, roots); }),
-              "virtiofsd of domain svm-42-node1 (process 600) is not running: pid 600 is another "
-              "process now (started at tick 80, not 1)");
-    process(500, 1, 77, {"/bin/sh"});
-    state_file("\"qemu_pid\":500,\"qemu_start\":77");
+              "virtiofsd of domain svm-42-node1 (process " + std::to_string(virtiofsd.pid()) +
+                  ") is not running: pid " + std::to_string(virtiofsd.pid()) +
+                  " is another process now (started at tick " +
+                  std::to_string(virtiofsd.identity().start_ticks) + ", not 1)");
+    test::TestProcess shell("read x", "/bin/sh");
+    state_file(processes(shell));
     EXPECT_EQ(error_of([&] { place_job_vm(config, 42, "node1", 1000, report, roots); }),
-              "QEMU of domain svm-42-node1 (process 500) no longer runs guest=svm-42-node1");
+              "QEMU of domain svm-42-node1 (process " + std::to_string(shell.pid()) +
+                  ") no longer runs guest=svm-42-node1");
+    // QEMU gone: the user killed it after the prolog.
+    state_file(processes(qemu));
+    qemu.kill_and_reap();
+    EXPECT_EQ(error_of([&] {
+                  place_job_vm(config, 42, "node1", 1000, report, roots);
+              }).substr(0, 38 + q.size()),
+              "QEMU of domain svm-42-node1 (process " + q + ")");
+    EXPECT_FALSE(fs::exists(roots.cgroup_mount +
+                            "/freezer/slurm_node1/uid_1000/job_42/step_extern/slurm_vm"));
 }
 
 TEST_F(PlaceJobVmTest, FindsQemuThroughLibvirtsPidFileWhenTheStateFileHasNone) {
@@ -235,12 +264,12 @@ TEST_F(PlaceJobVmTest, FindsQemuThroughLibvirtsPidFileWhenTheStateFileHasNone) {
     EXPECT_EQ(error_of([&] { place_job_vm(config, 42, "node1", 1000, report, roots); }),
               "no QEMU pid for domain svm-42-node1: cannot read " + roots.libvirt_run +
                   "/svm-42-node1.pid: No such file or directory");
-    write(roots.libvirt_run + "/svm-42-node1.pid", "500\n");
+    write(roots.libvirt_run + "/svm-42-node1.pid", std::to_string(qemu.pid()) + "\n");
     place_job_vm(config, 42, "node1", 1000, report, roots);
     EXPECT_EQ(report.controllers.size(), 4u);
-    EXPECT_EQ(read(roots.cgroup_mount + "/freezer/slurm_node1/uid_1000/job_42/step_extern/"
-                                        "slurm_vm/cgroup.procs"),
-              "500\n");
+    EXPECT_EQ(
+        members(roots.cgroup_mount + "/freezer/slurm_node1/uid_1000/job_42/step_extern/slurm_vm"),
+        sorted({qemu.pid()}));
 }
 
 TEST_F(PlaceJobVmTest, RefusesAStateFileOfAnotherDomain) {
@@ -248,6 +277,86 @@ TEST_F(PlaceJobVmTest, RefusesAStateFileOfAnotherDomain) {
     write(state_dir() + "/vm.json", "{\"domain\":\"svm-43-node1\",\"image\":\"tiny\"}");
     EXPECT_EQ(error_of([&] { place_job_vm(config, 42, "node1", 1000, report, roots); }),
               state_dir() + "/vm.json names domain 'svm-43-node1', not svm-42-node1");
+}
+
+// Issue 20, finding 6: Slurm's v1 step folders are the user's, who can make
+// step_extern/slurm_vm before the extern step starts. The VM must never go into it: it would
+// stay the user's (who could thaw a suspended VM, say).
+TEST_F(PlaceJobVmTest, NeverPutsTheVmInAFolderTheUserMadeBeforeTheExternStep) {
+    all_cgroups();
+    const std::string planted =
+        roots.cgroup_mount + "/freezer/slurm_node1/uid_1000/job_42/step_extern/slurm_vm";
+    fs::create_directories(planted);
+    chmod(planted.c_str(), 0777);
+    state_file(processes(qemu));
+    place_job_vm(config, 42, "node1", 1000, report, roots);
+    struct stat st {};
+    ASSERT_EQ(stat(planted.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0755u);  // made again, by root
+    EXPECT_EQ(members(planted), sorted({qemu.pid()}));
+}
+
+TEST_F(PlaceJobVmTest, FailsTheJobRatherThanUseAFolderTheUserMadeThatCannotBeRemoved) {
+    all_cgroups();
+    const std::string planted =
+        roots.cgroup_mount + "/freezer/slurm_node1/uid_1000/job_42/step_extern/slurm_vm";
+    fs::create_directories(planted);
+    write(planted + "/cgroup.procs", "");  // a plain folder with a file: rmdir refuses it
+    state_file(processes(qemu));
+    EXPECT_EQ(error_of([&] { place_job_vm(config, 42, "node1", 1000, report, roots); }),
+              "cannot move the VM into the job's freezer cgroup: cgroup: " + planted +
+                  " is there already and cannot be removed (Directory not empty): it is not "
+                  "ours to use");
+    EXPECT_EQ(read(planted + "/cgroup.procs"), "");
+}
+
+// cgroup v2 (Slurm's cgroup/v2): one tree, the VM below the extern step's task folder.
+class PlaceJobVmV2Test : public PlaceJobVmTest {
+  protected:
+    void SetUp() override {
+        PlaceJobVmTest::SetUp();
+        write(roots.cgroup_mount + "/cgroup.controllers", "cpuset cpu io memory pids\n");
+        job = roots.cgroup_mount + "/system.slice/node1_slurmstepd.scope/job_42";
+    }
+    std::string extern_step() {
+        const std::string user = job + "/step_extern/user";
+        fs::create_directories(user + "/task_0");
+        fs::create_directories(job + "/step_extern/slurm");
+        write(user + "/cgroup.subtree_control", "cpuset cpu memory pids\n");
+        write(job + "/cpuset.cpus", "1\n");
+        write(user + "/task_0/cpuset.cpus.effective", "1\n");
+        return user + "/task_0";
+    }
+    std::string job;
+};
+
+TEST_F(PlaceJobVmV2Test, MovesTheVmBelowTheExternStepsTaskFolderAndPinsOnTheJobsCpus) {
+    const std::string task = extern_step();
+    fs::create_directories(job + "/slurm_vm");  // the boot cgroup the prolog made (empty now)
+    state_file(processes(qemu, true));
+    place_job_vm(config, 42, "node1", 1000, report, roots);
+    EXPECT_EQ(report.skipped, "");
+    EXPECT_EQ(report.hierarchy, "cgroup v2");
+    EXPECT_EQ(report.controllers,
+              (std::vector<std::string>{"freezer", "cpuset", "cpuacct", "memory"}));
+    EXPECT_TRUE(report.missing.empty());
+    EXPECT_EQ(members(task + "/slurm_vm"), sorted({qemu.pid(), virtiofsd.pid(), virtiofsd_child}));
+    EXPECT_FALSE(fs::exists(job + "/slurm_vm"));
+    EXPECT_EQ(report.cpus, "1");
+    ASSERT_EQ(pinned.size(), 1u);
+    EXPECT_EQ(pinned[0].second, std::vector<unsigned>{1});
+}
+
+TEST_F(PlaceJobVmV2Test, SaysSoWhenTheJobHasNoExternStep) {
+    fs::create_directories(job + "/step_batch/user/task_0");  // no PrologFlags=Contain
+    state_file(processes(qemu));
+    place_job_vm(config, 42, "node1", 1000, report, roots);
+    EXPECT_EQ(report.hierarchy, "cgroup v2");
+    EXPECT_EQ(report.skipped, "the job has no cgroup on this node (no " + job +
+                                  "/step_extern/user: are cgroup plugins configured, and "
+                                  "PrologFlags=Contain?): the VM runs outside them, on the "
+                                  "CPUs its domain XML pinned it to");
+    EXPECT_TRUE(pinned.empty());
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 // Which processes are a job VM's, against a fake /proc and a fake libvirt run folder in a temp
-// dir: the pid file, QEMU's command line, start times that tell a reused pid apart, children.
+// dir: the pid file, QEMU's command line, start times that tell a reused pid apart, children;
+// and the pidfds that hold real ones while they are moved.
 #include "vm/vm_processes.h"
 
 #include "util/error.h"
+
+#include "vm/test_process.h"
 
 #include <gtest/gtest.h>
 
@@ -162,7 +165,7 @@ TEST_F(VmProcessesTest, TellsAReusedPidByItsStartTime) {
               "virtiofsd of svm-42-node1 (process 601) is not running: process 601 is gone");
 }
 
-TEST_F(VmProcessesTest, ListsChildrenAndTheirChildrenOnly) {
+TEST_F(VmProcessesTest, ListsChildrenAndTheirChildrenOnlyWithTheirStartTimes) {
     fake_process(10, 1, 1, "virtiofsd");
     fake_process(11, 10, 2, "virtiofsd");  // its sandbox child
     fake_process(12, 11, 3, "helper");
@@ -170,7 +173,11 @@ TEST_F(VmProcessesTest, ListsChildrenAndTheirChildrenOnly) {
     fake_process(14, 13, 5, "other child");
     fs::create_directories(proc + "/self");  // not a pid
     write(proc + "/uptime", "1.0 1.0\n");
-    std::vector<pid_t> found = process_descendants(10, proc);
+    std::vector<pid_t> found;
+    for (const ProcessIdentity &p : process_descendants(10, proc)) {
+        found.push_back(p.pid);
+        EXPECT_EQ(p.start_ticks, p.pid == 11 ? 2u : 3u);
+    }
     std::sort(found.begin(), found.end());
     EXPECT_EQ(found, (std::vector<pid_t>{11, 12}));
     EXPECT_TRUE(process_descendants(12, proc).empty());
@@ -179,7 +186,38 @@ TEST_F(VmProcessesTest, ListsChildrenAndTheirChildrenOnly) {
 TEST_F(VmProcessesTest, EndsOnParentIdsThatFormALoop) {
     fake_process(20, 21, 1, "a");
     fake_process(21, 20, 2, "b");
-    EXPECT_EQ(process_descendants(20, proc), (std::vector<pid_t>{21}));
+    const auto found = process_descendants(20, proc);
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].pid, 21);
+}
+
+// Real processes from here: a pidfd needs one.
+
+TEST_F(VmProcessesTest, HoldsAProcessByItsPidfdUntilItIsReaped) {
+    test::TestProcess p("read x", "p");
+    const ProcessHandle h = ProcessHandle::open(p.identity(), "QEMU of svm-42-node1");
+    EXPECT_EQ(h.pid(), p.pid());
+    EXPECT_TRUE(h.holds_pid());
+    p.kill_only();  // a zombie still holds its pid
+    EXPECT_TRUE(h.holds_pid());
+    p.kill_and_reap();
+    EXPECT_FALSE(h.holds_pid());
+}
+
+TEST_F(VmProcessesTest, OpensNoHandleOnAPidThatIsAnotherProcessNow) {
+    test::TestProcess p("read x", "p");
+    const ProcessIdentity other{p.pid(), p.identity().start_ticks + 1};
+    EXPECT_EQ(error_of([&] { ProcessHandle::open(other, "QEMU of svm-42-node1"); }),
+              "QEMU of svm-42-node1 (process " + std::to_string(p.pid()) +
+                  ") is not running: pid " + std::to_string(p.pid()) +
+                  " is another process now (started at tick " +
+                  std::to_string(p.identity().start_ticks) + ", not " +
+                  std::to_string(other.start_ticks) + ")");
+    const ProcessIdentity gone = p.identity();
+    p.kill_and_reap();
+    EXPECT_EQ(error_of([&] { ProcessHandle::open(gone, "virtiofsd"); }).substr(0, 12),
+              "virtiofsd (p");
+    EXPECT_EQ(error_of([&] { ProcessHandle::open({0, 0}, "QEMU"); }), "QEMU: no process id");
 }
 
 }  // namespace
