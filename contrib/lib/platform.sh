@@ -45,24 +45,21 @@ d13_extras() {
     >"$(d13_dir)/extras.log" 2>&1 || { tail -20 "$(d13_dir)/extras.log"; die "could not install ${missing[*]} in the Debian 13 root"; }
 }
 
-# d13_mounted: whether the root's file systems are mounted.
-d13_mounted() { mountpoint -q "$(d13_root)/proc"; }
-
 d13_mount() {
   local r
   r=$(d13_root)
-  d13_mounted && return 0
-  mount -t proc proc "$r/proc"
-  mount --rbind /sys "$r/sys" && mount --make-rslave "$r/sys"
-  mount --rbind /dev "$r/dev" && mount --make-rslave "$r/dev"
-  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$r/run"
-  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/tmp"
+  # Each mount on its own, so that one added here reaches a root mounted by an older version.
+  mountpoint -q "$r/proc" || mount -t proc proc "$r/proc"
+  mountpoint -q "$r/sys" || { mount --rbind /sys "$r/sys" && mount --make-rslave "$r/sys"; }
+  mountpoint -q "$r/dev" || { mount --rbind /dev "$r/dev" && mount --make-rslave "$r/dev"; }
+  mountpoint -q "$r/run" || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$r/run"
+  mountpoint -q "$r/tmp" || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/tmp"
   mkdir -p "$r$SVM_REPO"
-  mount --bind "$SVM_REPO" "$r$SVM_REPO"
+  mountpoint -q "$r$SVM_REPO" || mount --bind "$SVM_REPO" "$r$SVM_REPO"
   # The images that are the same for every platform (debian11) are made once: the root's
   # $SVM_IMAGE_CACHE is the host's.
   mkdir -p "$SVM_IMAGE_CACHE" "$r/var/cache/slurm-vm/images"
-  mount --bind "$SVM_IMAGE_CACHE" "$r/var/cache/slurm-vm/images"
+  mountpoint -q "$r/var/cache/slurm-vm/images" || mount --bind "$SVM_IMAGE_CACHE" "$r/var/cache/slurm-vm/images"
   # Name resolution and this host's name, as the host has them.
   cp -L /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
   cp /etc/hosts "$r/etc/hosts"
@@ -79,8 +76,17 @@ d13_umount() {
 
 # d13_run CMD...: CMD inside the root, as root, with a clean environment that says where the
 # build and logs go. The root must be mounted.
+# Not chroot(2): the kernel refuses a user namespace to a chrooted process, and virtiofsd runs
+# in one. So CMD gets a mount namespace of its own whose root is the Debian 13 root
+# (pivot_root): the same files and mounts as the host's view of the root, not chrooted.
 d13_run() {
-  chroot "$(d13_root)" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  local r
+  r=$(d13_root)
+  mkdir -p "$r/.oldroot"
+  unshare --mount --propagation private -- /bin/sh -c '
+    mount --rbind "$1" "$1" && cd "$1" && pivot_root . .oldroot && cd / && umount -l /.oldroot &&
+    shift && exec "$@"' d13 "$r" \
+    /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 SVM_BUILD="$SVM_REPO/build-debian13" \
     SVM_PLATFORM=debian13 CI="${CI:-}" \
     bash -c 'cd "$0" && exec "$@"' "$SVM_REPO" "$@"
