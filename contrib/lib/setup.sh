@@ -86,6 +86,9 @@ install_debian11() {
     -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.sh' \) | LC_ALL=C sort | xargs cat) |
     sha256sum | cut -c1-16)
   prepared=$SVM_IMAGE_CACHE/debian11-prepared-$key
+  # Two platforms set up at once (test.sh --platform all) prepare it once: the second waits.
+  exec 7>"$SVM_IMAGE_CACHE/debian11-prepared.lock"
+  flock 7
   if [ ! -f "$prepared/.complete" ]; then
     . "$SVM_REPO/contrib/lib/guestfs-env.sh"
     guestfs_env
@@ -104,4 +107,5 @@ install_debian11() {
     chmod 0644 "$SVM_IMAGES/debian11/$f"
   done
   echo "debian11: $(cat "$built/build.txt" 2>/dev/null | head -1)"
+  exec 7>&-
 }
