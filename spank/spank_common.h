@@ -13,7 +13,6 @@ extern "C" {
 #include <slurm/spank.h>
 }
 
-#include "exec/task_setup.h"  // kTaskPrologEnv
 #include "util/config.h"
 #include "util/process.h"
 #include "vm/vm_lifecycle.h"  // StopReport
@@ -63,8 +62,6 @@ struct spank_option *image_option();
 std::string requested_image(spank_t sp);
 
 int on_submit_init_post_opt(spank_t sp);
-// srun, after the allocation: passes the user's --task-prolog on to the exec client.
-int on_local_user_init(spank_t sp);
 
 // What slurmctld says of a job (slurm_job.cpp), through Slurm's API.
 struct SlurmJob {
