@@ -22,6 +22,9 @@ struct TaskStart {
     const char *client = nullptr;      // slurm-vm-exec's path
     std::vector<std::string> options;  // the client's options every release passes
     bool batch = false;                // the batch step: argv[0] is slurmd's copy of the script
+    // The user's srun --task-prolog as on_srun_step_launch handed it over, or "". Only 22.05
+    // hands it over; 24.11's slurmstepd runs it itself.
+    std::string user_task_prolog;
 };
 
 // task_init's last step for a task of a job with a VM on this node. Returns 0 when slurmstepd

@@ -142,6 +142,14 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av) {
     return guarded("step launch", ac, av, [&] { return svm::slurm_api::on_srun_step_launch(sp); });
 }
 
+// slurmstepd, once per step, before its tasks and their prologs and epilogs.
+int slurm_spank_user_init(spank_t sp, int ac, char **av) {
+    if (spank_context() != S_CTX_REMOTE) {
+        return 0;
+    }
+    return guarded("step", ac, av, [&] { return on_step_user_init(sp); });
+}
+
 int slurm_spank_job_prolog(spank_t sp, int ac, char **av) {
     return node_call("prolog", sp, ac, av);
 }

@@ -1,7 +1,7 @@
 // State and helpers shared by the SPANK plugin's per-context files. Every entry point is in
 // slurm_vm_spank.cpp; the files named after a context hold what runs there:
 //   submit.cpp       sbatch/srun/salloc (user, before anything is queued)
-//   task.cpp         task_init (the job's user, in slurmstepd, just before exec)
+//   task.cpp         user_init and task_init (the job's user, in slurmstepd)
 //   job_script.cpp   prolog and epilog (root, on each allocated node), in the node module
 //   extern_step.cpp  the job's extern step (root, in its slurmstepd), in the node module
 // The plugin is two modules: spank_slurm_vm.so, which every sbatch, srun and salloc loads, links
@@ -87,6 +87,9 @@ int on_job_epilog(spank_t sp);
 // The extern step's task_post_fork: the job's VM into the job's cgroups. Always 0 (a failure
 // fails the job through its error file).
 int on_extern_step(spank_t sp);
+// slurmstepd, once per step of a job with a VM here: what the guest may have put in the step's
+// environment is set aside for it (exec/guest_env.h). -1 fails the step.
+int on_step_user_init(spank_t sp);
 int on_task_init(spank_t sp);
 
 }  // namespace svm::spank

@@ -64,6 +64,11 @@ int start_exec_client(spank_t sp, const TaskStart &start) {
                                               ? slurm_conf.propagate_rlimits_except
                                               : "");
     }
+    // The batch step has no --task-prolog natively: a value there is a leftover of the
+    // submitter's environment.
+    if (!start.batch) {
+        add("--user-task-prolog", start.user_task_prolog);
+    }
     args.emplace_back("--");
     args.insert(args.end(), argv, argv + argc);
     std::vector<char *> c_args;
@@ -133,19 +138,16 @@ std::string srun_task_prolog(spank_t sp) {
 // slurmstepd runs the user's --task-prolog after task_init, which is where a VM task leaves it,
 // and SPANK does not show the option to the task. So it travels in the step's environment,
 // set in srun's own (spank_setenv is for remote contexts; srun merges its environment into the
-// step's after this callback), for the exec client to run. Always set or unset: a value that
-// came with the environment (from a guest, through a host call) must never stand.
+// step's after this callback). Always set, to "" for none: srun's own environment overrides
+// what `--export` or SLURM_EXPORT_ENV put in the step's (_build_user_env, both for ALL and for
+// a list, which still takes every SLURM_* variable of srun's), so a value a guest sent with a
+// host call's srun never stands.
 int on_srun_step_launch(spank_t sp) {
     if (spank_context() != S_CTX_LOCAL) {
         return 0;
     }
-    unsetenv(kTaskPrologEnv);
-    const std::string prolog = srun_task_prolog(sp);
-    if (prolog.empty()) {
-        return 0;
-    }
     // As given: slurmstepd refuses a path that is not absolute, and so does the exec client.
-    if (setenv(kTaskPrologEnv, prolog.c_str(), 1) != 0) {
+    if (setenv(kTaskPrologEnv, srun_task_prolog(sp).c_str(), 1) != 0) {
         slurm_error("%s: cannot pass --task-prolog to the step's tasks", kTag);
         return -1;
     }
