@@ -48,15 +48,14 @@ EnvEdit set_aside_for_guest(const std::vector<std::string> &env, bool step_start
     EnvEdit edit;
     std::set<std::string_view> seen;
     std::optional<std::string_view> path;
+    bool path_set_aside = false;
     for (const std::string &e : env) {
         const Entry entry = split(e);
         if (entry.name.empty() || !seen.insert(entry.name).second) {
             continue;  // the first value of a name is the one a program's getenv finds
         }
         if (set_aside(entry.name)) {
-            if (step_start) {
-                edit.unset.emplace_back(entry.name);
-            }
+            path_set_aside = path_set_aside || entry.name.substr(kGuestEnvPrefix.size()) == kPath;
         } else if (entry.name == kPath) {
             path = entry.value;
         } else if (chooses_host_code(entry.name)) {
@@ -65,16 +64,15 @@ EnvEdit set_aside_for_guest(const std::vector<std::string> &env, bool step_start
                                   std::string(entry.value));
         }
     }
-    if (!path || *path != kHostPath) {
-        if (path) {
-            edit.set.emplace_back(std::string(kGuestEnvPrefix) + std::string(kPath),
-                                  std::string(*path));
-        }
+    const std::string path_aside = std::string(kGuestEnvPrefix) + std::string(kPath);
+    if (!path) {
         edit.set.emplace_back(std::string(kPath), std::string(kHostPath));
-    } else if (step_start) {
+    } else if (*path != kHostPath) {
+        edit.set.emplace_back(path_aside, std::string(*path));
+        edit.set.emplace_back(std::string(kPath), std::string(kHostPath));
+    } else if (step_start && !path_set_aside) {
         // The job's own PATH happens to be the host's: the guest gets it back all the same.
-        edit.set.emplace_back(std::string(kGuestEnvPrefix) + std::string(kPath),
-                              std::string(*path));
+        edit.set.emplace_back(path_aside, std::string(*path));
     }
     return edit;
 }

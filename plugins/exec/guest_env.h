@@ -42,13 +42,13 @@ struct EnvEdit {
 };
 
 // What makes a VM step's environment `env` ("NAME=value" entries) safe for its host side:
-// each variable chooses_host_code names is set aside under kGuestEnvPrefix and unset, and PATH
-// becomes kHostPath (the job's PATH set aside first, when it has one).
-// `step_start`: the step's environment as srun sent it (user_init). Whatever already stood under
-// kGuestEnvPrefix came from srun, so from the guest for a host call: it is dropped, and the
-// job's PATH is set aside even when it is kHostPath. Otherwise (task_init) the environment was
-// handled once: only what Slurm added since is set aside, replacing what stood for that name,
-// and a PATH already kHostPath is left.
+// each variable chooses_host_code names is set aside under kGuestEnvPrefix (replacing what stood
+// there for that name) and unset, and PATH becomes kHostPath, the PATH it had set aside first.
+// What already stands under kGuestEnvPrefix stays: a host call's srun carries there the job's
+// own values of the variables the host kept for itself (HostCallPolicy::environment), and a
+// name there only ever reaches the guest. `step_start`: the step's environment as srun sent
+// it (user_init), whose PATH, even one equal to kHostPath, is the job's; otherwise (task_init)
+// a PATH of kHostPath is the one user_init set, and is left.
 EnvEdit set_aside_for_guest(const std::vector<std::string> &env, bool step_start);
 
 // The environment the guest's program gets, from the exec client's own (`env`, after any task

@@ -1,5 +1,6 @@
 #include "exec/host_calls.h"
 
+#include "exec/guest_env.h"   // kGuestEnvPrefix
 #include "exec/task_setup.h"  // kTaskPrologEnv, env_entry_sets
 #include "util/safe_fs.h"
 #include "util/spawn.h"
@@ -106,11 +107,15 @@ bool is_guarded(std::string_view name, HostCalls mode) {
 // loader (LD_*), glibc's charset modules (GCONV_PATH), the Lua modules of a cli_filter/lua
 // script (LUA_PATH*, LUA_CPATH*); HOME is where Slurm's clients look for the user's files.
 // SLURM_VM_TASK_PROLOG names the program the exec client runs on the host as the user's
-// --task-prolog: only the host's srun sets it.
+// --task-prolog: only the host's srun sets it. Under kGuestEnvPrefix the client keeps the job's
+// own values of what its host side may not run with (exec/guest_env.h): they travel in srun's
+// environment to the new step's guest, which gets the job's PATH and LD_* as the first did,
+// while srun itself runs with the host side's.
 bool is_host_only(std::string_view name, HostCalls mode) {
     return name == "PATH" || name == "HOME" || name.starts_with("LD_") || name == "GCONV_PATH" ||
            name == kTaskPrologEnv || name.starts_with("LUA_PATH") ||
-           name.starts_with("LUA_CPATH") || is_guarded(name, mode);
+           name.starts_with("LUA_CPATH") || name.starts_with(kGuestEnvPrefix) ||
+           is_guarded(name, mode);
 }
 
 std::string_view variable_name(std::string_view entry) {

@@ -76,15 +76,27 @@ TEST(GuestEnv, TheGuestGetsBackExactlyTheStepsEnvironment) {
     EXPECT_EQ(guest, want);
 }
 
-TEST(GuestEnv, DropsWhatTheGuestPutUnderThePrefixAtTheStepsStart) {
-    // srun --export=ALL,SLURM_VM_GUEST_ENV_PATH=... from a guest: it may only shape the guest.
-    const Env step = {"SLURM_VM_GUEST_ENV_PATH=/evil", "SLURM_VM_GUEST_ENV_LD_PRELOAD=/evil.so"};
+TEST(GuestEnv, AStepFromAHostCallGetsTheJobsValuesInItsGuest) {
+    // What a host call's srun sends: the host's PATH and no loader variables for srun itself,
+    // the job's values set aside (HostCallPolicy::environment).
+    const Env step = {"PATH=" + std::string(kHostPath), "SLURM_VM_GUEST_ENV_PATH=/job/bin",
+                      "SLURM_VM_GUEST_ENV_LD_LIBRARY_PATH=/opt/lib"};
     const Env host = applied(step, set_aside_for_guest(step, true));
-    EXPECT_FALSE(sets(host, "SLURM_VM_GUEST_ENV_LD_PRELOAD"));
-    EXPECT_FALSE(sets(host, "SLURM_VM_GUEST_ENV_PATH"));
     EXPECT_TRUE(has(host, kHost));
-    // The job had no PATH: neither has its guest.
-    EXPECT_EQ(guest_environment(host), Env{});
+    EXPECT_FALSE(sets(host, "LD_LIBRARY_PATH"));
+    const Env guest = guest_environment(host);
+    EXPECT_TRUE(has(guest, "PATH=/job/bin"));
+    EXPECT_TRUE(has(guest, "LD_LIBRARY_PATH=/opt/lib"));
+}
+
+TEST(GuestEnv, AStepWithoutPathGetsTheHostsOnTheHostAndNoneInTheGuest) {
+    // srun --export=NONE: no PATH, natively too.
+    const Env step = {"SLURM_JOB_ID=7"};
+    const Env host = applied(step, set_aside_for_guest(step, true));
+    EXPECT_TRUE(has(host, kHost));
+    EXPECT_EQ(guest_environment(host), Env{"SLURM_JOB_ID=7"});
+    // task_init after user_init: nothing more to do.
+    EXPECT_TRUE(set_aside_for_guest(host, false).empty());
 }
 
 TEST(GuestEnv, TaskInitSetsAsideOnlyWhatSlurmAddedSince) {

@@ -362,5 +362,18 @@ TEST(HostCallPolicy, CommandPathsAreWhereTheHostHasTheAllowedCommands) {
     std::filesystem::remove_all(dir);
 }
 
+TEST(HostCallPolicyEnvironment, CarriesTheJobsSetAsideVariablesToTheNewStepNotTheGuests) {
+    // The host client runs with the host's PATH and no loader variables; the job's wait for its
+    // guest under SLURM_VM_GUEST_ENV_ (exec/guest_env.h). srun gets the host client's of both.
+    const Env guest = {"SLURM_VM_GUEST_ENV_LD_PRELOAD=/home/u/x.so", "A=1"};
+    const Env host = {"PATH=/usr/sbin:/usr/bin", "SLURM_VM_GUEST_ENV_PATH=/job/bin",
+                      "SLURM_VM_GUEST_ENV_LD_LIBRARY_PATH=/opt/lib"};
+    EXPECT_EQ(policy(HostCalls::All).environment(guest, host),
+              (Env{"A=1", "PATH=/usr/sbin:/usr/bin", "SLURM_VM_GUEST_ENV_PATH=/job/bin",
+                   "SLURM_VM_GUEST_ENV_LD_LIBRARY_PATH=/opt/lib"}));
+    EXPECT_NE(
+        refused(HostCalls::Steps, {"srun", "--export=ALL,SLURM_VM_GUEST_ENV_PATH=/x", "true"}), "");
+}
+
 }  // namespace
 }  // namespace svm
