@@ -112,11 +112,13 @@ assert_nothing_ran_on_the_host() {
 test_a_guests_srun_export_cannot_run_a_program_on_the_host() {
   local j out
   make_marks || return 1
-  j=$(as_user "sbatch --parsable -w node1 --vm-image=tiny -o out-%j.txt --wrap '
+  # The job's PATH differs from the host side's (root's folders), to tell the two apart.
+  j=$(as_user "PATH=$TEST_DIR/bin:\$PATH sbatch --parsable -w node1 --vm-image=tiny -o out-%j.txt --wrap '
 srun --export=ALL,SLURM_VM_TASK_PROLOG=$TEST_DIR/mark.sh true; echo export-prolog-exit \$?
 SLURM_EXPORT_ENV=ALL,SLURM_VM_TASK_PROLOG=$TEST_DIR/mark.sh srun true; echo env-prolog-exit \$?
 srun --export=ALL,LD_PRELOAD=$TEST_DIR/mark.so true; echo preload-exit \$?
-srun --export=ALL,FOO=from-export sh -c \"echo FOO=\\\$FOO\"; echo step-exit \$?'")
+srun --export=ALL,FOO=from-export sh -c \"echo FOO=\\\$FOO\"; echo step-exit \$?
+echo job-path=\$PATH; srun sh -c \"echo step-path=\\\$PATH\"'")
   wait_job_done "$j" 180
   out=$(cat "$TEST_DIR/out-$j.txt")
   assert_contains "$out" "^slurm-vm: host call refused: srun --export sets SLURM_VM_TASK_PROLOG, which is the host's for a step started from inside a VM; not allowed from inside a VM\$" "job output"
@@ -128,6 +130,11 @@ srun --export=ALL,FOO=from-export sh -c \"echo FOO=\\\$FOO\"; echo step-exit \$?
   # --export of the guest's own variables still works.
   assert_contains "$out" "^FOO=from-export\$" "job output"
   assert_contains "$out" "^step-exit 0\$" "job output"
+  # A step started from inside the VM has the job's PATH in its guest, not the host side's.
+  local path
+  path=$(printf '%s\n' "$out" | sed -n 's/^job-path=//p')
+  assert_contains "$path" "^$TEST_DIR/bin:" "the job's PATH in its VM"
+  assert_contains "$out" "^step-path=$path\$" "job output"
   assert_nothing_ran_on_the_host "$j"
   assert_eq "$(job_state "$j")" "COMPLETED" "job state"
   assert_nodes_up
