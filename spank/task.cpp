@@ -61,7 +61,15 @@ std::vector<std::string> task_environment(spank_t sp) {
 bool set_aside_for_guest(spank_t sp, const VmStep &step, bool step_start) {
     const EnvEdit edit = svm::set_aside_for_guest(task_environment(sp), step_start);
     for (const std::string &name : edit.unset) {
-        if (spank_unsetenv(sp, name.c_str()) != ESPANK_SUCCESS) {
+        // Slurm's unsetenvp skips the second of two entries of a name in a row: again until
+        // none is left.
+        char probe[1];
+        int tries = 0;
+        while (spank_getenv(sp, name.c_str(), probe, sizeof probe) != ESPANK_ENV_NOEXIST &&
+               tries++ < 8) {
+            spank_unsetenv(sp, name.c_str());
+        }
+        if (spank_getenv(sp, name.c_str(), probe, sizeof probe) != ESPANK_ENV_NOEXIST) {
             slurm_error("%s: job %u node %s: cannot remove %s from the step's environment", kTag,
                         step.jobid, step.node, printable(name).c_str());
             return false;

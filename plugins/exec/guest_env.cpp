@@ -49,8 +49,10 @@ EnvEdit set_aside_for_guest(const std::vector<std::string> &env, bool step_start
     std::set<std::string_view> seen;
     std::optional<std::string_view> path;
     bool path_set_aside = false;
+    bool paths = false;  // more than one PATH entry
     for (const std::string &e : env) {
         const Entry entry = split(e);
+        paths = paths || (path && entry.name == kPath);
         if (entry.name.empty() || !seen.insert(entry.name).second) {
             continue;  // the first value of a name is the one a program's getenv finds
         }
@@ -65,10 +67,12 @@ EnvEdit set_aside_for_guest(const std::vector<std::string> &env, bool step_start
         }
     }
     const std::string path_aside = std::string(kGuestEnvPrefix) + std::string(kPath);
-    if (!path) {
-        edit.set.emplace_back(std::string(kPath), std::string(kHostPath));
-    } else if (*path != kHostPath) {
-        edit.set.emplace_back(path_aside, std::string(*path));
+    if (!path || *path != kHostPath || paths) {
+        if (path) {
+            edit.set.emplace_back(path_aside, std::string(*path));
+        }
+        // Every PATH entry first: a shell takes the last of two, getenv the first.
+        edit.unset.emplace_back(kPath);
         edit.set.emplace_back(std::string(kPath), std::string(kHostPath));
     } else if (step_start && !path_set_aside) {
         // The job's own PATH happens to be the host's: the guest gets it back all the same.

@@ -13,14 +13,21 @@ namespace {
 
 using Env = std::vector<std::string>;
 
-// `env` after `edit`, as spank_unsetenv and spank_setenv leave a step's environment.
+// `env` after `edit`, as spank/task.cpp leaves a step's environment: every entry of a name
+// unset, then each set replacing the first entry of its name (Slurm's setenvf) or appended.
 Env applied(Env env, const EnvEdit &edit) {
     for (const std::string &name : edit.unset) {
         std::erase_if(env, [&](const std::string &e) { return e.starts_with(name + "="); });
     }
     for (const auto &[name, value] : edit.set) {
-        std::erase_if(env, [&](const std::string &e) { return e.starts_with(name + "="); });
-        env.push_back(name + "=" + value);
+        const auto it = std::find_if(env.begin(), env.end(), [&](const std::string &e) {
+            return e.starts_with(name + "=");
+        });
+        if (it != env.end()) {
+            *it = name + "=" + value;
+        } else {
+            env.push_back(name + "=" + value);
+        }
     }
     return env;
 }
@@ -111,6 +118,17 @@ TEST(GuestEnv, TaskInitSetsAsideOnlyWhatSlurmAddedSince) {
     EXPECT_TRUE(has(guest, "LD_PRELOAD=/a.so"));
     EXPECT_TRUE(has(guest, "LD_LIBRARY_PATH=/opt/mpi/lib"));
     EXPECT_TRUE(has(guest, "PATH=/job/bin"));
+}
+
+TEST(GuestEnv, LeavesTheHostSideOnePathEvenWhenTheStepHadTwo) {
+    // A shell takes the last of two entries of a name, getenv the first.
+    const Env step = {kHost, "PATH=/home/u/evil"};
+    const EnvEdit edit = set_aside_for_guest(step, true);
+    const Env host = applied(step, edit);
+    EXPECT_EQ(std::count_if(host.begin(), host.end(),
+                            [](const std::string &e) { return e.starts_with("PATH="); }),
+              1);
+    EXPECT_TRUE(has(host, kHost));
 }
 
 TEST(GuestEnv, AJobPathEqualToTheHostsStillReachesTheGuest) {
