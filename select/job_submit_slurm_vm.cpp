@@ -9,17 +9,21 @@
 // (a submission without SPANK, e.g. slurmrestd); a constraint with one image feature (-C vm_NAME).
 // The catalog is $SLURM_VM_CATALOG in slurmctld's environment, else /etc/slurm/vm-images.json;
 // it is re-read for every VM job, so catalog edits need no restart.
+//
+// This is the body; Slurm's entry points, with the signatures of the Slurm release built
+// against, are in slurm_api/<release>/job_submit.c, which also gives the body what it needs of
+// slurmctld (slurm_api/job_submit_api.h).
 extern "C" {
 #include "config.h"
 #include "slurm/slurm.h"
 #include "slurm/slurm_errno.h"
 #include "src/common/slurm_xlator.h"
-#include "src/common/assoc_mgr.h"
-#include "src/common/list.h"
+#include "src/common/log.h"
 #include "src/common/xmalloc.h"
 #include "src/common/xstring.h"
-#include "src/slurmctld/slurmctld.h"
 }
+
+#include "slurm_api/job_submit_api.h"
 
 #include "catalog/catalog.h"
 #include "util/config.h"
@@ -154,18 +158,11 @@ svm::Catalog load_catalog() {
     }
 }
 
-int match_feature_name(void *feature, void *name) {
-    return xstrcmp(static_cast<node_feature_t *>(feature)->name, static_cast<char *>(name)) == 0;
-}
-
 // Whether some node advertises the feature now. Slurm would refuse such a job too, but with
 // "Invalid feature specification"; the user deserves to know it is the image that is missing.
 bool feature_on_some_node(const std::string &feature) {
-    if (active_feature_list == nullptr) {
-        return true;  // not built yet: leave the judgement to Slurm
-    }
-    return list_find_first(active_feature_list, match_feature_name,
-                           const_cast<char *>(feature.c_str())) != nullptr;
+    // -1: slurmctld has not built its list yet; leave the judgement to Slurm.
+    return svm_feature_on_some_node(feature.c_str()) != 0;
 }
 
 void replace_features(char **features, const std::string &value) {
@@ -201,14 +198,13 @@ std::string account_of(const job_desc_msg_t *job, uid_t uid) {
     if (job->account != nullptr && *job->account != '\0') {
         return job->account;
     }
-    slurmdb_user_rec_t user{};
-    user.uid = uid;
-    if (assoc_mgr_fill_in_user(acct_db_conn, &user, accounting_enforce, nullptr, false) !=
-            SLURM_ERROR &&
-        user.default_acct != nullptr) {
-        return user.default_acct;  // assoc_mgr's string: copied at once
+    char *account = svm_default_account(uid);
+    if (account == nullptr) {
+        return "";
     }
-    return "";
+    std::string copy = account;
+    xfree(account);
+    return copy;
 }
 
 int submit(job_desc_msg_t *job, uint32_t submit_uid) {
@@ -252,15 +248,16 @@ int submit(job_desc_msg_t *job, uint32_t submit_uid) {
 }
 
 int modify(job_desc_msg_t *job, job_record_t *job_ptr) {
-    std::optional<std::string> image =
-        image_from_spank_env(job_ptr->spank_job_env, job_ptr->spank_job_env_size);
+    uint32_t env_size = 0;
+    char **env = svm_job_spank_env(job_ptr, &env_size);
+    std::optional<std::string> image = image_from_spank_env(env, env_size);
     if (job->account != nullptr && image) {
         // The image's access rules hold for the account the job runs under, not only the one it
         // was submitted with: `scontrol update job account=B` must not run an image of A's.
         std::lock_guard lock(g_mutex);
         const svm::Catalog catalog = load_catalog();
-        const svm::UserIdentity who =
-            svm::identity_of_uid(job_ptr->user_id, account_of(job, job_ptr->user_id));
+        const uid_t uid = svm_job_user_id(job_ptr);
+        const svm::UserIdentity who = svm::identity_of_uid(uid, account_of(job, uid));
         const std::string refusal = svm::image_refusal(catalog, *image, who);
         if (!refusal.empty()) {
             throw Refusal{ESLURM_ACCESS_DENIED,
@@ -277,9 +274,9 @@ int modify(job_desc_msg_t *job, job_record_t *job_ptr) {
     if (job->features == nullptr) {
         return SLURM_SUCCESS;  // the constraint is not being changed
     }
-    if (!image && job_ptr->details != nullptr && job_ptr->details->features != nullptr) {
+    if (const char *features = svm_job_features(job_ptr); !image && features != nullptr) {
         try {
-            image = svm::image_from_constraint(job_ptr->details->features);
+            image = svm::image_from_constraint(features);
         } catch (const svm::Error &) {
             // Accepted at submit, so not ours to judge now.
         }
@@ -297,11 +294,10 @@ int modify(job_desc_msg_t *job, job_record_t *job_ptr) {
         }
         features = svm::add_image_constraint(job->features, *image);
     } catch (const svm::Error &e) {
-        info("slurm-vm: JobId=%u: feature update refused: %s", job_ptr->job_id, e.what());
-        return ESLURM_INVALID_FEATURE;
+        throw Refusal{ESLURM_INVALID_FEATURE, e.what()};
     }
     if (features != job->features) {
-        info("slurm-vm: JobId=%u: features '%s' keep the image: '%s'", job_ptr->job_id,
+        info("slurm-vm: JobId=%u: features '%s' keep the image: '%s'", svm_job_id(job_ptr),
              job->features, features.c_str());
         replace_features(&job->features, features);
     }
@@ -347,7 +343,7 @@ int fini(void) {
     return SLURM_SUCCESS;
 }
 
-int job_submit(job_desc_msg_t *job_desc, uint32_t submit_uid, char **err_msg) {
+int svm_job_submit(job_desc_msg_t *job_desc, uint32_t submit_uid, char **err_msg) {
     try {
         return submit(job_desc, submit_uid);
     } catch (const Refusal &r) {
@@ -364,17 +360,20 @@ int job_submit(job_desc_msg_t *job_desc, uint32_t submit_uid, char **err_msg) {
     }
 }
 
-int job_modify(job_desc_msg_t *job_desc, job_record_t *job_ptr, uint32_t) {
+int svm_job_modify(job_desc_msg_t *job_desc, job_record_t *job_ptr, char **err_msg) {
+    const uint32_t id = svm_job_id(job_ptr);
     try {
         return modify(job_desc, job_ptr);
     } catch (const Refusal &r) {
-        info("slurm-vm: JobId=%u: update refused: %s", job_ptr->job_id, r.message.c_str());
+        info("slurm-vm: JobId=%u: update refused: %s", id, r.message.c_str());
+        set_err_msg(err_msg, r.message);
         return r.code;
     } catch (const std::exception &e) {
-        error("slurm-vm: JobId=%u: update: %s", job_ptr->job_id, e.what());
+        error("slurm-vm: JobId=%u: update: %s", id, e.what());
+        set_err_msg(err_msg, e.what());
         return ESLURM_INVALID_FEATURE;
     } catch (...) {
-        error("slurm-vm: JobId=%u: update: unexpected error", job_ptr->job_id);
+        error("slurm-vm: JobId=%u: update: unexpected error", id);
         return SLURM_ERROR;
     }
 }

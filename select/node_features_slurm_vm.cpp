@@ -7,26 +7,25 @@
 //
 // Images never need a node reboot: user_update() is false, so Slurm never plans to reboot a node
 // to make an image feature active, and job_xlate() has nothing to translate.
+//
+// This is the body; every operation Slurm looks up, with the signatures of the Slurm release
+// built against, is in slurm_api/<release>/node_features.c, most of them doing nothing for
+// images, the others calling the svm_nf_* functions here (slurm_api/node_features_api.h).
 extern "C" {
 #include "config.h"
 #include "slurm/slurm.h"
-#include "slurm/slurm_errno.h"
 #include "src/common/slurm_xlator.h"
-#include "src/common/bitstring.h"
-#include "src/common/list.h"
-#include "src/common/node_conf.h"
-#include "src/common/read_config.h"
+#include "src/common/log.h"
 #include "src/common/xmalloc.h"
 #include "src/common/xstring.h"
-#include "src/slurmd/slurmd/slurmd.h"
 }
+
+#include "slurm_api/node_features_api.h"
 
 #include "catalog/catalog.h"
 #include "util/error.h"
 #include "catalog/image_features.h"
 #include "catalog/image_name.h"
-
-#include <dlfcn.h>
 
 #include <mutex>
 #include <string>
@@ -44,17 +43,6 @@ namespace {
 std::mutex g_mutex;
 std::string g_catalog_path;
 std::string g_last_error;
-
-// slurmd's node name (-N in multiple-slurmd mode). Looked up at run time: slurmctld loads this
-// plugin too and has no `conf`, and a direct reference would make the plugin fail to load there.
-const char *this_node_name() {
-    void *symbol = dlsym(RTLD_DEFAULT, "conf");
-    if (symbol == nullptr) {
-        return nullptr;
-    }
-    const slurmd_conf_t *slurmd_conf = *static_cast<slurmd_conf_t **>(symbol);
-    return slurmd_conf != nullptr ? slurmd_conf->node_name : nullptr;
-}
 
 void append(char **list, const std::string &features) {
     if (features.empty()) {
@@ -94,7 +82,7 @@ void log_problem(const std::string &problem) {
 
 std::string image_features_of_this_node() {
     std::lock_guard lock(g_mutex);
-    const char *node = this_node_name();
+    const char *node = svm_slurmd_node_name();
     if (node == nullptr) {
         log_problem("node_features/slurm_vm: cannot tell this slurmd's node name");
         return "";
@@ -133,8 +121,7 @@ int fini(void) {
     return SLURM_SUCCESS;
 }
 
-// slurmd, at registration.
-void node_features_p_node_state(char **avail_modes, char **current_mode) {
+void svm_nf_node_state(char **avail_modes, char **current_mode) {
     if (avail_modes == nullptr || current_mode == nullptr) {
         return;
     }
@@ -157,9 +144,9 @@ void node_features_p_node_state(char **avail_modes, char **current_mode) {
     }
 }
 
-// slurmctld: `new_features` is what the node reported, `orig_features` what the node had,
-// slurm.conf's features included.
-char *node_features_p_node_xlate(char *new_features, char *orig_features, char *, int) {
+// `new_features` is what the node reported, `orig_features` what the node had, slurm.conf's
+// features included.
+char *svm_nf_node_xlate(const char *new_features, const char *orig_features) {
     try {
         const std::string merged = svm::merge_node_features(
             orig_features != nullptr ? orig_features : "", split_features(new_features));
@@ -171,11 +158,7 @@ char *node_features_p_node_xlate(char *new_features, char *orig_features, char *
     }
 }
 
-char *node_features_p_node_xlate2(char *new_features) {
-    return xstrdup(new_features);
-}
-
-bool node_features_p_changeable_feature(char *feature) {
+bool svm_nf_changeable_feature(const char *feature) {
     try {
         return feature != nullptr && svm::image_from_feature(feature).has_value();
     } catch (...) {
@@ -183,70 +166,12 @@ bool node_features_p_changeable_feature(char *feature) {
     }
 }
 
-int node_features_p_job_valid(char *) {
-    return SLURM_SUCCESS;  // job_submit/slurm_vm judges image constraints, with a message
-}
-
-char *node_features_p_job_xlate(char *) {
-    return nullptr;  // no feature of ours ever needs a reboot to become active
-}
-
-bitstr_t *node_features_p_get_node_bitmap(void) {
-    return node_conf_get_active_bitmap();
-}
-
-int node_features_p_overlap(bitstr_t *) {
-    return 0;  // reservations never wait for a node to boot into an image
-}
-
-bool node_features_p_node_power(void) {
-    return false;
-}
-
-int node_features_p_node_set(char *) {
-    return SLURM_SUCCESS;
-}
-
-int node_features_p_node_update(char *, bitstr_t *) {
-    return SLURM_SUCCESS;
-}
-
-bool node_features_p_node_update_valid(void *, update_node_msg_t *) {
-    return true;
-}
-
-void node_features_p_step_config(bool, bitstr_t *) {}
-
-uint32_t node_features_p_reboot_weight(void) {
-    return INFINITE - 1;
-}
-
-uint32_t node_features_p_boot_time(void) {
-    return 0;
-}
-
-int node_features_p_reconfig(void) {
-    return SLURM_SUCCESS;  // nothing cached: the catalog is read at every registration
-}
-
-bool node_features_p_user_update(uid_t) {
-    return false;  // never reboot a node to switch images
-}
-
-int node_features_p_get_node(char *) {
-    return SLURM_SUCCESS;
-}
-
-void node_features_p_get_config(config_plugin_params_t *p) {
+char *svm_nf_catalog_path(void) {
     try {
-        xstrcat(p->name, plugin_type);
-        auto *pair = static_cast<config_key_pair_t *>(xmalloc(sizeof(config_key_pair_t)));
-        pair->name = xstrdup("Catalog");
         std::lock_guard lock(g_mutex);
-        pair->value = xstrdup(g_catalog_path.c_str());
-        list_append(p->key_pairs, pair);
+        return xstrdup(g_catalog_path.c_str());
     } catch (...) {
-        error("slurm-vm: node_features: cannot report the configuration");
+        return xstrdup("");
     }
 }
 

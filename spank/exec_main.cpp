@@ -4,13 +4,17 @@
 //   slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] [--env-from-current]
 //                 [--host-calls none|steps|all] [--image NAME] [--multi-prog]
 //                 [--task-rank N] [--local-task-id N] [--task-prolog-conf PATH]
-//                 [--propagate-rlimits LIST] [--propagate-rlimits-except LIST] -- ARGV...
+//                 [--user-task-prolog PATH] [--propagate-rlimits LIST]
+//                 [--propagate-rlimits-except LIST] -- ARGV...
 //
-// Before the command goes to the guest, the client does what slurmstepd does to a native task
-// after SPANK's task_init (exec/task_setup.h): the per-task argv of --multi-prog, TaskProlog
-// (--task-prolog-conf) and the user's srun --task-prolog (SLURM_VM_TASK_PROLOG, set by the
-// plugin in srun) run here, on the host, and their output changes the environment; TMPDIR;
-// the limits Slurm propagates and the umask slurmstepd set travel in the request.
+// Before the command goes to the guest, the client does what slurmstepd did not do to the task
+// (slurm_api/task_start.h): on Slurm 22.05, task_init passes the options for what slurmstepd
+// does after it (exec/task_setup.h): the per-task argv of --multi-prog, TaskProlog
+// (--task-prolog-conf) and the user's srun --task-prolog (--user-task-prolog) run here, on the
+// host, and their output changes the environment; the limits Slurm propagates. On 24.11
+// slurmstepd did all that before it ran the client. Either way TMPDIR is made in the guest for
+// local task 0, the limits and umask of this process travel in the request, and the variables
+// set aside for the guest (exec/guest_env.h) come back into its environment.
 //   slurm-vm-exec --ping SOCKET [--timeout-ms N]
 //   slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... [--timeout-ms N]
 //
@@ -23,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <sys/resource.h>
@@ -34,6 +39,7 @@
 #include <vector>
 
 #include "exec/exec_client.h"
+#include "exec/guest_env.h"
 #include "exec/task_setup.h"
 #include "util/text.h"
 
@@ -53,8 +59,8 @@ const char *const kUsage =
     "[--script] [--env-from-current] [--host-calls none|steps|all] [--image NAME]\n"
     "                     [--multi-prog] [--task-rank N] [--local-task-id N] "
     "[--task-prolog-conf PATH]\n"
-    "                     [--propagate-rlimits LIST] [--propagate-rlimits-except LIST] "
-    "-- ARGV...\n"
+    "                     [--user-task-prolog PATH] [--propagate-rlimits LIST]\n"
+    "                     [--propagate-rlimits-except LIST] -- ARGV...\n"
     "       slurm-vm-exec --ping SOCKET [--timeout-ms N]\n"
     "       slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... "
     "[--timeout-ms N]\n";
@@ -84,6 +90,7 @@ struct Options {
     long task_rank = -1;      // the task's global id
     long local_task_id = -1;
     std::string task_prolog_conf;                             // slurm.conf's TaskProlog
+    std::optional<std::string> user_task_prolog;              // srun --task-prolog, as given
     std::string propagate_rlimits, propagate_rlimits_except;  // slurm.conf's
 };
 
@@ -139,6 +146,7 @@ Options parse_options(int argc, char **argv) {
         kTaskRank,
         kLocalTaskId,
         kTaskPrologConf,
+        kUserTaskProlog,
         kPropagateRlimits,
         kPropagateRlimitsExcept
     };
@@ -160,6 +168,7 @@ Options parse_options(int argc, char **argv) {
         {"task-rank", required_argument, nullptr, kTaskRank},
         {"local-task-id", required_argument, nullptr, kLocalTaskId},
         {"task-prolog-conf", required_argument, nullptr, kTaskPrologConf},
+        {"user-task-prolog", required_argument, nullptr, kUserTaskProlog},
         {"propagate-rlimits", required_argument, nullptr, kPropagateRlimits},
         {"propagate-rlimits-except", required_argument, nullptr, kPropagateRlimitsExcept},
         {"help", no_argument, nullptr, 'h'},
@@ -229,6 +238,9 @@ Options parse_options(int argc, char **argv) {
             case kTaskPrologConf:
                 options.task_prolog_conf = optarg;
                 break;
+            case kUserTaskProlog:
+                options.user_task_prolog = optarg;
+                break;
             case kPropagateRlimits:
                 options.propagate_rlimits = optarg;
                 break;
@@ -296,10 +308,10 @@ void run_prolog(const std::string &path, svm::ExecRequest &request) {
 // TMPDIR, the program (here: --multi-prog's argv; the PATH lookup is the agent's), the limits;
 // the umask was set before the task was forked.
 void prepare_task(const Options &options, svm::ExecRequest &request) {
-    const auto user_prolog = svm::env_get(request.env, svm::kTaskPrologEnv);
+    // Never from the environment: the guest shapes that of a step it starts (exec/guest_env.h).
     svm::env_unset(request.env, svm::kTaskPrologEnv);
     run_prolog(options.task_prolog_conf, request);
-    if (user_prolog) {
+    if (const auto &user_prolog = options.user_task_prolog) {
         if (user_prolog->empty() || (*user_prolog)[0] != '/') {
             // slurmstepd's own check and words (run_command), and its exit status.
             throw TaskEnd{1, "slurm-vm: user task_prolog is not fully qualified pathname (" +
@@ -368,6 +380,7 @@ svm::ExecRequest request_for_caller(const Options &options) {
         }
     }
     prepare_task(options, request);
+    request.env = svm::guest_environment(request.env);
     request.cwd = options.cwd;
     if (request.cwd.empty()) {
         char buf[4096];

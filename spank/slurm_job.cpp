@@ -5,10 +5,14 @@
 // slurmd and slurmstepd, libslurm in the client commands); the plugin links neither.
 #include "spank_common.h"
 
+#include "slurm_api/job_cpus.h"
+
 extern "C" {
 #include <slurm/slurm.h>
 #include <slurm/slurm_errno.h>
 }
+
+#include <cerrno>
 
 namespace svm::spank {
 
@@ -16,7 +20,7 @@ std::optional<SlurmJob> load_slurm_job(uint32_t jobid, const std::string &node) 
     job_info_msg_t *msg = nullptr;
     // One RPC to slurmctld, bounded by Slurm's MessageTimeout.
     if (slurm_load_job(&msg, jobid, SHOW_DETAIL) != SLURM_SUCCESS) {
-        const int err = slurm_get_errno();
+        const int err = errno;  // what slurm_get_errno() returned, before 24.11 removed it
         if (err == ESLURM_INVALID_JOB_ID) {
             return std::nullopt;
         }
@@ -35,11 +39,10 @@ std::optional<SlurmJob> load_slurm_job(uint32_t jobid, const std::string &node) 
         job.may_own_vm = base == JOB_RUNNING || base == JOB_SUSPENDED ||
                          (info.job_state & (JOB_CONFIGURING | JOB_COMPLETING)) != 0;
         if (!node.empty() && info.job_resrcs != nullptr) {
-            const int cpus = slurm_job_cpus_allocated_on_node(info.job_resrcs, node.c_str());
-            job.cpus_here = cpus > 0 ? static_cast<unsigned>(cpus) : 0;
+            unsigned cpus = 0;
             char ids[4096] = "";
-            if (slurm_job_cpus_allocated_str_on_node(ids, sizeof ids, info.job_resrcs,
-                                                     node.c_str()) == SLURM_SUCCESS) {
+            if (svm_job_cpus_on_node(info.job_resrcs, node.c_str(), &cpus, ids, sizeof ids) == 0) {
+                job.cpus_here = cpus;
                 job.cpu_ids_here = ids;
             }
         }

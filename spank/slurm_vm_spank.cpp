@@ -2,6 +2,7 @@
 // dispatch on the context and make sure nothing thrown crosses into Slurm.
 #include "spank_common.h"
 
+#include "slurm_api/task_start.h"
 #include "vm/job_vm.h"  // job_has_vm: libvirt-free
 
 extern "C" {
@@ -14,6 +15,7 @@ extern "C" {
 
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 extern "C" {
@@ -33,13 +35,44 @@ namespace {
 #error "SVM_NODE_MODULE must name the installed slurm_vm_node.so"
 #endif
 
+#ifndef SVM_NODE_MODULE_SLURM_VERSION
+#error "SVM_NODE_MODULE_SLURM_VERSION must name the exact Slurm of the node module, or be empty"
+#endif
+
 using NodeCall = int (*)(const char *, spank_t, int, char **);
+
+// Slurm loads a SPANK plugin into any Slurm of the major and minor release it was built for. A
+// release whose node module reads Slurm's internal structures (24.11: a job's CPUs, see
+// slurm_api/job_cpus.h) needs exactly the Slurm it was built against, as select/'s plugins do.
+bool node_module_fits(const char *what, spank_t sp) {
+    constexpr std::string_view built_for = SVM_NODE_MODULE_SLURM_VERSION;
+    if (built_for.empty()) {
+        return true;
+    }
+    char *running = nullptr;
+    if (spank_get_item(sp, S_SLURM_VERSION, &running) != ESPANK_SUCCESS || running == nullptr) {
+        slurm_error("%s: %s: cannot tell this Slurm's version; %s is for Slurm %s alone", kTag,
+                    what, SVM_NODE_MODULE, SVM_NODE_MODULE_SLURM_VERSION);
+        return false;
+    }
+    if (running != built_for) {
+        slurm_error(
+            "%s: %s: %s was built for Slurm %s, this is Slurm %s: rebuild slurm-vm "
+            "against this Slurm",
+            kTag, what, SVM_NODE_MODULE, SVM_NODE_MODULE_SLURM_VERSION, running);
+        return false;
+    }
+    return true;
+}
 
 // The node module's one entry point, loaded on first use (RTLD_LOCAL: nothing of it is seen by
 // the rest of the process). Slurm's own symbols (spank_*, slurm_*) resolve from the process.
 int node_call(const char *what, spank_t sp, int ac, char **av) {
     static NodeCall call = nullptr;
     if (call == nullptr) {
+        if (!node_module_fits(what, sp)) {
+            return -1;
+        }
         void *module = dlopen(SVM_NODE_MODULE, RTLD_NOW | RTLD_LOCAL);
         if (module == nullptr) {
             slurm_error("%s: %s: cannot load %s: %s", kTag, what, SVM_NODE_MODULE, dlerror());
@@ -104,8 +137,17 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av) {
     return guarded("--vm-image", ac, av, [&] { return on_submit_init_post_opt(sp); });
 }
 
+// srun, just before it sends the step.
 int slurm_spank_local_user_init(spank_t sp, int ac, char **av) {
-    return guarded("--task-prolog", ac, av, [&] { return on_local_user_init(sp); });
+    return guarded("step launch", ac, av, [&] { return svm::slurm_api::on_srun_step_launch(sp); });
+}
+
+// slurmstepd, once per step, before its tasks and their prologs and epilogs.
+int slurm_spank_user_init(spank_t sp, int ac, char **av) {
+    if (spank_context() != S_CTX_REMOTE) {
+        return 0;
+    }
+    return guarded("step", ac, av, [&] { return on_step_user_init(sp); });
 }
 
 int slurm_spank_job_prolog(spank_t sp, int ac, char **av) {

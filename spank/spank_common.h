@@ -1,7 +1,7 @@
 // State and helpers shared by the SPANK plugin's per-context files. Every entry point is in
 // slurm_vm_spank.cpp; the files named after a context hold what runs there:
 //   submit.cpp       sbatch/srun/salloc (user, before anything is queued)
-//   task.cpp         task_init (the job's user, in slurmstepd, just before exec)
+//   task.cpp         user_init and task_init (the job's user, in slurmstepd)
 //   job_script.cpp   prolog and epilog (root, on each allocated node), in the node module
 //   extern_step.cpp  the job's extern step (root, in its slurmstepd), in the node module
 // The plugin is two modules: spank_slurm_vm.so, which every sbatch, srun and salloc loads, links
@@ -13,7 +13,6 @@ extern "C" {
 #include <slurm/spank.h>
 }
 
-#include "exec/task_setup.h"  // kTaskPrologEnv
 #include "util/config.h"
 #include "util/process.h"
 #include "vm/vm_lifecycle.h"  // StopReport
@@ -63,8 +62,6 @@ struct spank_option *image_option();
 std::string requested_image(spank_t sp);
 
 int on_submit_init_post_opt(spank_t sp);
-// srun, after the allocation: passes the user's --task-prolog on to the exec client.
-int on_local_user_init(spank_t sp);
 
 // What slurmctld says of a job (slurm_job.cpp), through Slurm's API.
 struct SlurmJob {
@@ -90,6 +87,9 @@ int on_job_epilog(spank_t sp);
 // The extern step's task_post_fork: the job's VM into the job's cgroups. Always 0 (a failure
 // fails the job through its error file).
 int on_extern_step(spank_t sp);
+// slurmstepd, once per step of a job with a VM here: what the guest may have put in the step's
+// environment is set aside for it (exec/guest_env.h). -1 fails the step.
+int on_step_user_init(spank_t sp);
 int on_task_init(spank_t sp);
 
 }  // namespace svm::spank

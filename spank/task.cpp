@@ -1,26 +1,22 @@
-// task_init: the job's user, in slurmstepd, just before the task's exec. When the job has a
-// VM on this node, the task becomes the exec client, which runs the task's argv inside the
-// VM and behaves like it (output, signals, exit status).
+// The job's user, in slurmstepd: user_init once per step, task_init just before each task's
+// exec. When the job has a VM on this node, the task becomes the exec client, which runs the
+// task's argv inside the VM and behaves like it (output, signals, exit status); how, depends on
+// the Slurm release (slurm_api/task_start.h).
 #include "spank_common.h"
 
+#include "exec/guest_env.h"
 #include "exec/task_setup.h"
+#include "slurm_api/task_start.h"
 #include "util/text.h"
 #include "vm/job_vm.h"
 
 extern "C" {
-#include <slurm/slurm.h>  // SLURM_BATCH_SCRIPT, slurm_conf_t
-
-// slurmstepd's configuration (libslurm's global, public type): TaskProlog and the limits it
-// propagates. Weak, so that a process without it gives nullptr instead of failing to load.
-extern slurm_conf_t slurm_conf __attribute__((weak));
+#include <slurm/slurm.h>  // SLURM_BATCH_SCRIPT
 }
-
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -30,11 +26,85 @@ extern slurm_conf_t slurm_conf __attribute__((weak));
 
 namespace svm::spank {
 
+namespace {
+
+// The job and node of this step, when the job has a VM here.
+struct VmStep {
+    uint32_t jobid = 0;
+    const char *node = nullptr;
+};
+
+std::optional<VmStep> vm_step(spank_t sp) {
+    VmStep step;
+    step.node = getenv("SLURMD_NODENAME");
+    if (spank_get_item(sp, S_JOB_ID, &step.jobid) != ESPANK_SUCCESS || step.node == nullptr ||
+        !job_has_vm(config(), step.jobid, step.node)) {
+        return std::nullopt;
+    }
+    return step;
+}
+
+// The step's (or task's) environment, as slurmstepd will hand it on.
+std::vector<std::string> task_environment(spank_t sp) {
+    std::vector<std::string> env;
+    char **entries = nullptr;
+    if (spank_get_item(sp, S_JOB_ENV, &entries) == ESPANK_SUCCESS && entries != nullptr) {
+        for (char **e = entries; *e != nullptr; ++e) {
+            env.emplace_back(*e);
+        }
+    }
+    return env;
+}
+
+// Sets aside what the guest may have chosen (exec/guest_env.h). False after one line in the
+// log: a step whose host side could run with those variables must not start.
+bool set_aside_for_guest(spank_t sp, const VmStep &step, bool step_start) {
+    const EnvEdit edit = svm::set_aside_for_guest(task_environment(sp), step_start);
+    for (const std::string &name : edit.unset) {
+        // Slurm's unsetenvp skips the second of two entries of a name in a row: again until
+        // none is left.
+        char probe[1];
+        int tries = 0;
+        while (spank_getenv(sp, name.c_str(), probe, sizeof probe) != ESPANK_ENV_NOEXIST &&
+               tries++ < 8) {
+            spank_unsetenv(sp, name.c_str());
+        }
+        if (spank_getenv(sp, name.c_str(), probe, sizeof probe) != ESPANK_ENV_NOEXIST) {
+            slurm_error("%s: job %u node %s: cannot remove %s from the step's environment", kTag,
+                        step.jobid, step.node, printable(name).c_str());
+            return false;
+        }
+    }
+    for (const auto &[name, value] : edit.set) {
+        if (spank_setenv(sp, name.c_str(), value.c_str(), 1) != ESPANK_SUCCESS) {
+            slurm_error("%s: job %u node %s: cannot set %s in the step's environment", kTag,
+                        step.jobid, step.node, printable(name).c_str());
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+// Before slurmstepd forks the step's tasks and runs their TaskProlog, and before it runs their
+// TaskEpilog after them: all with this environment, on the host.
+int on_step_user_init(spank_t sp) {
+    const auto step = vm_step(sp);
+    if (!step) {
+        return 0;
+    }
+    return set_aside_for_guest(sp, *step, true) ? 0 : -1;
+}
+
 int on_task_init(spank_t sp) {
     uint32_t jobid = 0;
     const char *node = getenv("SLURMD_NODENAME");
+    // The task prolog's hand-over (slurm_api/22.05) is for this callback alone: no task, host
+    // side or guest, sees it.
+    const std::string prolog = env_get(task_environment(sp), kTaskPrologEnv).value_or("");
+    spank_unsetenv(sp, kTaskPrologEnv);
     if (spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS || node == nullptr) {
-        spank_unsetenv(sp, kTaskPrologEnv);
         return 0;
     }
     if (!job_has_vm(config(), jobid, node)) {
@@ -48,14 +118,13 @@ int on_task_init(spank_t sp) {
                     "its VM\n",
                     printable(asked).c_str(), node, jobid);
             fflush(stderr);
-            slurm_error("%s: job %u node %s image %s: no VM for the task (no prolog ran for "
-                        "the job on this node); the task is refused",
-                        kTag, jobid, node, printable(asked).c_str());
+            slurm_error(
+                "%s: job %u node %s image %s: no VM for the task (no prolog ran for "
+                "the job on this node); the task is refused",
+                kTag, jobid, node, printable(asked).c_str());
             return -1;
         }
-        // Not a VM job: the task runs as usual, without the variable our srun side set.
-        spank_unsetenv(sp, kTaskPrologEnv);
-        return 0;
+        return 0;  // not a VM job: the task runs as usual
     }
     if (const auto error = job_vm_error(config(), jobid, node)) {
         // The task's stderr is the job's output: the user reads why here.
@@ -63,72 +132,34 @@ int on_task_init(spank_t sp) {
         fflush(stderr);
         return -1;
     }
-    int argc = 0;
-    char **argv = nullptr;
-    if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1) {
-        slurm_error("%s: job %u node %s: cannot read the task's command", kTag, jobid, node);
+    // Again for what Slurm added to the task's environment since user_init.
+    if (!set_aside_for_guest(sp, VmStep{jobid, node}, false)) {
         return -1;
     }
     const JobVmPaths paths = job_vm_paths(config(), jobid, node);
     // The batch step's argv[0] is the script in slurmd's spool, which the guest cannot see.
     uint32_t stepid = 0;
-    const bool batch =
+    slurm_api::TaskStart start;
+    start.client = SVM_EXEC_PATH;
+    start.batch =
         spank_get_item(sp, S_JOB_STEPID, &stepid) == ESPANK_SUCCESS && stepid == SLURM_BATCH_SCRIPT;
-    const std::string ports = std::to_string(config().exec_ports);
-    std::vector<const char *> args = {SVM_EXEC_PATH, "--channel-dir", paths.channel_dir.c_str(),
-                                      "--ports",     ports.c_str(),   "--stdin"};
+    start.user_task_prolog = prolog;
+    start.options = {"--channel-dir", paths.channel_dir, "--ports",
+                     std::to_string(config().exec_ports), "--stdin"};
     // The client decides what the guest may run on the host (host calls): the admin's choice.
-    args.insert(args.end(), {"--host-calls", host_calls_name(config().host_calls)});
-    const std::string image = requested_image(sp);
-    if (!image.empty()) {
-        args.insert(args.end(), {"--image", image.c_str()});
+    start.options.insert(start.options.end(),
+                         {"--host-calls", host_calls_name(config().host_calls)});
+    if (const std::string image = requested_image(sp); !image.empty()) {
+        start.options.insert(start.options.end(), {"--image", image});
     }
-    if (batch) {
-        args.push_back("--script");
+    if (start.batch) {
+        start.options.emplace_back("--script");
     }
-    // What slurmstepd does after task_init, the client does for it (exec/task_setup.h).
-    std::string rank_text, local_text;
-    uint32_t rank = 0;
-    int local_id = -1;
-    if (spank_get_item(sp, S_TASK_GLOBAL_ID, &rank) == ESPANK_SUCCESS) {
-        rank_text = std::to_string(rank);
-        args.insert(args.end(), {"--task-rank", rank_text.c_str()});
-    }
-    if (spank_get_item(sp, S_TASK_ID, &local_id) == ESPANK_SUCCESS && local_id >= 0) {
-        local_text = std::to_string(local_id);
-        args.insert(args.end(), {"--local-task-id", local_text.c_str()});
-    }
-    // srun --multi-prog sends {CONF_FILE, CONF_TEXT, ...}; SPANK says nothing of the flag, so
-    // the text is compared with the file's (the task's cwd is srun's, as for the program).
-    if (!batch && !rank_text.empty() && argc >= 2 &&
-        is_multi_prog_argv({argv[0], argv[1]}, multi_prog_file_text(argv[0]))) {
-        args.push_back("--multi-prog");
-    }
-    if (&slurm_conf != nullptr) {
-        const auto add = [&](const char *option, const char *value) {
-            if (value != nullptr && value[0] != '\0') {
-                args.insert(args.end(), {option, value});
-            }
-        };
-        add("--task-prolog-conf", slurm_conf.task_prolog);
-        add("--propagate-rlimits", slurm_conf.propagate_rlimits);
-        add("--propagate-rlimits-except", slurm_conf.propagate_rlimits_except);
-    }
-    args.push_back("--");
-    for (int i = 0; i < argc; ++i) {
-        args.push_back(argv[i]);
-    }
-    args.push_back(nullptr);
-    // The task's environment is not this process's: slurmstepd hands its own array (with
-    // SLURM_PROCID and the other per-task variables) to execve. The client passes it on.
-    char **env = nullptr;
-    if (spank_get_item(sp, S_JOB_ENV, &env) != ESPANK_SUCCESS || env == nullptr) {
-        slurm_error("%s: job %u node %s: cannot read the task's environment", kTag, jobid, node);
+    if (slurm_api::start_exec_client(sp, start) != 0) {
+        slurm_error("%s: job %u node %s: the task cannot start in its VM", kTag, jobid, node);
         return -1;
     }
-    execve(SVM_EXEC_PATH, const_cast<char *const *>(args.data()), env);
-    slurm_error("%s: job %u node %s: cannot run %s: %m", kTag, jobid, node, SVM_EXEC_PATH);
-    return -1;
+    return 0;
 }
 
 }  // namespace svm::spank

@@ -100,7 +100,8 @@ struct HostCallPolicy {
 
     // The environment an allowed call runs with: the guest's, except that what makes a Slurm
     // client load code or choose its job is the host client's (from host_env): PATH, HOME, LD_*,
-    // GCONV_PATH, LUA_PATH*, LUA_CPATH*, the variables refusal() guards, and SLURM_VM_HOSTCALL
+    // GCONV_PATH, LUA_PATH*, LUA_CPATH*, the variables refusal() guards, what the client keeps
+    // set aside for its guest (SLURM_VM_GUEST_ENV_*, exec/guest_env.h), and SLURM_VM_HOSTCALL
     // is dropped. Taking them from the host, rather than only refusing a changed value, also
     // covers a guest that unsets one (srun without SLURM_JOB_ID would make a new job).
     std::vector<std::string> environment(const std::vector<std::string> &guest_env,

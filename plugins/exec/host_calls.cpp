@@ -1,5 +1,6 @@
 #include "exec/host_calls.h"
 
+#include "exec/guest_env.h"   // kGuestEnvPrefix
 #include "exec/task_setup.h"  // kTaskPrologEnv, env_entry_sets
 #include "util/safe_fs.h"
 #include "util/spawn.h"
@@ -106,15 +107,61 @@ bool is_guarded(std::string_view name, HostCalls mode) {
 // loader (LD_*), glibc's charset modules (GCONV_PATH), the Lua modules of a cli_filter/lua
 // script (LUA_PATH*, LUA_CPATH*); HOME is where Slurm's clients look for the user's files.
 // SLURM_VM_TASK_PROLOG names the program the exec client runs on the host as the user's
-// --task-prolog: only the host's srun sets it.
+// --task-prolog: only the host's srun sets it. Under kGuestEnvPrefix the client keeps the job's
+// own values of what its host side may not run with (exec/guest_env.h): they travel in srun's
+// environment to the new step's guest, which gets the job's PATH and LD_* as the first did,
+// while srun itself runs with the host side's.
 bool is_host_only(std::string_view name, HostCalls mode) {
     return name == "PATH" || name == "HOME" || name.starts_with("LD_") || name == "GCONV_PATH" ||
            name == kTaskPrologEnv || name.starts_with("LUA_PATH") ||
-           name.starts_with("LUA_CPATH") || is_guarded(name, mode);
+           name.starts_with("LUA_CPATH") || name.starts_with(kGuestEnvPrefix) ||
+           is_guarded(name, mode);
 }
 
 std::string_view variable_name(std::string_view entry) {
     return entry.substr(0, entry.find('='));
+}
+
+// What puts variables of the caller's choosing into a new step's (or job's) environment:
+// `--export=[ALL|NONE,]NAME[=VALUE],...` and the variables srun and sbatch read for it. The step
+// then runs with them, and Slurm runs its TaskProlog, the exec client and its TaskEpilog on the
+// host with that environment.
+constexpr std::string_view kExportOption = "export";
+constexpr std::string_view kExportCommands[] = {"srun", "sbatch"};
+struct ExportVariable {
+    std::string_view name;
+    std::string_view command;
+};
+constexpr ExportVariable kExportVariables[] = {
+    {"SLURM_EXPORT_ENV", "srun"}, {"SRUN_EXPORT_ENV", "srun"}, {"SBATCH_EXPORT", "sbatch"}};
+
+// The first variable an --export value assigns that a host call may not choose (is_host_only),
+// or "". Split at every comma, quoted or not, and quotes stripped from a name: Slurm keeps a
+// quoted comma inside its item (find_quote_token), so this reads more assignments than Slurm
+// does, never fewer.
+std::string_view host_only_assignment(std::string_view value, HostCalls mode) {
+    std::size_t start = 0;
+    while (start <= value.size()) {
+        std::size_t end = value.find(',', start);
+        if (end == std::string_view::npos) {
+            end = value.size();
+        }
+        std::string_view item = value.substr(start, end - start);
+        start = end + 1;
+        const std::size_t eq = item.find('=');
+        if (eq == std::string_view::npos) {
+            continue;  // NAME alone: srun's own value, which the policy already chose
+        }
+        std::string_view name = item.substr(0, eq);
+        while (!name.empty() &&
+               (name.front() == '\'' || name.front() == '"' || name.front() == ' ')) {
+            name.remove_prefix(1);
+        }
+        if (is_host_only(name, mode)) {
+            return name;
+        }
+    }
+    return {};
 }
 
 // Every value `name` has in env (an environment may repeat a name; execve keeps them all).
@@ -248,6 +295,44 @@ std::optional<HostCallPolicy::Refusal> HostCallPolicy::refusal(
                 if (may_mean(option, program_option)) {
                     return refused(shown_option(option, program_option) +
                                    " runs a program on the host; not allowed from inside a VM");
+                }
+            }
+        }
+    }
+    if (std::find(std::begin(kExportCommands), std::end(kExportCommands), name) !=
+        std::end(kExportCommands)) {
+        const std::string host_only =
+            " is the host's for a step started from inside a VM; not allowed from inside a VM";
+        for (std::size_t i = 1; i < argv.size(); ++i) {
+            const std::string_view option = long_option_name(argv[i]);
+            if (!may_mean(option, kExportOption)) {
+                continue;
+            }
+            const std::string_view word = argv[i];
+            const auto eq = word.find('=');
+            const std::string_view value = eq != std::string_view::npos ? word.substr(eq + 1)
+                                           : i + 1 < argv.size() ? std::string_view(argv[i + 1])
+                                                                 : std::string_view();
+            if (const auto variable = host_only_assignment(value, mode); !variable.empty()) {
+                return refused(shown_option(option, kExportOption) + " sets " +
+                               shown_name(variable) + ", which" + host_only);
+            }
+        }
+        for (const ExportVariable &variable : kExportVariables) {
+            if (variable.command != name) {
+                continue;
+            }
+            // The job's own value (sbatch --export puts it in the job's environment) was the
+            // user's choice, on the host.
+            const auto own = values_of(host_env, variable.name);
+            for (std::string_view value : values_of(guest_env, variable.name)) {
+                if (own.size() == 1 && value == own.front()) {
+                    continue;
+                }
+                if (const auto set = host_only_assignment(value, mode); !set.empty()) {
+                    return Refusal{prefix + name + " with " + std::string(variable.name) +
+                                       " setting " + shown_name(set) + ", which" + host_only,
+                                   kExitRefusedArguments};
                 }
             }
         }

@@ -88,3 +88,68 @@ test_host_calls_refuse_programs_on_the_host_but_run_steps() {
   assert_nodes_up
   assert_no_leftovers
 }
+
+# ---- Issue 20 #1: a step the guest starts carries the environment the guest gave it ----------
+
+# make_marks: mark.sh and mark.so in TEST_DIR, each leaving ran-on-<host name> there when it
+# runs (mark.so: wherever a loader preloads it).
+make_marks() {
+  local here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  as_user "printf '#!/bin/sh\ntouch $TEST_DIR/ran-on-\$(hostname)\n' >mark.sh && chmod 755 mark.sh"
+  cc -shared -fPIC -o "$TEST_DIR/mark.so" -DMARK_DIR="\"$TEST_DIR\"" "$here/data/preload_mark.c" ||
+    fail "cannot build the preload library" || return 1
+  chmod 0755 "$TEST_DIR/mark.so"
+}
+
+# assert_nothing_ran_on_the_host JOB: no mark but a VM's (<node>-vm<job>).
+assert_nothing_ran_on_the_host() {
+  local marks
+  marks=$(cd "$TEST_DIR" && ls -1 ran-on-* 2>/dev/null | grep -v -- "-vm$1\$" || true)
+  [ -z "$marks" ] || fail "ran on the host: $marks ($(cd "$TEST_DIR" && head -n 5 $marks))"
+}
+
+test_a_guests_srun_export_cannot_run_a_program_on_the_host() {
+  local j out
+  make_marks || return 1
+  # The job's PATH differs from the host side's (root's folders), to tell the two apart.
+  j=$(as_user "PATH=$TEST_DIR/bin:\$PATH sbatch --parsable -w node1 --vm-image=tiny -o out-%j.txt --wrap '
+srun --export=ALL,SLURM_VM_TASK_PROLOG=$TEST_DIR/mark.sh true; echo export-prolog-exit \$?
+SLURM_EXPORT_ENV=ALL,SLURM_VM_TASK_PROLOG=$TEST_DIR/mark.sh srun true; echo env-prolog-exit \$?
+srun --export=ALL,LD_PRELOAD=$TEST_DIR/mark.so true; echo preload-exit \$?
+srun --export=ALL,FOO=from-export sh -c \"echo FOO=\\\$FOO\"; echo step-exit \$?
+echo job-path=\$PATH; srun sh -c \"echo step-path=\\\$PATH\"'")
+  wait_job_done "$j" 180
+  out=$(cat "$TEST_DIR/out-$j.txt")
+  assert_contains "$out" "^slurm-vm: host call refused: srun --export sets SLURM_VM_TASK_PROLOG, which is the host's for a step started from inside a VM; not allowed from inside a VM\$" "job output"
+  assert_contains "$out" "^export-prolog-exit 1\$" "job output"
+  assert_contains "$out" "^slurm-vm: host call refused: srun with SLURM_EXPORT_ENV setting SLURM_VM_TASK_PROLOG, which is the host's" "job output"
+  assert_contains "$out" "^env-prolog-exit 1\$" "job output"
+  assert_contains "$out" "^slurm-vm: host call refused: srun --export sets LD_PRELOAD, which is the host's" "job output"
+  assert_contains "$out" "^preload-exit 1\$" "job output"
+  # --export of the guest's own variables still works.
+  assert_contains "$out" "^FOO=from-export\$" "job output"
+  assert_contains "$out" "^step-exit 0\$" "job output"
+  # A step started from inside the VM has the job's PATH in its guest, not the host side's.
+  local path
+  path=$(printf '%s\n' "$out" | sed -n 's/^job-path=//p')
+  assert_contains "$path" "^$TEST_DIR/bin:" "the job's PATH in its VM"
+  assert_contains "$out" "^step-path=$path\$" "job output"
+  assert_nothing_ran_on_the_host "$j"
+  assert_eq "$(job_state "$j")" "COMPLETED" "job state"
+  assert_nodes_up
+  assert_no_leftovers
+}
+
+# Whatever a VM step's environment holds for the loader goes to the guest's program, never to
+# what runs on the host for it (the TaskProlog, the exec client): the same whether the step came
+# from the host, as here, or from the guest past the refusals above.
+test_a_vm_steps_loader_variables_reach_only_the_guest() {
+  local out
+  make_marks || return 1
+  out=$(as_user "SVM_WANT_TASK_PROLOG=1 srun -w node1 -t 5 --vm-image=tiny --export=ALL,LD_PRELOAD=$TEST_DIR/mark.so sh -c 'echo \"guest LD_PRELOAD=\$LD_PRELOAD TP_VAR=\$TP_VAR\"'" 2>&1)
+  assert_contains "$out" "^guest LD_PRELOAD=$TEST_DIR/mark.so TP_VAR=from-taskprolog-0\$" "the task's output"
+  assert_nothing_ran_on_the_host "[0-9]*"
+  assert_nodes_up
+  assert_no_leftovers
+}

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <optional>
 #include <sstream>
+#include <string_view>
 
 namespace svm {
 namespace {
@@ -62,13 +63,15 @@ UsageReport report_of(const std::string &sacct, const HostMap &map, int64_t from
     return usage.finish();
 }
 
-const HostUsage &host(const UsageReport &r, const std::string &name) {
+// The name by view: a std::string made from a literal would be a temporary the returned reference
+// seems to GCC 14 to point into (-Wdangling-reference).
+const HostUsage &host(const UsageReport &r, std::string_view name) {
     for (const HostUsage &h : r.hosts) {
         if (h.host == name) {
             return h;
         }
     }
-    throw std::runtime_error("no host " + name);
+    throw std::runtime_error("no host " + std::string(name));
 }
 
 TEST(ParseSacct, ReadsFieldsAndExpandsNodes) {

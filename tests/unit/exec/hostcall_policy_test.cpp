@@ -214,6 +214,59 @@ TEST(HostCallPolicy, RefusesTheVariablesThatRunOrFetchCode) {
               "server; not allowed from inside a VM");
 }
 
+// Issue 20 #1: what srun --export or SLURM_EXPORT_ENV puts into a step's environment, the
+// step's host side (TaskProlog, the exec client, TaskEpilog) runs with.
+TEST(HostCallPolicy, RefusesTheTaskPrologHandOverInSrunExport) {
+    EXPECT_EQ(
+        refused(HostCalls::Steps, {"srun", "--export=ALL,SLURM_VM_TASK_PROLOG=/home/u/x", "true"}),
+        "host call refused: srun --export sets SLURM_VM_TASK_PROLOG, which is the host's "
+        "for a step started from inside a VM; not allowed from inside a VM");
+    // Its other spellings: the value apart, an abbreviation, a quoted item.
+    EXPECT_NE(refused(HostCalls::Steps,
+                      {"srun", "--export", "ALL,SLURM_VM_TASK_PROLOG=/home/u/x", "true"}),
+              "");
+    EXPECT_NE(refused(HostCalls::Steps, {"srun", "--exp=SLURM_VM_TASK_PROLOG=/x", "true"}), "");
+    EXPECT_NE(refused(HostCalls::Steps, {"srun", "--export=ALL,'SLURM_VM_TASK_PROLOG=/x'", "true"}),
+              "");
+    EXPECT_EQ(
+        refusal(HostCalls::Steps, {"srun", "--export=SLURM_VM_TASK_PROLOG=/x", "true"})->exit_code,
+        1);
+}
+
+TEST(HostCallPolicy, RefusesTheTaskPrologHandOverInSlurmExportEnv) {
+    const Env guest = with(kJobEnv, "SLURM_EXPORT_ENV=ALL,SLURM_VM_TASK_PROLOG=/home/u/x");
+    EXPECT_EQ(refused(HostCalls::Steps, {"srun", "true"}, guest),
+              "host call refused: srun with SLURM_EXPORT_ENV setting SLURM_VM_TASK_PROLOG, "
+              "which is the host's for a step started from inside a VM; not allowed from inside "
+              "a VM");
+    EXPECT_NE(refused(HostCalls::Steps, {"srun", "true"},
+                      with(kJobEnv, "SRUN_EXPORT_ENV=SLURM_VM_TASK_PROLOG=/home/u/x")),
+              "");
+}
+
+TEST(HostCallPolicy, RefusesLdPreloadInSrunExport) {
+    EXPECT_EQ(refused(HostCalls::Steps, {"srun", "--export=ALL,LD_PRELOAD=/home/u/x.so", "true"}),
+              "host call refused: srun --export sets LD_PRELOAD, which is the host's for a step "
+              "started from inside a VM; not allowed from inside a VM");
+    EXPECT_NE(refused(HostCalls::All, {"sbatch", "--export=LD_AUDIT=/home/u/x.so", "--wrap=true"}),
+              "");
+    EXPECT_NE(refused(HostCalls::All, {"sbatch", "--wrap=true"},
+                      with(kJobEnv, "SBATCH_EXPORT=ALL,LD_PRELOAD=/home/u/x.so")),
+              "");
+}
+
+TEST(HostCallPolicy, AllowsExportOfTheGuestsOwnVariablesAndTheJobsOwnExportEnv) {
+    EXPECT_EQ(refused(HostCalls::Steps, {"srun", "--export=ALL,FOO=1,BAR", "true"}), "");
+    EXPECT_EQ(refused(HostCalls::Steps, {"srun", "--export=NONE", "/bin/true"}), "");
+    // The name alone takes srun's value, which the policy chose (the host's LD_*).
+    EXPECT_EQ(refused(HostCalls::Steps, {"srun", "--export=ALL,LD_LIBRARY_PATH", "true"}), "");
+    // sbatch --export=ALL,PATH=... on the host left SLURM_EXPORT_ENV in the job's environment.
+    const Env job = with(kJobEnv, "SLURM_EXPORT_ENV=ALL,PATH=/opt/bin");
+    EXPECT_EQ(policy(HostCalls::Steps).refusal({"srun", "true"}, job, job), std::nullopt);
+    // Not srun's option: --exclusive and --exact only start like it.
+    EXPECT_EQ(refused(HostCalls::Steps, {"srun", "--exclusive", "--exact", "true"}), "");
+}
+
 TEST(HostCallPolicy, StepsKeepsSrunInThisJob) {
     const std::string other_job =
         "host call refused: srun --jobid starts steps in another job; host_calls=steps allows "
@@ -307,6 +360,19 @@ TEST(HostCallPolicy, CommandPathsAreWhereTheHostHasTheAllowedCommands) {
     p.mode = HostCalls::None;
     EXPECT_TRUE(p.command_paths().empty());
     std::filesystem::remove_all(dir);
+}
+
+TEST(HostCallPolicyEnvironment, CarriesTheJobsSetAsideVariablesToTheNewStepNotTheGuests) {
+    // The host client runs with the host's PATH and no loader variables; the job's wait for its
+    // guest under SLURM_VM_GUEST_ENV_ (exec/guest_env.h). srun gets the host client's of both.
+    const Env guest = {"SLURM_VM_GUEST_ENV_LD_PRELOAD=/home/u/x.so", "A=1"};
+    const Env host = {"PATH=/usr/sbin:/usr/bin", "SLURM_VM_GUEST_ENV_PATH=/job/bin",
+                      "SLURM_VM_GUEST_ENV_LD_LIBRARY_PATH=/opt/lib"};
+    EXPECT_EQ(policy(HostCalls::All).environment(guest, host),
+              (Env{"A=1", "PATH=/usr/sbin:/usr/bin", "SLURM_VM_GUEST_ENV_PATH=/job/bin",
+                   "SLURM_VM_GUEST_ENV_LD_LIBRARY_PATH=/opt/lib"}));
+    EXPECT_NE(
+        refused(HostCalls::Steps, {"srun", "--export=ALL,SLURM_VM_GUEST_ENV_PATH=/x", "true"}), "");
 }
 
 }  // namespace
