@@ -61,6 +61,9 @@ d13_mount() {
   mkdir -p "$SVM_IMAGE_CACHE" "$r/var/cache/slurm-vm/images"
   mountpoint -q "$r/var/cache/slurm-vm/images" || mount --bind "$SVM_IMAGE_CACHE" "$r/var/cache/slurm-vm/images"
   # Name resolution and this host's name, as the host has them.
+  # systemd-resolved's package makes the root's resolv.conf a link into /run, which is empty
+  # here: a file takes its place (in the system VM, DHCP gives the same slirp-forwarded server).
+  [ -L "$r/etc/resolv.conf" ] && rm -f "$r/etc/resolv.conf"
   cp -L /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
   cp /etc/hosts "$r/etc/hosts"
 }
