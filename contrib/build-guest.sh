@@ -21,11 +21,38 @@ kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{p
 [ -n "$kpkg" ] || die "cannot find Debian's kernel package (apt-get update?)"
 kver=$(apt-cache policy "$kpkg" | awk '/Candidate:/{print $2}')
 bbver=$(apt-cache policy busybox-static | awk '/Candidate:/{print $2}')
-base=$SVM_CACHE/guest/base-$kpkg-$kver-busybox-${bbver//:/_}
+base=$SVM_CACHE/guest/base-$kpkg-$kver-busybox-${bbver//:/_}-m2
 
-# The modules the guest loads, in dependency order (rc.sh loads them in this order too).
-MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console
-  virtio_blk evdev button netfs fscache 9pnet 9pnet_virtio 9p crc16 mbcache jbd2 crc32c_generic ext4)
+# The modules the guest needs; their dependencies are found in the kernel's modules.dep, and
+# those built into the kernel (virtio_pci and virtio_console in Debian 13's) are left out.
+# rc.sh loads the lists load-base and load-disk (a root disk's ext4) in the order given here.
+MODULES_BASE=(virtio_pci virtio_console virtio_blk evdev button 9pnet_virtio 9p)
+MODULES_DISK=(crc32c_generic ext4)
+
+# module_order DIR NAME...: the module files (paths in DIR's modules.dep) that NAME... need,
+# dependencies first, each once, built-in ones left out. Dies on a name the kernel lacks.
+module_order() {
+  local dir=$1 seen=" " out=() m
+  shift
+  visit() {
+    local name=$1 path deps d
+    path=$(awk -F: -v n="$name" '{f=$1; sub(/.*\//, "", f); sub(/\.ko(\.(xz|zst|gz))?$/, "", f); gsub(/-/, "_", f)}
+      f == n {print $1; exit}' "$dir/modules.dep")
+    if [ -z "$path" ]; then
+      grep -Eq "/${name//_/[_-]}\.ko\$" "$dir/modules.builtin" && return 0
+      die "kernel module $name is neither a module nor built into $kpkg"
+    fi
+    case "$seen" in *" $path "*) return 0 ;; esac
+    seen+="$path "
+    deps=$(awk -F': *' -v p="$path" '$1 == p {print $2; exit}' "$dir/modules.dep")
+    for d in $deps; do
+      d=${d##*/}; d=${d%%.ko*}; visit "${d//-/_}"
+    done
+    out+=("$path")
+  }
+  for m in "$@"; do visit "$m"; done
+  printf '%s\n' "${out[@]}"
+}
 
 if [ ! -f "$base/.complete" ]; then
   need_root
@@ -36,11 +63,26 @@ if [ ! -f "$base/.complete" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   dpkg-deb --fsys-tarfile "$base"/debs/linux-image-*.deb | tar -x -C "$tmp" --wildcards \
-    './boot/vmlinuz-*' './lib/modules/*.ko'
-  for m in "${MODULES[@]}"; do
-    f=$(find "$tmp/lib/modules" -name "$m.ko" | head -1)
-    [ -n "$f" ] || die "kernel module $m.ko is not in $kpkg"
-    cp "$f" "$base/modules/"
+    './boot/vmlinuz-*' './lib/modules/*'
+  mdir=$(ls -d "$tmp"/lib/modules/*/ | head -1)
+  # The package has no modules.dep (its postinst makes one): depmod makes it here.
+  depmod -b "$tmp" "$(basename "$mdir")" || die "depmod failed on $kpkg's modules"
+  # Modules go into the initramfs uncompressed (busybox's insmod reads plain ELF), under their
+  # own names; load-base and load-disk give rc.sh the order.
+  for list in base disk; do
+    if [ $list = base ]; then names=("${MODULES_BASE[@]}"); else names=("${MODULES_DISK[@]}"); fi
+    : >"$base/modules/load-$list"
+    for f in $(module_order "$mdir" "${names[@]}"); do
+      m=${f##*/}; m=${m%%.ko*}
+      grep -qx "$m" "$base/modules/load-base" 2>/dev/null && [ $list = disk ] && continue
+      case "$f" in
+        *.ko.xz) xz -dc "$mdir/$f" >"$base/modules/$m.ko" ;;
+        *.ko.zst) zstd -qdc "$mdir/$f" >"$base/modules/$m.ko" ;;
+        *.ko.gz) gzip -dc "$mdir/$f" >"$base/modules/$m.ko" ;;
+        *) cp "$mdir/$f" "$base/modules/$m.ko" ;;
+      esac
+      echo "$m" >>"$base/modules/load-$list"
+    done
   done
   # vmlinuz is a bzImage holding an XZ stream: cut it out and decompress it. xz complains
   # about the bytes after the stream; the output is complete, which the ELF check proves.
@@ -68,7 +110,7 @@ if [ ! -f "$out/.complete" ]; then
   cp "$base/busybox" "$root/bin/busybox"
   for a in $("$root/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
   ln -s bin/busybox "$root/init"
-  cp "$base"/modules/*.ko "$root/lib/modules/"
+  cp "$base"/modules/*.ko "$base"/modules/load-* "$root/lib/modules/"
   cp -a "$SVM_REPO/guest/rootfs/." "$root/"
   install -m 755 "$agent" "$root/sbin/slurm-vm-agent"
   # Host calls: under these names the agent runs the Slurm command on the host, in the job's

@@ -9,13 +9,14 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs run /run
 mount -t tmpfs tmp /tmp
 chmod 1777 /tmp
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
-    virtio_console virtio_blk evdev button netfs fscache 9pnet 9pnet_virtio 9p; do
+# load-base and load-disk list them in dependency order (made by contrib/build-guest.sh from
+# the kernel's modules.dep; what the kernel has built in is not there).
+for m in $(cat /lib/modules/load-base); do
     insmod /lib/modules/$m.ko || echo "slurm-vm guest: insmod $m failed" >/dev/console
 done
 # A root disk, if the image has one, is ext4: load its modules only then.
 if [ -e /sys/block/vda ]; then
-    for m in crc16 mbcache jbd2 crc32c_generic ext4; do insmod /lib/modules/$m.ko; done
+    for m in $(cat /lib/modules/load-disk); do insmod /lib/modules/$m.ko; done
 fi
 # /dev/virtio-ports/<name> links, which udev would make. The ports appear shortly after
 # virtio_console loads; wait for them (at most 5 s) so the agent finds them all at start.
