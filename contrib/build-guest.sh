@@ -63,7 +63,9 @@ if [ ! -f "$base/.complete" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   dpkg-deb --fsys-tarfile "$base"/debs/linux-image-*.deb | tar -x -C "$tmp" --wildcards \
-    './boot/vmlinuz-*' './lib/modules/*'
+    './boot/vmlinuz-*' '*lib/modules/*'
+  # Debian 13's package has them under /usr (merged /usr): depmod -b looks in lib/modules.
+  [ -d "$tmp/usr/lib/modules" ] && mkdir -p "$tmp/lib" && mv "$tmp/usr/lib/modules" "$tmp/lib/"
   mdir=$(ls -d "$tmp"/lib/modules/*/ | head -1)
   # The package has no modules.dep (its postinst makes one): depmod makes it here.
   depmod -b "$tmp" "$(basename "$mdir")" || die "depmod failed on $kpkg's modules"
