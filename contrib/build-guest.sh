@@ -86,13 +86,18 @@ if [ ! -f "$base/.complete" ]; then
       echo "$m" >>"$base/modules/load-$list"
     done
   done
-  # vmlinuz is a bzImage holding an XZ stream: cut it out and decompress it. xz complains
-  # about the bytes after the stream; the output is complete, which the ELF check proves.
+  # vmlinuz is a bzImage holding a compressed stream (XZ in Debian 12's, zstd in Debian 13's):
+  # cut it out and decompress it, as the kernel's scripts/extract-vmlinux does. The decompressor
+  # complains about the bytes after the stream; the output is complete, which the ELF check proves.
   vmlinuz=$(ls "$tmp"/boot/vmlinuz-*)
-  off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$vmlinuz" | head -1 | cut -d: -f1)
-  tail -c +$((off + 1)) "$vmlinuz" | xz -dcq 2>/dev/null >"$base/vmlinux" || true
-  [ "$(head -c4 "$base/vmlinux" | tail -c3)" = ELF ] || die "could not extract vmlinux from $vmlinuz"
-  dpkg-deb --fsys-tarfile "$base"/debs/busybox-static_*.deb | tar -x -O ./bin/busybox >"$base/busybox"
+  for c in '\xfd7zXZ\x00:xz -dcq' '\x28\xb5\x2f\xfd:zstd -dcq'; do
+    off=$(LC_ALL=C grep -obUaP "${c%%:*}" "$vmlinuz" | head -1 | cut -d: -f1 || true)
+    [ -n "$off" ] || continue
+    tail -c +$((off + 1)) "$vmlinuz" | ${c#*:} 2>/dev/null >"$base/vmlinux" || true
+    [ "$(head -c4 "$base/vmlinux" | tail -c3)" = ELF ] && break
+  done
+  [ "$(head -c4 "$base/vmlinux" 2>/dev/null | tail -c3)" = ELF ] || die "could not extract vmlinux from $vmlinuz"
+  dpkg-deb --fsys-tarfile "$base"/debs/busybox-static_*.deb | tar -x -O --wildcards "*bin/busybox" >"$base/busybox" # /usr/bin in Debian 13
   chmod 755 "$base/busybox"
   rm -rf "$base/debs"
   touch "$base/.complete"
