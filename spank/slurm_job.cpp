@@ -5,6 +5,7 @@
 // slurmd and slurmstepd, libslurm in the client commands); the plugin links neither.
 #include "spank_common.h"
 
+#include "slurm_api/api_ready.h"
 #include "slurm_api/job_cpus.h"
 
 extern "C" {
@@ -18,6 +19,10 @@ namespace svm::spank {
 
 std::optional<SlurmJob> load_slurm_job(uint32_t jobid, const std::string &node) {
     job_info_msg_t *msg = nullptr;
+    if (svm_slurm_api_ready() != 0) {
+        throw Error("cannot load job " + std::to_string(jobid) +
+                    ": Slurm's auth or hash plugin did not load in this process");
+    }
     // One RPC to slurmctld, bounded by Slurm's MessageTimeout.
     if (slurm_load_job(&msg, jobid, SHOW_DETAIL) != SLURM_SUCCESS) {
         const int err = errno;  // what slurm_get_errno() returned, before 24.11 removed it

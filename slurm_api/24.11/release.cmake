@@ -4,7 +4,7 @@ set(dir "${CMAKE_CURRENT_LIST_DIR}")
 # slurmstepd does the rest itself.
 set(SVM_RELEASE_SPANK_SOURCES "${dir}/task_start.cpp")
 # The job's CPUs on a node: 24.11 has no call for it, only job_resources_t's fields.
-set(SVM_RELEASE_NODE_SOURCES "${dir}/job_cpus.c")
+set(SVM_RELEASE_NODE_SOURCES "${dir}/job_cpus.c" "${dir}/api_ready.c")
 set(SVM_RELEASE_NODE_NEEDS_SLURM_SRC ON)
 # The plugin interfaces moved to src/interfaces/ in 23.02.
 set(SVM_RELEASE_JOB_SUBMIT_SOURCE "${dir}/job_submit.c")
