@@ -5,6 +5,9 @@
 SVM_TEST_USER=${SVM_TEST_USER:-svmuser}
 SVM_OTHER_USER=${SVM_OTHER_USER:-svmother}
 SVM_LOG=${SVM_LOG:-/var/log/slurm-vm}
+# How much slower than this machine's own TCG a guest boots here: the debian13-vm platform's
+# guests are nested in a TCG system VM. The waits for a job's state scale by it.
+SVM_TIME_FACTOR=${SVM_TIME_FACTOR:-1}
 VIRSH="virsh -q -c qemu:///system"
 
 # The current test's private folder, in the test user's home (a shared path in the VMs).
@@ -43,7 +46,7 @@ job_state() {
 
 # wait_job_done JOBID [SECONDS]: wait until the job is in a final state.
 wait_job_done() {
-  local j=$1 t=${2:-120} i s
+  local j=$1 t=$((${2:-120} * SVM_TIME_FACTOR)) i s
   for ((i = 0; i < t * 2; i++)); do
     s=$(job_state "$j")
     case "$s" in
@@ -56,7 +59,7 @@ wait_job_done() {
 
 # wait_job_state JOBID STATE [SECONDS]
 wait_job_state() {
-  local j=$1 want=$2 t=${3:-60} i
+  local j=$1 want=$2 t=$((${3:-60} * SVM_TIME_FACTOR)) i
   for ((i = 0; i < t * 2; i++)); do
     [ "$(job_state "$j")" = "$want" ] && return 0
     sleep 0.5
