@@ -198,10 +198,13 @@ platform_option() {
       *) SVM_REST+=("$1"); shift ;;
     esac
   done
-  case "$SVM_PLATFORM_ARG" in
-    host | debian13 | debian13-vm | all) ;;
-    *) die "unknown platform '$SVM_PLATFORM_ARG' (host, debian13, debian13-vm, all)" ;;
-  esac
+  local p
+  for p in ${SVM_PLATFORM_ARG//,/ }; do
+    case "$p" in
+      host | debian13 | debian13-vm | all) ;;
+      *) die "unknown platform '$p' (host, debian13, debian13-vm, all, or a list: host,debian13)" ;;
+    esac
+  done
 }
 
 # d13_enter SCRIPT ARGS...: runs one of the project's scripts (quickstart.sh, test.sh) inside
