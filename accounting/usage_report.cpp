@@ -351,14 +351,9 @@ void UsageAccumulator::add(const JobUsage &job) {
         }
     }
     if (comment) {
-        // Each node of the job ran one of its VMs (older comments list them with their hosts).
-        for (const VmPlacement &vm : comment->vms) {
-            units.emplace_back(vm.physical_host, Vm);
-        }
-        if (units.empty()) {
-            for (const std::string &node : job.nodes) {
-                units.emplace_back(node, Vm);
-            }
+        // Each node of the job ran one of its VMs.
+        for (const std::string &node : job.nodes) {
+            units.emplace_back(node, Vm);
         }
         Usage &image = images_[comment->image];
         ++image.jobs;

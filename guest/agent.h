@@ -64,7 +64,6 @@ class Channel {
     static Channel connected_fd(int fd);
 
     const std::string &name() const { return name_; }
-    bool is_virtio() const { return kind_ == Kind::Virtio; }
     // Waits until a host may be there and makes fd() the way to it. False: no host will come
     // any more (a given fd that reached its end), or a termination signal arrived.
     bool next_host(ServerSignals &signals);

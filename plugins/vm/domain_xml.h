@@ -69,8 +69,4 @@ std::string xml_escape(std::string_view text);
 // Throws Error naming the domain and the field for an invalid spec or an unencodable value.
 std::string render_domain_xml(const VmSpec &spec);
 
-// The attributes of our <metadata> element, from XML made by render_domain_xml or returned by
-// libvirt (which rewrites quoting); nothing when the domain is not one of ours.
-std::optional<std::map<std::string, std::string>> metadata_from_domain_xml(const std::string &xml);
-
 }  // namespace svm

@@ -612,64 +612,6 @@ VmState VmLifecycle::attach() {
     return state_;
 }
 
-void VmLifecycle::suspend() {
-    if (state_ == VmState::Absent) {
-        attach();
-    }
-    if (state_ != VmState::Ready && state_ != VmState::Suspended) {
-        throw Error("cannot suspend domain " + name_ + ": it is " + to_string(state_));
-    }
-    std::optional<int> state = libvirt_state();
-    if (!state) {
-        state_ = VmState::Gone;
-        throw Error("cannot suspend domain " + name_ + ": it no longer exists");
-    }
-    if (*state == VIR_DOMAIN_PAUSED) {
-        state_ = VmState::Suspended;
-        return;
-    }
-    if (*state != VIR_DOMAIN_RUNNING && *state != VIR_DOMAIN_BLOCKED) {
-        throw Error("cannot suspend domain " + name_ + ": it is not running (libvirt state " +
-                    std::to_string(*state) + ")");
-    }
-    std::string late;
-    if (monitor_call(link_->timeouts().call, late,
-                     [](virDomainPtr dom) { return virDomainSuspend(dom); }) < 0) {
-        const std::string what = "cannot suspend domain " + name_;
-        throw Error(what + ": " + (late.empty() ? link_->failure(what) : late));
-    }
-    state_ = VmState::Suspended;
-}
-
-void VmLifecycle::resume() {
-    if (state_ == VmState::Absent) {
-        attach();
-    }
-    if (state_ != VmState::Suspended && state_ != VmState::Ready) {
-        throw Error("cannot resume domain " + name_ + ": it is " + to_string(state_));
-    }
-    std::optional<int> state = libvirt_state();
-    if (!state) {
-        state_ = VmState::Gone;
-        throw Error("cannot resume domain " + name_ + ": it no longer exists");
-    }
-    if (*state == VIR_DOMAIN_RUNNING || *state == VIR_DOMAIN_BLOCKED) {
-        state_ = VmState::Ready;
-        return;
-    }
-    if (*state != VIR_DOMAIN_PAUSED) {
-        throw Error("cannot resume domain " + name_ + ": it is not paused (libvirt state " +
-                    std::to_string(*state) + ")");
-    }
-    std::string late;
-    if (monitor_call(link_->timeouts().call, late,
-                     [](virDomainPtr dom) { return virDomainResume(dom); }) < 0) {
-        const std::string what = "cannot resume domain " + name_;
-        throw Error(what + ": " + (late.empty() ? link_->failure(what) : late));
-    }
-    state_ = VmState::Ready;
-}
-
 void VmLifecycle::pin(const std::vector<unsigned> &cpus) {
     if (cpus.empty()) {
         throw Error("cannot pin domain " + name_ + ": no CPUs given");
