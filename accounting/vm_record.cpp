@@ -4,7 +4,7 @@
 #include "util/config.h"
 #include "util/error.h"
 #include "util/fd.h"
-#include "exec/protocol/json.h"
+#include "util/json.h"
 #include "vm/vm_lifecycle.h"
 
 #include <fcntl.h>
@@ -22,7 +22,6 @@ namespace svm {
 namespace {
 
 namespace fs = std::filesystem;
-using namespace protocol;
 
 constexpr const char *kWhat = "VM record";
 

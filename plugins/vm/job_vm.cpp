@@ -8,6 +8,7 @@
 #include "exec/exec_client.h"
 #include "catalog/image_features.h"
 #include "vm/orphans.h"
+#include "util/json.h"
 #include "util/text.h"
 #include "vm/job_storage.h"
 #include "vm/kvm_probe.h"
@@ -17,7 +18,6 @@
 #include "vm/warm_start.h"
 #include "util/cpu_list.h"
 #include "util/cpu_topology.h"
-#include "exec/protocol/json.h"
 #include "util/safe_fs.h"
 
 #include <fcntl.h>
@@ -151,7 +151,6 @@ void move_into_boot_cgroup(const std::string &folder, const ProcessIdentity &who
 
 // Facts about the running VM for the epilog and accounting (vm_record.h reads them).
 void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const StartReport &report) {
-    using namespace protocol;
     JsonPtr state = json_new_object();
     json_set(state.get(), "domain", json_from_string(paths.domain));
     json_set(state.get(), "image", json_from_string(r.image));
