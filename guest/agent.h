@@ -164,7 +164,6 @@ int run_hostcall_shim(const std::string &command, const std::vector<std::string>
 // Applies a SETUP request (hostname, 9p mounts). Throws svm::Error naming what failed.
 void apply_setup(const SetupRequest &request);
 
-
 // Serves one channel until told to stop. Returns the process exit code.
 int serve_channel(Channel &channel, const ServerConfig &config);
 

@@ -29,7 +29,7 @@ struct Share {
 };
 
 struct VmSpec {
-    std::string name;         // libvirt domain name, e.g. "svm-42-node1"
+    std::string name;  // libvirt domain name, e.g. "svm-42-node1"
     // The guest-visible identity libvirt would otherwise make up: the domain's UUID (SMBIOS)
     // and the NIC's MAC. A VM restored from a saved state must have the saved ones
     // (vm/warm_start.h). Empty: libvirt generates them.
@@ -46,9 +46,9 @@ struct VmSpec {
     // UEFI boot (no kernel): the firmware's code (read-only pflash) and this VM's own copy of
     // the variable store. BIOS (SeaBIOS) when empty.
     std::string uefi_code, uefi_vars;
-    std::vector<Share> shares;            // 9p (accessmode passthrough) or virtiofs
-    std::string console_log;              // serial console to this file; none when empty
-    bool user_network = false;            // a virtio NIC on QEMU's user-mode NAT
+    std::vector<Share> shares;  // 9p (accessmode passthrough) or virtiofs
+    std::string console_log;    // serial console to this file; none when empty
+    bool user_network = false;  // a virtio NIC on QEMU's user-mode NAT
     // Exec channels: <channel_dir>/exec.<i>.sock on the host, virtio port org.slurmvm.exec.<i>
     // in the guest, for i in [0, exec_ports): one per concurrent task.
     std::string channel_dir;

@@ -311,8 +311,9 @@ DomainTypeChoice choose_type(LibvirtLink &link, const Config &config, const Cata
         device_problem = kvm_device_problem(r.uid, r.gid);
         if (config.domain_type == "auto" && device_problem.empty()) {
             const std::optional<Image> probe_image = kvm_probe_image(catalog, r.node);
-            const KvmProbeResult probe = kvm_verdict_or_probe(
-                link.get(), config, probe_image ? *probe_image : image, host_key(link.get()), r.node);
+            const KvmProbeResult probe =
+                kvm_verdict_or_probe(link.get(), config, probe_image ? *probe_image : image,
+                                     host_key(link.get()), r.node);
             verdict = probe.verdict;
             if (probe.ran || !probe.verdict) {
                 report.kvm_verdict = probe.summary;
@@ -418,8 +419,8 @@ bool start_warm(LibvirtLink &link, const Config &config, const Image &image, con
         }
         // The cache grew: the least recently used snapshots go beyond warm_cache.
         try {
-            report.warm_evicted =
-                evict_warm_snapshots(link.get(), config.state_dir, config.warm_cache_mib, slot->dir);
+            report.warm_evicted = evict_warm_snapshots(link.get(), config.state_dir,
+                                                       config.warm_cache_mib, slot->dir);
         } catch (const Error &e) {
             report.warm_problem =
                 std::string("cannot keep the snapshots within warm_cache: ") + e.what();

@@ -301,8 +301,8 @@ void VmLifecycle::create(const std::string &xml, const std::function<void()> &be
         // Paused when something must happen before the guest's first instruction (cgroup v2:
         // QEMU moves into the job's cgroup before the guest touches its memory).
         dom = link_->call(name_, link_->timeouts().call, [&](virConnectPtr conn) {
-            return DomainPtr(virDomainCreateXML(conn, xml.c_str(),
-                                                 before_run ? VIR_DOMAIN_START_PAUSED : 0));
+            return DomainPtr(
+                virDomainCreateXML(conn, xml.c_str(), before_run ? VIR_DOMAIN_START_PAUSED : 0));
         });
     } catch (const LibvirtDeadlineError &e) {
         state_ = VmState::Failed;
