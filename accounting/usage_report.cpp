@@ -2,7 +2,7 @@
 
 #include "accounting/job_records.h"
 #include "util/error.h"
-#include "exec/protocol/json.h"
+#include "util/json.h"
 #include "accounting/vm_record.h"
 
 #include <algorithm>
@@ -16,8 +16,6 @@
 namespace svm {
 
 namespace {
-
-using protocol::JsonPtr;
 
 std::vector<std::string> split_fields(std::string_view line) {
     std::vector<std::string> fields;
@@ -142,13 +140,12 @@ JsonPtr json_double(double v) {
 }
 
 void set_usage_fields(json_object *obj, const Usage &u) {
-    protocol::json_set(obj, "jobs", protocol::json_from_int(u.jobs));
-    protocol::json_set(obj, "cpu_hours", json_double(u.cpu_hours));
-    protocol::json_set(obj, "elapsed_hours", json_double(u.elapsed_hours));
+    json_set(obj, "jobs", json_from_int(u.jobs));
+    json_set(obj, "cpu_hours", json_double(u.cpu_hours));
+    json_set(obj, "elapsed_hours", json_double(u.elapsed_hours));
 }
 
 std::string render_json(const UsageReport &r) {
-    using namespace protocol;
     JsonPtr root = json_new_object();
     json_set(root.get(), "from", json_from_string(format_local_time(r.from)));
     json_set(root.get(), "to", json_from_string(format_local_time(r.to)));
@@ -351,14 +348,9 @@ void UsageAccumulator::add(const JobUsage &job) {
         }
     }
     if (comment) {
-        // Each node of the job ran one of its VMs (older comments list them with their hosts).
-        for (const VmPlacement &vm : comment->vms) {
-            units.emplace_back(vm.physical_host, Vm);
-        }
-        if (units.empty()) {
-            for (const std::string &node : job.nodes) {
-                units.emplace_back(node, Vm);
-            }
+        // Each node of the job ran one of its VMs.
+        for (const std::string &node : job.nodes) {
+            units.emplace_back(node, Vm);
         }
         Usage &image = images_[comment->image];
         ++image.jobs;

@@ -4,7 +4,7 @@
 #include "util/config.h"
 #include "util/error.h"
 #include "util/fd.h"
-#include "exec/protocol/json.h"
+#include "util/json.h"
 #include "vm/vm_lifecycle.h"
 
 #include <fcntl.h>
@@ -22,7 +22,6 @@ namespace svm {
 namespace {
 
 namespace fs = std::filesystem;
-using namespace protocol;
 
 constexpr const char *kWhat = "VM record";
 
@@ -277,15 +276,6 @@ std::optional<VmJobComment> parse_admin_comment(std::string_view whole) {
             have_image = !parsed.image.empty();
         } else if (key == "hostname") {
             parsed.hostname_template = p.unescape(value, "hostname");
-        } else if (key == "vms") {
-            for (const std::string_view vm : split(value, ',')) {
-                const size_t at = vm.find('@');
-                if (at == std::string_view::npos || at == 0 || at + 1 == vm.size()) {
-                    p.fail("vm '" + std::string(vm) + "': expected vm_hostname@physical_host");
-                }
-                parsed.vms.push_back(
-                    {p.unescape(vm.substr(0, at), "vms"), p.unescape(vm.substr(at + 1), "vms")});
-            }
         }
         // Other keys: a newer slurm-vm may add fields; the ones we know still count.
     }
@@ -297,10 +287,10 @@ std::optional<VmJobComment> parse_admin_comment(std::string_view whole) {
 
 std::vector<VmPlacement> vm_placements(const VmJobComment &comment,
                                        const std::vector<std::string> &nodes, uint32_t jobid) {
-    if (!comment.vms.empty() || comment.hostname_template.empty()) {
-        return comment.vms;
-    }
     std::vector<VmPlacement> out;
+    if (comment.hostname_template.empty()) {
+        return out;
+    }
     for (const auto &node : nodes) {
         out.push_back({expand_hostname(comment.hostname_template, node, jobid), node});
     }

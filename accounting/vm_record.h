@@ -1,7 +1,7 @@
 // The accounting record of one job VM on one node, and the three places it goes: a durable
 // spool (so a record outlives restarts of slurmd, slurmctld, slurmdbd or MariaDB until it is
 // delivered), a JSON-lines stream for the site's log system, and Slurm's AdminComment (so
-// `sacct -o AdminComment` shows the image and the VMs of a job).
+// `sacct -o AdminComment` shows the image and the VMs' hostname template of a job).
 #pragma once
 
 #include <cstdint>
@@ -49,13 +49,12 @@ VmRecord decode_vm_record(std::string_view json);
 // become %XX, so the word survives `sacct -P`, scontrol and the words around it):
 //
 //   word    := "slurm-vm:" field (";" field)*
-//   field   := "image=" value | "hostname=" template | "vms=" vm ("," vm)* | key "=" value
-//   vm      := vm_hostname "@" physical_host
+//   field   := "image=" value | "hostname=" template | key "=" value
 //
 // The job_submit plugin writes it at submit, when slurmctld alone can write it and the user
 // cannot: "slurm-vm:image=tiny;hostname=%n-vm%j". Each node of the job ran one VM, named by
-// the template; the node is its physical host. Older versions wrote the VMs out ("vms=...",
-// from the prolog); both are read.
+// the template; the node is its physical host. (The prolog of early versions wrote the VMs out,
+// "vms=vm@host,...": that key is now unknown, and such a job is charged to its nodes.)
 inline constexpr std::string_view kAdminCommentPrefix = "slurm-vm:";
 
 struct VmPlacement {
@@ -65,8 +64,7 @@ struct VmPlacement {
 
 struct VmJobComment {
     std::string image;
-    std::string hostname_template;  // "" in comments of older versions
-    std::vector<VmPlacement> vms;   // from "vms=", in comments of older versions
+    std::string hostname_template;  // "" in comments of early versions
 };
 
 // `existing` (the site's own words, kept; an earlier slurm-vm word replaced) with our word for
@@ -78,8 +76,8 @@ std::string admin_comment_at_submit(std::string_view existing, const std::string
 // ("admin comment '...': <reason>") when ours is malformed.
 std::optional<VmJobComment> parse_admin_comment(std::string_view comment);
 
-// The job's VMs: one per node of `nodes`, named by the template, on that node; or the VMs an
-// older comment listed.
+// The job's VMs: one per node of `nodes`, named by the template, on that node; none when the
+// comment has no template.
 std::vector<VmPlacement> vm_placements(const VmJobComment &comment,
                                        const std::vector<std::string> &nodes, uint32_t jobid);
 

@@ -14,7 +14,7 @@ SVM_REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 agent=${1:?usage: build-guest.sh AGENT_BINARY}
 [ -x "$agent" ] || die "agent binary $agent is missing: build the project first"
-file -b "$agent" 2>/dev/null | grep -q 'statically linked' ||
+file -b "$agent" 2>/dev/null | grep -qE 'statically linked|static-pie linked' ||
   ldd "$agent" 2>&1 | grep -q 'not a dynamic' || die "agent $agent is not a static binary"
 
 kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')

@@ -76,6 +76,9 @@ if [ "${SVM_PLATFORM:-}" != debian13-vm ]; then
   phase "layout of the core (contrib/check-layout.sh)"
   "$SVM_REPO/contrib/check-layout.sh" || status=1
 
+  phase "hardening of the build (contrib/check-hardening.sh)"
+  "$SVM_REPO/contrib/check-hardening.sh" "$SVM_BUILD" || status=1
+
   phase "unit tests"
   ctest --test-dir "$SVM_BUILD" --output-on-failure -j2 2>&1 | tail -n 25 || status=1
 fi

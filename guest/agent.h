@@ -64,7 +64,6 @@ class Channel {
     static Channel connected_fd(int fd);
 
     const std::string &name() const { return name_; }
-    bool is_virtio() const { return kind_ == Kind::Virtio; }
     // Waits until a host may be there and makes fd() the way to it. False: no host will come
     // any more (a given fd that reached its end), or a termination signal arrived.
     bool next_host(ServerSignals &signals);
@@ -164,7 +163,6 @@ int run_hostcall_shim(const std::string &command, const std::vector<std::string>
 
 // Applies a SETUP request (hostname, 9p mounts). Throws svm::Error naming what failed.
 void apply_setup(const SetupRequest &request);
-
 
 // Serves one channel until told to stop. Returns the process exit code.
 int serve_channel(Channel &channel, const ServerConfig &config);

@@ -29,7 +29,7 @@
 
 #include "agent.h"
 #include "command_links.h"
-#include "exec/protocol/json.h"
+#include "util/json.h"
 
 namespace svm::agent {
 

@@ -7,6 +7,7 @@
 #include "util/config.h"
 #include "util/error.h"
 #include "util/fd.h"  // c_strings
+#include "util/json.h"
 #include "util/text.h"
 #include "vm/job_vm.h"
 #include "vm/kvm_probe.h"
@@ -15,7 +16,6 @@
 #include "vm/libvirt_handles.h"
 #include "util/plugstack_args.h"
 #include "util/process.h"
-#include "exec/protocol/json.h"
 
 #include <getopt.h>
 #include <sys/stat.h>
@@ -76,7 +76,6 @@ class Report {
             worst = std::max(worst, c.status);
         }
         if (json_) {
-            using namespace protocol;
             JsonPtr root = json_new_object();
             JsonPtr list(json_object_new_array());
             for (const auto &c : checks_) {

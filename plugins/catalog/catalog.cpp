@@ -3,6 +3,7 @@
 #include "util/accounts.h"
 #include "util/config.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/text.h"
 #include "catalog/image_name.h"
 #include "util/fd.h"
@@ -10,14 +11,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <json-c/json.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <climits>
 #include <map>
-#include <memory>
 #include <optional>
 #include <set>
 
@@ -39,23 +37,9 @@ const FieldNames image_fields = {"name",   "description", "kernel",   "initrd", 
 const FieldNames limit_fields = {"default", "max"};
 const FieldNames access_fields = {"users", "groups", "accounts"};
 
-struct JsonPut {
-    void operator()(json_object *object) const { json_object_put(object); }
-};
-using JsonPtr = std::unique_ptr<json_object, JsonPut>;
-
-struct TokenerFree {
-    void operator()(json_tokener *tokener) const { json_tokener_free(tokener); }
-};
-
 // A JSON value as written in the file, shortened, for the "got ..." part of messages.
 std::string shown(json_object *value) {
-    std::string text = json_object_to_json_string_ext(
-        value, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    if (text.size() > 40) {
-        text = text.substr(0, 37) + "...";
-    }
-    return printable(text);
+    return printable(json_excerpt(value));
 }
 
 // Where in the catalog we are, so every error names the file, the entry and the field.
@@ -79,15 +63,6 @@ class Where {
     std::string origin_;
     std::string entry_;
 };
-
-// The member `key` of `object`: nullopt when absent, a null pointer for an explicit JSON null.
-std::optional<json_object *> member(json_object *object, const char *key) {
-    json_object *value = nullptr;
-    if (!json_object_object_get_ex(object, key, &value)) {
-        return std::nullopt;
-    }
-    return value;
-}
 
 void reject_unknown_fields(json_object *object, const FieldNames &valid, const Where &where,
                            const std::string &parent) {
@@ -121,7 +96,7 @@ std::string expect_string(json_object *value, const Where &where, const std::str
 }
 
 std::optional<std::string> string_field(json_object *object, const char *key, const Where &where) {
-    const auto value = member(object, key);
+    const auto value = json_member(object, key);
     if (!value) {
         return std::nullopt;
     }
@@ -162,7 +137,7 @@ struct Limit {
 // default with it, so "max": 128 alone is not an error.
 Limit limit_field(json_object *image, const char *key, Limit builtin, uint64_t hard_max,
                   const Where &where) {
-    const auto value = member(image, key);
+    const auto value = json_member(image, key);
     if (!value) {
         return builtin;
     }
@@ -170,12 +145,12 @@ Limit limit_field(json_object *image, const char *key, Limit builtin, uint64_t h
     const std::string parent = std::string(key) + ".";
     reject_unknown_fields(object, limit_fields, where, parent);
     Limit limit = builtin;
-    const auto max_value = member(object, "max");
+    const auto max_value = json_member(object, "max");
     if (max_value) {
         limit.max_value = expect_count(*max_value, 1, hard_max, where, parent + "max");
         limit.default_value = std::min(limit.default_value, limit.max_value);
     }
-    const auto default_value = member(object, "default");
+    const auto default_value = json_member(object, "default");
     if (default_value) {
         limit.default_value = expect_count(*default_value, 1, hard_max, where, parent + "default");
     }
@@ -188,7 +163,7 @@ Limit limit_field(json_object *image, const char *key, Limit builtin, uint64_t h
 
 std::vector<std::string> principal_list(json_object *access, const char *key, const Where &where) {
     std::vector<std::string> names;
-    const auto value = member(access, key);
+    const auto value = json_member(access, key);
     if (!value) {
         return names;
     }
@@ -213,7 +188,7 @@ std::vector<std::string> principal_list(json_object *access, const char *key, co
 }
 
 ImageAccess access_field(json_object *image, const Where &where) {
-    const auto value = member(image, "access");
+    const auto value = json_member(image, "access");
     if (!value) {
         return {};
     }
@@ -278,7 +253,7 @@ Image parse_image(json_object *entry, std::size_t index, Where &where) {
         image.firmware = *firmware;
     }
 
-    if (const auto warm = member(entry, "warm_start")) {
+    if (const auto warm = json_member(entry, "warm_start")) {
         if (!json_object_is_type(*warm, json_type_boolean)) {
             where.fail("warm_start", "expected true or false, got " + shown(*warm));
         }
@@ -291,7 +266,7 @@ Image parse_image(json_object *entry, std::size_t index, Where &where) {
                    "boot) or both");
     }
     for (const char *needs_kernel : {"initrd", "cmdline"}) {
-        if (image.kernel.empty() && member(entry, needs_kernel)) {
+        if (image.kernel.empty() && json_member(entry, needs_kernel)) {
             where.fail(needs_kernel, "is set but 'kernel' is not");
         }
     }
@@ -315,7 +290,7 @@ Image parse_image(json_object *entry, std::size_t index, Where &where) {
     image.limits = {static_cast<unsigned>(vcpus.default_value),
                     static_cast<unsigned>(vcpus.max_value), memory.default_value, memory.max_value};
 
-    if (const auto timeout = member(entry, "ready_timeout")) {
+    if (const auto timeout = json_member(entry, "ready_timeout")) {
         image.ready_timeout = static_cast<unsigned>(
             expect_count(*timeout, 0, max_ready_timeout, where, "ready_timeout"));
     }
@@ -328,7 +303,7 @@ JsonPtr parse_json(const std::string &text, const std::string &origin) {
         throw Error("catalog " + origin + ": larger than " + std::to_string(max_catalog_bytes) +
                     " bytes; is this the catalog?");
     }
-    const std::unique_ptr<json_tokener, TokenerFree> tokener(json_tokener_new());
+    const JsonTokenerPtr tokener(json_tokener_new());
     if (!tokener) {
         throw Error("catalog " + origin + ": out of memory");
     }
@@ -428,7 +403,7 @@ Catalog Catalog::parse(const std::string &json_text, const std::string &origin) 
                    shown(root.get()));
     }
     reject_unknown_fields(root.get(), top_fields, where, "");
-    const auto images = member(root.get(), "images");
+    const auto images = json_member(root.get(), "images");
     if (!images) {
         where.fail("images", "is required (it may be an empty list)");
     }

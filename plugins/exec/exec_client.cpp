@@ -727,11 +727,6 @@ void setup_guest(const std::string &socket_path, const SetupRequest &request, in
     setup_within(sock.get(), socket_path, request, timeout_ms, deadline);
 }
 
-void setup_guest(int socket, const std::string &channel, const SetupRequest &request,
-                 int timeout_ms) {
-    setup_within(socket, channel, request, timeout_ms, monotonic_ms() + timeout_ms);
-}
-
 void request_poweroff(int socket, const std::string &channel, int timeout_ms) {
     Frame reply = request_reply(socket, channel, FrameType::Poweroff, "{}", timeout_ms,
                                 monotonic_ms() + timeout_ms);

@@ -125,8 +125,6 @@ void ping_agent(int socket, const std::string &channel, int timeout_ms);
 // Sends SETUP (hostname, 9p mounts) and waits for the agent's OK, all within timeout_ms. Throws
 // Error with the agent's reason (made printable) when it refuses.
 void setup_guest(const std::string &socket_path, const SetupRequest &request, int timeout_ms);
-void setup_guest(int socket, const std::string &channel, const SetupRequest &request,
-                 int timeout_ms);
 
 // Sends POWEROFF (the job is over: sync and power off) and waits for the agent's OK, all within
 // timeout_ms, on a socket the caller connected; `channel` names it in messages. After the OK the

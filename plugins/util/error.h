@@ -12,6 +12,14 @@ class Error : public std::runtime_error {
     explicit Error(const std::string &message) : std::runtime_error(message) {}
 };
 
+// Data from outside the process (a guest's frame or message, a state file, a tool's output)
+// that breaks the rules of its format: what the JSON helpers (util/json.h) throw. The exec
+// protocol calls it ProtocolError (exec/protocol/frame.h).
+class FormatError : public Error {
+  public:
+    using Error::Error;
+};
+
 // strerror(errno) as a std::string, for messages that end with the system's reason.
 std::string errno_text(int err);
 

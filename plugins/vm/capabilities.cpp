@@ -137,11 +137,4 @@ DomainTypeChoice choose_domain_type(const std::set<std::string> &offered, const 
     return choice;
 }
 
-std::string choose_domain_type(const std::string &capabilities_xml, const std::string &arch,
-                               const std::string &wanted) {
-    return choose_domain_type(offered_domain_types(capabilities_xml, arch), wanted, std::nullopt,
-                              "")
-        .type;
-}
-
 }  // namespace svm

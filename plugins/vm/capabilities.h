@@ -38,9 +38,4 @@ DomainTypeChoice choose_domain_type(const std::set<std::string> &offered, const 
                                     const std::optional<KvmVerdict> &verdict,
                                     const std::string &device_problem);
 
-// The offer alone, with no verdict: `auto` is then qemu (KVM not proven yet).
-std::string choose_domain_type(const std::string &capabilities_xml,
-                               const std::string &arch = "x86_64",
-                               const std::string &wanted = "auto");
-
 }  // namespace svm

@@ -7,11 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-
 #include <algorithm>
-#include <memory>
 
 namespace svm {
 
@@ -337,42 +333,6 @@ std::string render_domain_xml(const VmSpec &spec) {
     }
     w.line("</domain>");
     return w.xml();
-}
-
-std::optional<std::map<std::string, std::string>> metadata_from_domain_xml(const std::string &xml) {
-    // libxml2, namespace-aware: libvirt keeps our element but may rewrite its prefix and quoting.
-    std::unique_ptr<xmlDoc, decltype(&xmlFreeDoc)> doc(
-        xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "domain.xml", nullptr,
-                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
-        &xmlFreeDoc);
-    const xmlNode *root = doc ? xmlDocGetRootElement(doc.get()) : nullptr;
-    if (root == nullptr) {
-        return std::nullopt;
-    }
-    const auto named = [](const xmlNode *n, const char *name) {
-        return n->type == XML_ELEMENT_NODE && xmlStrEqual(n->name, BAD_CAST name);
-    };
-    for (const xmlNode *section = root->children; section != nullptr; section = section->next) {
-        if (!named(section, "metadata")) {
-            continue;
-        }
-        for (const xmlNode *job = section->children; job != nullptr; job = job->next) {
-            if (!named(job, "job") || job->ns == nullptr ||
-                std::string_view(reinterpret_cast<const char *>(job->ns->href)) !=
-                    metadata_namespace) {
-                continue;
-            }
-            std::map<std::string, std::string> attributes;
-            for (const xmlAttr *a = job->properties; a != nullptr; a = a->next) {
-                xmlChar *value = xmlNodeGetContent(reinterpret_cast<const xmlNode *>(a));
-                attributes[reinterpret_cast<const char *>(a->name)] =
-                    value != nullptr ? reinterpret_cast<const char *>(value) : "";
-                xmlFree(value);
-            }
-            return attributes;
-        }
-    }
-    return std::nullopt;
 }
 
 }  // namespace svm

@@ -29,7 +29,7 @@ struct Share {
 };
 
 struct VmSpec {
-    std::string name;         // libvirt domain name, e.g. "svm-42-node1"
+    std::string name;  // libvirt domain name, e.g. "svm-42-node1"
     // The guest-visible identity libvirt would otherwise make up: the domain's UUID (SMBIOS)
     // and the NIC's MAC. A VM restored from a saved state must have the saved ones
     // (vm/warm_start.h). Empty: libvirt generates them.
@@ -46,9 +46,9 @@ struct VmSpec {
     // UEFI boot (no kernel): the firmware's code (read-only pflash) and this VM's own copy of
     // the variable store. BIOS (SeaBIOS) when empty.
     std::string uefi_code, uefi_vars;
-    std::vector<Share> shares;            // 9p (accessmode passthrough) or virtiofs
-    std::string console_log;              // serial console to this file; none when empty
-    bool user_network = false;            // a virtio NIC on QEMU's user-mode NAT
+    std::vector<Share> shares;  // 9p (accessmode passthrough) or virtiofs
+    std::string console_log;    // serial console to this file; none when empty
+    bool user_network = false;  // a virtio NIC on QEMU's user-mode NAT
     // Exec channels: <channel_dir>/exec.<i>.sock on the host, virtio port org.slurmvm.exec.<i>
     // in the guest, for i in [0, exec_ports): one per concurrent task.
     std::string channel_dir;
@@ -68,9 +68,5 @@ std::string xml_escape(std::string_view text);
 
 // Throws Error naming the domain and the field for an invalid spec or an unencodable value.
 std::string render_domain_xml(const VmSpec &spec);
-
-// The attributes of our <metadata> element, from XML made by render_domain_xml or returned by
-// libvirt (which rewrites quoting); nothing when the domain is not one of ours.
-std::optional<std::map<std::string, std::string>> metadata_from_domain_xml(const std::string &xml);
 
 }  // namespace svm

@@ -1,10 +1,10 @@
 #include "vm/image_prepare.h"
 
 #include "catalog/image_name.h"
-#include "exec/protocol/json.h"
 #include "exec/protocol/messages.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/process.h"
 #include "util/safe_fs.h"
 #include "util/text.h"
@@ -98,9 +98,9 @@ std::string disk_format(const std::string &source) {
         throw Error(source + " is not a disk image (qemu-img: " + last_line(r.err) + ")");
     }
     try {
-        protocol::JsonPtr info = protocol::parse_json_object(r.out, "qemu-img info");
-        const std::string format = protocol::json_string_value(
-            protocol::json_field(info.get(), "format", "qemu-img info"), "format");
+        JsonPtr info = parse_json_object(r.out, "qemu-img info");
+        const std::string format =
+            json_string_value(json_field(info.get(), "format", "qemu-img info"), "format");
         return format;
     } catch (const std::exception &e) {
         throw Error(source + ": cannot read qemu-img's answer: " + e.what());
@@ -350,7 +350,6 @@ PrepareResult prepare_image(const PrepareRequest &r,
         throw;
     }
 
-    using namespace protocol;
     JsonPtr entry = json_new_object();
     json_set(entry.get(), "name", json_from_string(r.name));
     json_set(entry.get(), "description",

@@ -8,6 +8,7 @@
 #include "exec/exec_client.h"
 #include "catalog/image_features.h"
 #include "vm/orphans.h"
+#include "util/json.h"
 #include "util/text.h"
 #include "vm/job_storage.h"
 #include "vm/kvm_probe.h"
@@ -17,7 +18,6 @@
 #include "vm/warm_start.h"
 #include "util/cpu_list.h"
 #include "util/cpu_topology.h"
-#include "exec/protocol/json.h"
 #include "util/safe_fs.h"
 
 #include <fcntl.h>
@@ -151,7 +151,6 @@ void move_into_boot_cgroup(const std::string &folder, const ProcessIdentity &who
 
 // Facts about the running VM for the epilog and accounting (vm_record.h reads them).
 void write_state_file(const JobVmPaths &paths, const JobVmRequest &r, const StartReport &report) {
-    using namespace protocol;
     JsonPtr state = json_new_object();
     json_set(state.get(), "domain", json_from_string(paths.domain));
     json_set(state.get(), "image", json_from_string(r.image));
@@ -312,8 +311,9 @@ DomainTypeChoice choose_type(LibvirtLink &link, const Config &config, const Cata
         device_problem = kvm_device_problem(r.uid, r.gid);
         if (config.domain_type == "auto" && device_problem.empty()) {
             const std::optional<Image> probe_image = kvm_probe_image(catalog, r.node);
-            const KvmProbeResult probe = kvm_verdict_or_probe(
-                link.get(), config, probe_image ? *probe_image : image, host_key(link.get()), r.node);
+            const KvmProbeResult probe =
+                kvm_verdict_or_probe(link.get(), config, probe_image ? *probe_image : image,
+                                     host_key(link.get()), r.node);
             verdict = probe.verdict;
             if (probe.ran || !probe.verdict) {
                 report.kvm_verdict = probe.summary;
@@ -419,8 +419,8 @@ bool start_warm(LibvirtLink &link, const Config &config, const Image &image, con
         }
         // The cache grew: the least recently used snapshots go beyond warm_cache.
         try {
-            report.warm_evicted =
-                evict_warm_snapshots(link.get(), config.state_dir, config.warm_cache_mib, slot->dir);
+            report.warm_evicted = evict_warm_snapshots(link.get(), config.state_dir,
+                                                       config.warm_cache_mib, slot->dir);
         } catch (const Error &e) {
             report.warm_problem =
                 std::string("cannot keep the snapshots within warm_cache: ") + e.what();

@@ -2,10 +2,10 @@
 // pinning it on the job's CPUs again (place_job_vm). See docs/architecture.md, "Containment".
 #include "vm/job_vm.h"
 
-#include "exec/protocol/json.h"
 #include "util/atomic_file.h"
 #include "util/cpu_list.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/text.h"
 #include "vm/libvirt_handles.h"
 
@@ -28,7 +28,6 @@ struct RunningVm {
 
 ProcessIdentity identity_of(json_object *o, const char *pid_key, const char *start_key,
                             const std::string &what) {
-    using namespace protocol;
     ProcessIdentity id;
     json_object *pid = json_optional_field(o, pid_key);
     json_object *start = json_optional_field(o, start_key);
@@ -42,7 +41,6 @@ ProcessIdentity identity_of(json_object *o, const char *pid_key, const char *sta
 }
 
 RunningVm read_running_vm(const std::string &text) {
-    using namespace protocol;
     static const std::string what = "VM state file";
     JsonPtr obj = parse_json_object(text, what);
     RunningVm vm;

@@ -4,9 +4,9 @@
 
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/text.h"
 #include "vm/libvirt_handles.h"
-#include "exec/protocol/json.h"
 
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -24,7 +24,6 @@ namespace svm {
 namespace {
 
 namespace fs = std::filesystem;
-using namespace protocol;
 
 std::string version_text(unsigned long v) {
     return std::to_string(v / 1000000) + "." + std::to_string(v / 1000 % 1000) + "." +

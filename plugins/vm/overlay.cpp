@@ -106,15 +106,6 @@ void create_overlay(const std::string &base, const std::string &base_format,
     }
 }
 
-void remove_overlay(const std::string &overlay_path) {
-    if (overlay_path.empty() || overlay_path[0] != '/') {
-        throw Error("cannot remove overlay " + overlay_path + ": the path must be absolute");
-    }
-    if (unlink(overlay_path.c_str()) != 0 && errno != ENOENT) {
-        throw Error("cannot remove overlay " + overlay_path + ": " + errno_text(errno));
-    }
-}
-
 void copy_uefi_vars(const std::string &template_path, const std::string &dest, uint32_t uid,
                     uint32_t gid) {
     constexpr std::streamoff max_size = 64 << 20;  // OVMF's are 128 KiB to 4 MiB

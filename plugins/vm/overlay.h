@@ -22,7 +22,4 @@ void create_overlay(const std::string &base, const std::string &base_format,
 void copy_uefi_vars(const std::string &template_path, const std::string &dest, uint32_t uid,
                     uint32_t gid);
 
-// Removes an overlay; one that is already gone is fine.
-void remove_overlay(const std::string &overlay_path);
-
 }  // namespace svm

@@ -301,8 +301,8 @@ void VmLifecycle::create(const std::string &xml, const std::function<void()> &be
         // Paused when something must happen before the guest's first instruction (cgroup v2:
         // QEMU moves into the job's cgroup before the guest touches its memory).
         dom = link_->call(name_, link_->timeouts().call, [&](virConnectPtr conn) {
-            return DomainPtr(virDomainCreateXML(conn, xml.c_str(),
-                                                 before_run ? VIR_DOMAIN_START_PAUSED : 0));
+            return DomainPtr(
+                virDomainCreateXML(conn, xml.c_str(), before_run ? VIR_DOMAIN_START_PAUSED : 0));
         });
     } catch (const LibvirtDeadlineError &e) {
         state_ = VmState::Failed;
@@ -610,64 +610,6 @@ VmState VmLifecycle::attach() {
             break;
     }
     return state_;
-}
-
-void VmLifecycle::suspend() {
-    if (state_ == VmState::Absent) {
-        attach();
-    }
-    if (state_ != VmState::Ready && state_ != VmState::Suspended) {
-        throw Error("cannot suspend domain " + name_ + ": it is " + to_string(state_));
-    }
-    std::optional<int> state = libvirt_state();
-    if (!state) {
-        state_ = VmState::Gone;
-        throw Error("cannot suspend domain " + name_ + ": it no longer exists");
-    }
-    if (*state == VIR_DOMAIN_PAUSED) {
-        state_ = VmState::Suspended;
-        return;
-    }
-    if (*state != VIR_DOMAIN_RUNNING && *state != VIR_DOMAIN_BLOCKED) {
-        throw Error("cannot suspend domain " + name_ + ": it is not running (libvirt state " +
-                    std::to_string(*state) + ")");
-    }
-    std::string late;
-    if (monitor_call(link_->timeouts().call, late,
-                     [](virDomainPtr dom) { return virDomainSuspend(dom); }) < 0) {
-        const std::string what = "cannot suspend domain " + name_;
-        throw Error(what + ": " + (late.empty() ? link_->failure(what) : late));
-    }
-    state_ = VmState::Suspended;
-}
-
-void VmLifecycle::resume() {
-    if (state_ == VmState::Absent) {
-        attach();
-    }
-    if (state_ != VmState::Suspended && state_ != VmState::Ready) {
-        throw Error("cannot resume domain " + name_ + ": it is " + to_string(state_));
-    }
-    std::optional<int> state = libvirt_state();
-    if (!state) {
-        state_ = VmState::Gone;
-        throw Error("cannot resume domain " + name_ + ": it no longer exists");
-    }
-    if (*state == VIR_DOMAIN_RUNNING || *state == VIR_DOMAIN_BLOCKED) {
-        state_ = VmState::Ready;
-        return;
-    }
-    if (*state != VIR_DOMAIN_PAUSED) {
-        throw Error("cannot resume domain " + name_ + ": it is not paused (libvirt state " +
-                    std::to_string(*state) + ")");
-    }
-    std::string late;
-    if (monitor_call(link_->timeouts().call, late,
-                     [](virDomainPtr dom) { return virDomainResume(dom); }) < 0) {
-        const std::string what = "cannot resume domain " + name_;
-        throw Error(what + ": " + (late.empty() ? link_->failure(what) : late));
-    }
-    state_ = VmState::Ready;
 }
 
 void VmLifecycle::pin(const std::vector<unsigned> &cpus) {

@@ -1,7 +1,8 @@
 // The life of one job's VM on one node, as an explicit state machine (after HTCondor's VM gahp:
 // a graceful shutdown that falls back to destroy, like SIGTERM then SIGKILL).
 //
-//   Absent --create--> Starting --wait_ready--> Ready <--suspend/resume--> Suspended
+//   Absent --create--> Starting --wait_ready--> Ready
+//   attach: Ready, Suspended (paused: by Slurm's freezer, a user's SIGSTOP of QEMU...) or Gone
 //   any --stop/destroy--> Stopping --> Gone
 //   Failed: creation failed, the VM died while booting, missed its deadline, or would not die.
 //
@@ -115,11 +116,6 @@ class VmLifecycle {
     // that libvirt does not end within kDestroyDeadline (a stopped one: libvirt waits 10 s on
     // its SIGTERM) is killed.
     void destroy();
-
-    // Ready -> Suspended (virDomainSuspend) and back. A VmLifecycle that did not create the
-    // domain looks it up first. Throws Error naming the domain and the state or libvirt's reason.
-    void suspend();
-    void resume();
 
     // Pins vCPU i of the running domain on cpus[i % n] and QEMU's other threads on all of
     // `cpus`, as <cputune> does at start (vm/domain_xml.h), on the live domain only. For a VM

@@ -1,9 +1,9 @@
 #include "vm/warm_start.h"
 
-#include "exec/protocol/json.h"
 #include "util/accounts.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/safe_fs.h"
 #include "util/text.h"
 #include "vm/libvirt_handles.h"
@@ -115,7 +115,6 @@ struct SlotMeta {
 };
 
 std::optional<SlotMeta> read_meta(const std::string &dir) {
-    using namespace protocol;
     try {
         const std::string text = read_whole_file(dir + "/meta.json");
         JsonPtr obj = parse_json_object(text, "warm slot");
@@ -130,7 +129,6 @@ std::optional<SlotMeta> read_meta(const std::string &dir) {
 }
 
 void write_meta(const WarmSlot &slot, const std::string &key_text, double seconds) {
-    using namespace protocol;
     JsonPtr obj = json_new_object();
     json_set(obj.get(), "key", json_from_string(key_text));
     json_set(obj.get(), "uuid", json_from_string(slot.uuid));

@@ -17,11 +17,9 @@
 
 namespace svm::protocol {
 
-// A peer broke the protocol: bad frame, bad JSON, a value out of range.
-class ProtocolError : public Error {
-  public:
-    explicit ProtocolError(const std::string &message) : Error(message) {}
-};
+// A peer broke the protocol: bad frame, bad JSON, a value out of range. The same type as the
+// JSON helpers' errors (util/json.h), so a message's decoder throws this one type.
+using ProtocolError = FormatError;
 
 inline constexpr std::size_t kHeaderSize = 12;
 // Output is streamed in chunks of at most 64 KiB; only an EXEC request carrying a batch script

@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 
 #include "exec/protocol/frame.h"
-#include "exec/protocol/json.h"
+#include "util/json.h"
 
 namespace svm {
 

@@ -25,7 +25,7 @@ const int64_t kTo = at("2026-01-02");
 // A VM job on node1 and node2, a bare job on node2, a bare job on VM node vm7 (on node1).
 const char *kDay =
     "100|alice|node[1-2]|4|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|"
-    "slurm-vm:image=tiny;vms=node1-vm100@node1,node2-vm100@node2\n"
+    "slurm-vm:image=tiny;hostname=%25n-vm%25j\n"
     "101|bob|node2|2|2026-01-01T12:00:00|2026-01-01T14:00:00|COMPLETED|\n"
     "102|carol|vm7|1|2026-01-01T15:00:00|2026-01-01T15:30:00|FAILED|\n";
 
@@ -210,16 +210,17 @@ TEST(UsageReport, VmNodeOutsideItsMappedIntervalIsABareNode) {
     EXPECT_EQ(host(r, "node1").vm_node_jobs.jobs, 0u);
 }
 
-TEST(UsageReport, TwoVmsOfOneJobOnOneHostCountTheJobOnce) {
+TEST(UsageReport, TwoVmNodesOfOneJobOnOneHostCountTheJobOnce) {
+    HostMap map;
+    map.record_start("vm7", "host1", at("2025-12-01"));
+    map.record_start("vm8", "host1", at("2025-12-01"));
     const UsageReport r = report_of(
-        "5|u|node[1-2]|4|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|"
-        "slurm-vm:image=tiny;vms=node1-vm5@host1,node2-vm5@host1\n",
-        HostMap{}, kFrom, kTo, kTo);
+        "5|u|vm[7-8]|4|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|\n", map, kFrom, kTo, kTo);
     ASSERT_EQ(r.hosts.size(), 1u);
     EXPECT_EQ(r.hosts[0].host, "host1");
-    EXPECT_EQ(r.hosts[0].vm_jobs.jobs, 1u);
-    EXPECT_DOUBLE_EQ(r.hosts[0].vm_jobs.cpu_hours, 4.0);
-    EXPECT_DOUBLE_EQ(r.hosts[0].vm_jobs.elapsed_hours, 2.0);  // node-hours
+    EXPECT_EQ(r.hosts[0].vm_node_jobs.jobs, 1u);
+    EXPECT_DOUBLE_EQ(r.hosts[0].vm_node_jobs.cpu_hours, 4.0);
+    EXPECT_DOUBLE_EQ(r.hosts[0].vm_node_jobs.elapsed_hours, 2.0);  // node-hours
 }
 
 TEST(UsageReport, ClipsJobsToTheWindowAndRunningJobsToNow) {
@@ -239,12 +240,11 @@ TEST(UsageReport, ClipsJobsToTheWindowAndRunningJobsToNow) {
 TEST(UsageReport, MalformedCommentIsWarnedAndChargedToTheNodes) {
     const UsageReport r = report_of(
         "9|u|node1|1|2026-01-01T10:00:00|2026-01-01T11:00:00|COMPLETED|"
-        "slurm-vm:vms=x\n",
+        "slurm-vm:hostname=x\n",
         HostMap{}, kFrom, kTo, kTo);
     ASSERT_EQ(r.warnings.size(), 1u);
     EXPECT_EQ(r.warnings[0],
-              "job 9: admin comment 'slurm-vm:vms=x': vm 'x': expected vm_hostname@physical_host; "
-              "charged to its nodes");
+              "job 9: admin comment 'slurm-vm:hostname=x': no image; charged to its nodes");
     EXPECT_EQ(host(r, "node1").vm_jobs.jobs, 1u);
 }
 

@@ -134,12 +134,13 @@ TEST(AdminComment, ParsesOurWordAmongOthersAndPlacesOneVmPerNode) {
               (std::vector<VmPlacement>{{"node1-vm42", "node1"}, {"node2-vm42", "node2"}}));
 }
 
-TEST(AdminComment, ReadsTheVmListOfOlderVersions) {
+// Early versions' prolog listed the VMs ("vms=vm@host,..."): that key is no longer read.
+TEST(AdminComment, TheVmListOfEarlyVersionsPlacesNoVm) {
     const auto parsed =
         parse_admin_comment("slurm-vm:image=tiny;vms=node1-vm42@host1,node2-vm42@host1");
     ASSERT_TRUE(parsed.has_value());
-    EXPECT_EQ(vm_placements(*parsed, {"node1", "node2"}, 42),
-              (std::vector<VmPlacement>{{"node1-vm42", "host1"}, {"node2-vm42", "host1"}}));
+    EXPECT_EQ(parsed->image, "tiny");
+    EXPECT_TRUE(vm_placements(*parsed, {"node1", "node2"}, 42).empty());
 }
 
 TEST(AdminComment, EscapesSeparatorsInValuesAndRoundTrips) {
@@ -159,17 +160,14 @@ TEST(AdminComment, IsNotOursWithoutThePrefix) {
 }
 
 TEST(AdminComment, IgnoresUnknownKeysFromNewerVersions) {
-    const auto parsed = parse_admin_comment("slurm-vm:image=tiny;vms=v@h;gpu=1");
+    const auto parsed = parse_admin_comment("slurm-vm:image=tiny;gpu=1;hostname=v%25j");
     ASSERT_TRUE(parsed.has_value());
-    EXPECT_EQ(parsed->vms.size(), 1u);
+    EXPECT_EQ(parsed->hostname_template, "v%j");
 }
 
 TEST(AdminComment, MalformedCommentsNameTheReason) {
     EXPECT_EQ(error_of([] { parse_admin_comment("slurm-vm:vms=v@h"); }),
               "admin comment 'slurm-vm:vms=v@h': no image");
-    EXPECT_EQ(error_of([] { parse_admin_comment("slurm-vm:image=tiny;vms=v1"); }),
-              "admin comment 'slurm-vm:image=tiny;vms=v1': vm 'v1': expected "
-              "vm_hostname@physical_host");
     EXPECT_EQ(error_of([] { parse_admin_comment("slurm-vm:image=t%4"); }),
               "admin comment 'slurm-vm:image=t%4': image: '%' must be followed by two hex digits");
     EXPECT_EQ(error_of([] { parse_admin_comment("slurm-vm:image"); }),

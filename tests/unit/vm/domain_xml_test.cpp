@@ -191,42 +191,6 @@ TEST(XmlEscape, RejectsNulAndControlCharacters) {
     EXPECT_THROW(xml_escape("a\r"), Error);
 }
 
-TEST(Metadata, ReadsBackWhatRenderWrote) {
-    VmSpec spec = kernel_boot_spec();
-    spec.metadata["user"] = "o'brien & \"co\"\tx\ny";
-    const auto metadata = metadata_from_domain_xml(render_domain_xml(spec));
-    ASSERT_TRUE(metadata);
-    EXPECT_EQ(*metadata, spec.metadata);
-}
-
-TEST(Metadata, ReadsLibvirtsRequotedForm) {
-    // virDomainGetXMLDesc hands our element back through libxml2: double quotes, its own
-    // indentation, &#10; for newlines.
-    const std::string xml = R"(<domain type='qemu' id='3'>
-  <name>svm-42-node1</name>
-  <uuid>4d2c1b8e-6f4a-4c1e-8a57-0b9d3c2e1f00</uuid>
-  <metadata>
-    <svm:job xmlns:svm="https://github.com/slurm-vm/slurm-vm/1" image="tiny" jobid="42" node="node1" user="a&amp;b&#10;c"/>
-  </metadata>
-  <memory unit='KiB'>262144</memory>
-</domain>
-)";
-    const auto metadata = metadata_from_domain_xml(xml);
-    ASSERT_TRUE(metadata);
-    EXPECT_EQ(*metadata,
-              (std::map<std::string, std::string>{
-                  {"image", "tiny"}, {"jobid", "42"}, {"node", "node1"}, {"user", "a&b\nc"}}));
-}
-
-TEST(Metadata, IgnoresDomainsThatAreNotOurs) {
-    EXPECT_EQ(metadata_from_domain_xml("<domain type='kvm'><name>web</name></domain>"),
-              std::nullopt);
-    EXPECT_EQ(metadata_from_domain_xml(
-                  "<domain><metadata><app:job xmlns:app='https://example.org/app' jobid='1'/>"
-                  "</metadata></domain>"),
-              std::nullopt);
-}
-
 TEST(DomainXml, GivesAUserModeNicOnlyWhenAsked) {
     VmSpec spec = kernel_boot_spec();
     EXPECT_EQ(render_domain_xml(spec).find("<interface"), std::string::npos);

@@ -97,13 +97,5 @@ TEST_F(OverlayTest, RefusesRelativePaths) {
     EXPECT_THROW(create_overlay(base, "qcow2", "svm-7-node1.qcow2", getuid(), getgid()), Error);
 }
 
-TEST_F(OverlayTest, RemoveDeletesTheOverlayAndToleratesItsAbsence) {
-    create_overlay(base, "qcow2", overlay, getuid(), getgid());
-    remove_overlay(overlay);
-    EXPECT_FALSE(fs::exists(overlay));
-    remove_overlay(overlay);
-    EXPECT_TRUE(fs::exists(base));
-}
-
 }  // namespace
 }  // namespace svm

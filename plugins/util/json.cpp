@@ -1,16 +1,8 @@
-#include "exec/protocol/json.h"
+#include "util/json.h"
 
-#include "exec/protocol/frame.h"
+#include "util/error.h"
 
-namespace svm::protocol {
-
-namespace {
-
-struct TokenerFree {
-    void operator()(json_tokener *tok) const { json_tokener_free(tok); }
-};
-
-}  // namespace
+namespace svm {
 
 JsonPtr json_new_object() {
     return JsonPtr(json_object_new_object());
@@ -38,17 +30,17 @@ std::string json_to_text(json_object *obj) {
 }
 
 JsonPtr parse_json_object(std::string_view text, const std::string &what) {
-    std::unique_ptr<json_tokener, TokenerFree> tok(json_tokener_new());
+    JsonTokenerPtr tok(json_tokener_new());
     if (!tok) {
-        throw ProtocolError(what + ": out of memory parsing JSON");
+        throw FormatError(what + ": out of memory parsing JSON");
     }
     JsonPtr obj(json_tokener_parse_ex(tok.get(), text.data(), static_cast<int>(text.size())));
     json_tokener_error err = json_tokener_get_error(tok.get());
     if (err == json_tokener_continue) {
-        throw ProtocolError(what + ": invalid JSON: unexpected end of input");
+        throw FormatError(what + ": invalid JSON: unexpected end of input");
     }
     if (err != json_tokener_success || !obj) {
-        throw ProtocolError(what + ": invalid JSON: " + json_tokener_error_desc(err));
+        throw FormatError(what + ": invalid JSON: " + json_tokener_error_desc(err));
     }
     std::size_t end = json_tokener_get_parse_end(tok.get());
     while (end < text.size() &&
@@ -56,10 +48,10 @@ JsonPtr parse_json_object(std::string_view text, const std::string &what) {
         ++end;
     }
     if (end != text.size()) {
-        throw ProtocolError(what + ": invalid JSON: trailing bytes after the object");
+        throw FormatError(what + ": invalid JSON: trailing bytes after the object");
     }
     if (!json_object_is_type(obj.get(), json_type_object)) {
-        throw ProtocolError(what + ": expected a JSON object, got " + json_excerpt(obj.get()));
+        throw FormatError(what + ": expected a JSON object, got " + json_excerpt(obj.get()));
     }
     return obj;
 }
@@ -72,10 +64,18 @@ json_object *json_optional_field(json_object *obj, const char *key) {
     return value;
 }
 
+std::optional<json_object *> json_member(json_object *obj, const char *key) {
+    json_object *value = nullptr;
+    if (!json_object_object_get_ex(obj, key, &value)) {
+        return std::nullopt;
+    }
+    return value;
+}
+
 json_object *json_field(json_object *obj, const char *key, const std::string &what) {
     json_object *value = nullptr;
     if (!json_object_object_get_ex(obj, key, &value)) {
-        throw ProtocolError(what + ": missing field '" + key + "'");
+        throw FormatError(what + ": missing field '" + key + "'");
     }
     return value;
 }
@@ -93,7 +93,7 @@ std::string json_excerpt(json_object *value) {
 
 std::string json_string_value(json_object *value, const std::string &what) {
     if (!json_object_is_type(value, json_type_string)) {
-        throw ProtocolError(what + ": expected a string, got " + json_excerpt(value));
+        throw FormatError(what + ": expected a string, got " + json_excerpt(value));
     }
     return std::string(json_object_get_string(value),
                        static_cast<std::size_t>(json_object_get_string_len(value)));
@@ -102,30 +102,30 @@ std::string json_string_value(json_object *value, const std::string &what) {
 std::int64_t json_int_value(json_object *value, std::int64_t min, std::int64_t max,
                             const std::string &what) {
     if (!json_object_is_type(value, json_type_int)) {
-        throw ProtocolError(what + ": expected an integer, got " + json_excerpt(value));
+        throw FormatError(what + ": expected an integer, got " + json_excerpt(value));
     }
     // json-c keeps integers above INT64_MAX as uint64 and clamps get_int64 to INT64_MAX,
     // which the range check below then refuses.
     std::int64_t v = json_object_get_int64(value);
     if (v < min || v > max) {
-        throw ProtocolError(what + ": expected an integer from " + std::to_string(min) + " to " +
-                            std::to_string(max) + ", got " + json_excerpt(value));
+        throw FormatError(what + ": expected an integer from " + std::to_string(min) + " to " +
+                          std::to_string(max) + ", got " + json_excerpt(value));
     }
     return v;
 }
 
 bool json_bool_value(json_object *value, const std::string &what) {
     if (!json_object_is_type(value, json_type_boolean)) {
-        throw ProtocolError(what + ": expected true or false, got " + json_excerpt(value));
+        throw FormatError(what + ": expected true or false, got " + json_excerpt(value));
     }
     return json_object_get_boolean(value) != 0;
 }
 
 json_object *json_array_value(json_object *value, const std::string &what) {
     if (!json_object_is_type(value, json_type_array)) {
-        throw ProtocolError(what + ": expected an array, got " + json_excerpt(value));
+        throw FormatError(what + ": expected an array, got " + json_excerpt(value));
     }
     return value;
 }
 
-}  // namespace svm::protocol
+}  // namespace svm
