@@ -45,7 +45,7 @@ case "$SVM_PLATFORM_ARG" in
     d13_setup=
     if [[ ",$SVM_PLATFORM_ARG," == *,debian13* ]]; then
       # At the lowest priority: the host's guests are timed by its tests.
-      (renice -n 19 "$BASHPID" >/dev/null && d13_build && d13_mount && d13_run bash -c '. contrib/lib/common.sh && . contrib/lib/setup.sh && svm_install') \
+      (renice -n 19 "$BASHPID" >/dev/null && d13_build && d13_mount && d13_install) \
         >"$SVM_LOG/debian13-setup.log" 2>&1 </dev/null &
       d13_setup=$!
     fi

@@ -95,6 +95,12 @@ d13_run() {
     bash -c 'cd "$0" && exec "$@"' "$SVM_REPO" "$@"
 }
 
+# d13_install: slurm-vm built and installed in the root, its guest images made (setup.sh's
+# svm_install), without starting its cluster. The root must be mounted.
+d13_install() {
+  d13_run bash -c 'SVM_REPO=$PWD && . contrib/lib/common.sh && . contrib/lib/setup.sh && svm_install'
+}
+
 # d13_build: make the root (about 5 minutes) unless a complete one of the current key is there;
 # once a day, bring its packages up to date. Prints nothing; dies on failure.
 d13_build() {
@@ -340,7 +346,7 @@ d13vm_enter() {
   host_cluster_stop
   d13_mount
   echo "==> slurm-vm built and installed in the Debian 13 root"
-  d13_run bash -c '. contrib/lib/common.sh && . contrib/lib/setup.sh && svm_install' ||
+  d13_install ||
     die "setting up slurm-vm in the Debian 13 root failed"
   d13_stop
   echo "==> the system VM's disk"
