@@ -34,7 +34,9 @@ print_logs() {
 for file in "$here"/test_*.sh; do
   file_start=$(date +%s.%N)
   file_count=0
-  for t in $(bash -c ". '$here/lib.sh'; . '$file'; declare -F" | awk '{print $3}' | grep '^test_' | grep -E -- "$pattern"); do
+  # The pattern is matched against "test_<file>::test_<name>", as the results are printed.
+  for t in $(bash -c ". '$here/lib.sh'; . '$file'; declare -F" | awk -v f="$(basename "$file" .sh)" '$3 ~ /^test_/ {print f "::" $3}' |
+    grep -E -- "$pattern" | sed 's/.*:://'); do
     stamp=$(mktemp)
     start=$(date +%s.%N)
     dir=/home/$SVM_TEST_USER/svm-tests/$t
