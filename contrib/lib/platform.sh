@@ -234,7 +234,10 @@ d13_enter() {
 # submounts); this tree is mounted read-only inside over 9p at the same path. Commands reach it
 # over ssh on a loopback port, with a key made for it.
 
-SVM_D13VM_TESTS=${SVM_D13VM_TESTS:-containment}  # the nested set: see README, "Platforms"
+# The nested set (README, "Platforms"): the VM in the job's cgroups and on its CPUs, its CPU time
+# in sstat/sacct, scontrol suspend, the memory limit, the boot in the job's cgroup; each test
+# also checks that nothing is left.
+SVM_D13VM_TESTS=${SVM_D13VM_TESTS:-'test_containment::test_(a_vm_jobs_qemu|a_busy_guest|scontrol_suspend|a_vm_that_wants_more_memory|on_cgroup_v2)'}
 : "${SVM_D13VM_SSH_PORT:=10022}"
 : "${SVM_D13VM_MEMORY:=8G}"
 # How much longer a nested job VM takes to boot than one on this machine: the tests' waits and
@@ -286,6 +289,10 @@ FSTAB
   # in the system VM run under KVM on an emulated CPU, several times faster than TCG in TCG.
   # The node's own KVM probe decides whether that works, as on any host.
   echo kvm_amd >"$r/etc/modules-load.d/slurm-vm-kvm.conf"
+  # systemd's udev rule gives /dev/kvm mode 0660, group kvm; QEMU runs as the job's user, so
+  # a site opens it to all (as Fedora's and RHEL's rules do): admin guide, "KVM".
+  mkdir -p "$r/etc/udev/rules.d"
+  echo 'KERNEL=="kvm", GROUP="kvm", MODE="0666"' >"$r/etc/udev/rules.d/65-slurm-vm-kvm.rules"
   printf '127.0.0.1\tlocalhost\n127.0.1.1\tsvm-debian13\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$r/etc/hosts.vm"
   # The daemons are started by contrib/cluster.sh, as systemd services, when the tests want
   # them; what would only cost boot time under TCG does not start at all.

@@ -215,7 +215,7 @@ slurm_mib() {
 # wait_for_vm_placed JOBID NODE: prints the extern step's line saying where the job's VM went.
 wait_for_vm_placed() {
   local i line
-  for ((i = 0; i < 240; i++)); do
+  for ((i = 0; i < 240 * SVM_TIME_FACTOR; i++)); do
     line=$(grep -h "slurm-vm: job $1 node $2 image [^ ]*: VM \(placed\|not placed\) in the job's cgroups" "$SVM_LOG/slurmd-$2.log")
     [ -n "$line" ] && { echo "$line"; return 0; }
     sleep 0.5
@@ -226,7 +226,7 @@ wait_for_vm_placed() {
 # wait_for_vm_stopped JOBID: prints the epilog's "VM stopped" line for the job, once it is logged.
 wait_for_vm_stopped() {
   local i line
-  for ((i = 0; i < 120; i++)); do
+  for ((i = 0; i < 120 * SVM_TIME_FACTOR; i++)); do
     line=$(grep -h "slurm-vm: job $1 node [^ ]* image [^ ]*: VM stopped" "$SVM_LOG"/slurmd-node*.log || true)
     [ -n "$line" ] && { echo "$line"; return 0; }
     sleep 0.5

@@ -16,12 +16,12 @@ thread_cgroups() {
 
 # wait_for_line FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN.
 wait_for_line() {
-  local i
-  for ((i = 0; i < ${3:-240} * 2; i++)); do
+  local i t=$((${3:-240} * SVM_TIME_FACTOR))
+  for ((i = 0; i < t * 2; i++)); do
     grep -q -- "$2" "$1" 2>/dev/null && return 0
     sleep 0.5
   done
-  fail "no line '$2' in $1 within ${3:-240}s: $(tail -c 300 "$1" 2>/dev/null)"
+  fail "no line '$2' in $1 within ${t}s: $(tail -c 300 "$1" 2>/dev/null)"
 }
 
 # extern_step_frozen_cgroup JOBID NODE: the folder Slurm freezes for the job's extern step (v1:
