@@ -309,11 +309,13 @@ write_cgroup_conf() {
     plugin=cgroup/v1
     extra="CgroupMountpoint=/sys/fs/cgroup"$'\n'
   fi
+  # 22.05 mounts missing v1 controllers unless told not to; 23.02 removed the option (24.11
+  # logs an error for it).
+  case "$(slurmd -V 2>/dev/null)" in *" 22."*) extra+="CgroupAutomount=no"$'\n' ;; esac
   cat >"$CGROUP_CONF" <<CONF
 $MARKER
 CgroupPlugin=$plugin
-${extra}CgroupAutomount=no
-ConstrainCores=yes
+${extra}ConstrainCores=yes
 ConstrainRAMSpace=yes
 ConstrainSwapSpace=no
 ConstrainDevices=no
