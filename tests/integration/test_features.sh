@@ -51,11 +51,15 @@ place_image() {
 remove_image() { rm -rf "${SVM_IMAGES:?}/$1/$2"; }
 
 # reconfigure_until NODE FEATURE yes|no: reconfigure, then wait for the node's registration.
+# Slurm 24.11's reconfigure restarts slurmctld, which holds only slurm.conf's features until
+# each slurmd registers again: the node is back when it offers vm_tiny, which it always has.
 reconfigure_until() {
   local node=$1 feature=$2 want=$3 i
   scontrol reconfigure
   for ((i = 0; i < 120; i++)); do
-    if node_has_feature "$node" "$feature"; then
+    if ! node_has_feature "$node" vm_tiny; then
+      :
+    elif node_has_feature "$node" "$feature"; then
       [ "$want" = yes ] && return 0
     else
       [ "$want" = no ] && return 0
