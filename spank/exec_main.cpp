@@ -1,7 +1,7 @@
 // slurm-vm-exec: runs a command inside a job's VM and behaves like that command. The SPANK
 // plugin replaces each task with it (execv from slurm_spank_task_init, as the job's user).
 //
-//   slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] [--env-from-current]
+//   slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] [--script]
 //                 [--host-calls none|steps|all] [--image NAME] [--multi-prog]
 //                 [--task-rank N] [--local-task-id N] [--task-prolog-conf PATH]
 //                 [--user-task-prolog PATH] [--propagate-rlimits LIST]
@@ -15,8 +15,6 @@
 // slurmstepd did all that before it ran the client. Either way TMPDIR is made in the guest for
 // local task 0, the limits and umask of this process travel in the request, and the variables
 // set aside for the guest (exec/guest_env.h) come back into its environment.
-//   slurm-vm-exec --ping SOCKET [--timeout-ms N]
-//   slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... [--timeout-ms N]
 //
 // Exit status: the remote command's; if a signal killed it, the same signal kills this process
 // (so Slurm reports it); 127 command not found, 126 command not executable, 255 when the VM could
@@ -56,14 +54,11 @@ constexpr int kExitNoProgram = 2;
 
 const char *const kUsage =
     "usage: slurm-vm-exec --channel-dir DIR [--ports N] [--cwd DIR] [--stdin] "
-    "[--script] [--env-from-current] [--host-calls none|steps|all] [--image NAME]\n"
+    "[--script] [--host-calls none|steps|all] [--image NAME]\n"
     "                     [--multi-prog] [--task-rank N] [--local-task-id N] "
     "[--task-prolog-conf PATH]\n"
     "                     [--user-task-prolog PATH] [--propagate-rlimits LIST]\n"
-    "                     [--propagate-rlimits-except LIST] -- ARGV...\n"
-    "       slurm-vm-exec --ping SOCKET [--timeout-ms N]\n"
-    "       slurm-vm-exec --setup SOCKET --hostname H [--mount TAG:PATH[:ro]]... "
-    "[--timeout-ms N]\n";
+    "                     [--propagate-rlimits-except LIST] -- ARGV...\n";
 
 struct UsageError {
     std::string message;
@@ -75,11 +70,6 @@ struct Options {
     std::string cwd;
     bool forward_stdin = false;
     bool send_script = false;  // argv[0] is a host file to send (the batch script)
-    std::string ping_socket;
-    std::string setup_socket;
-    std::string hostname;
-    std::vector<svm::GuestMount> mounts;
-    int timeout_ms = 10000;
     // What the command may run on the host; the SPANK plugin passes its host_calls= option.
     // Without the flag, the plugstack default.
     svm::HostCallPolicy hostcalls;
@@ -111,21 +101,6 @@ long parse_number(const std::string &option, const std::string &text, long min, 
     return v;
 }
 
-svm::GuestMount parse_mount(const std::string &text) {
-    svm::GuestMount mount;
-    auto first = text.find(':');
-    if (first == std::string::npos || first == 0) {
-        throw UsageError{"--mount: expected TAG:PATH[:ro], got '" + text + "'"};
-    }
-    mount.tag = text.substr(0, first);
-    mount.path = text.substr(first + 1);
-    if (mount.path.size() > 3 && mount.path.compare(mount.path.size() - 3, 3, ":ro") == 0) {
-        mount.readonly = true;
-        mount.path.resize(mount.path.size() - 3);
-    }
-    return mount;
-}
-
 Options parse_options(int argc, char **argv) {
     Options options;
     enum : int {
@@ -135,12 +110,6 @@ Options parse_options(int argc, char **argv) {
         kStdin,
         kScript,
         kHostCalls,
-        kEnvFromCurrent,
-        kPing,
-        kSetup,
-        kHostname,
-        kMount,
-        kTimeoutMs,
         kImage,
         kMultiProg,
         kTaskRank,
@@ -157,12 +126,6 @@ Options parse_options(int argc, char **argv) {
         {"stdin", no_argument, nullptr, kStdin},
         {"script", no_argument, nullptr, kScript},
         {"host-calls", required_argument, nullptr, kHostCalls},
-        {"env-from-current", no_argument, nullptr, kEnvFromCurrent},
-        {"ping", required_argument, nullptr, kPing},
-        {"setup", required_argument, nullptr, kSetup},
-        {"hostname", required_argument, nullptr, kHostname},
-        {"mount", required_argument, nullptr, kMount},
-        {"timeout-ms", required_argument, nullptr, kTimeoutMs},
         {"image", required_argument, nullptr, kImage},
         {"multi-prog", no_argument, nullptr, kMultiProg},
         {"task-rank", required_argument, nullptr, kTaskRank},
@@ -204,25 +167,6 @@ Options parse_options(int argc, char **argv) {
                 options.hostcalls.mode = *parsed;
                 break;
             }
-            case kEnvFromCurrent:
-                // The environment is always the caller's; accepted for explicit callers.
-                break;
-            case kPing:
-                options.ping_socket = optarg;
-                break;
-            case kSetup:
-                options.setup_socket = optarg;
-                break;
-            case kHostname:
-                options.hostname = optarg;
-                break;
-            case kMount:
-                options.mounts.push_back(parse_mount(optarg));
-                break;
-            case kTimeoutMs:
-                options.timeout_ms =
-                    static_cast<int>(parse_number("--timeout-ms", optarg, 1, 86400000));
-                break;
             case kImage:
                 options.image = optarg;
                 break;
@@ -258,16 +202,11 @@ Options parse_options(int argc, char **argv) {
     for (; i < argc; ++i) {
         options.argv.emplace_back(argv[i]);
     }
-    const int modes =
-        !options.channel_dir.empty() + !options.ping_socket.empty() + !options.setup_socket.empty();
-    if (modes != 1) {
-        throw UsageError{"give exactly one of --channel-dir, --ping and --setup"};
+    if (options.channel_dir.empty()) {
+        throw UsageError{"--channel-dir is required"};
     }
-    if (!options.channel_dir.empty() && options.argv.empty()) {
+    if (options.argv.empty()) {
         throw UsageError{"no command given after --"};
-    }
-    if (!options.setup_socket.empty() && options.hostname.empty()) {
-        throw UsageError{"--setup needs --hostname"};
     }
     if (options.multi_prog && (options.task_rank < 0 || options.argv.size() < 2)) {
         throw UsageError{"--multi-prog needs --task-rank and the configuration file and text"};
@@ -455,15 +394,6 @@ int main(int argc, char **argv) {
         return kExitUsage;
     }
     try {
-        if (!options.ping_socket.empty()) {
-            svm::ping_agent(options.ping_socket, options.timeout_ms);
-            return 0;
-        }
-        if (!options.setup_socket.empty()) {
-            svm::SetupRequest setup{options.hostname, options.mounts};
-            svm::setup_guest(options.setup_socket, setup, options.timeout_ms);
-            return 0;
-        }
         return run_command(options, program);
     } catch (const svm::RemoteStartError &e) {
         const bool missing =

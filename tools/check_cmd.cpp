@@ -263,11 +263,16 @@ const char *secs(double s) {
     return seconds_buf;
 }
 
-}  // namespace
+struct CheckOptions {
+    bool json = false;
+    bool boot = true;  // --no-boot: no probe boots
+    std::string plugstack = "/etc/slurm/plugstack.conf";
+    std::string image_name;  // the image the probes boot; "" for probe_image's choice
+};
 
-int cmd_check(const std::vector<std::string> &args) {
-    bool json = false, boot = true;
-    std::string plugstack = "/etc/slurm/plugstack.conf", image_name;
+// The options of `slurm-vm check`; nothing (and the usage on stderr) for an unknown one.
+std::optional<CheckOptions> parse_check_options(const std::vector<std::string> &args) {
+    CheckOptions parsed;
     std::vector<std::string> argv_store = {"slurm-vm check"};
     argv_store.insert(argv_store.end(), args.begin(), args.end());
     std::vector<char *> argv = c_strings(argv_store);
@@ -282,75 +287,89 @@ int cmd_check(const std::vector<std::string> &args) {
                                  nullptr)) != -1;) {
         switch (c) {
             case 'j':
-                json = true;
+                parsed.json = true;
                 break;
             case 'n':
-                boot = false;
+                parsed.boot = false;
                 break;
             case 'i':
-                image_name = optarg;
+                parsed.image_name = optarg;
                 break;
             case 'p':
-                plugstack = optarg;
+                parsed.plugstack = optarg;
                 break;
             default:
                 fprintf(stderr,
                         "slurm-vm: check: unknown option '%s'\nusage: slurm-vm check [--json] "
                         "[--image NAME] [--no-boot] [--plugstack FILE]\n",
                         argv[optind - 1]);
-                return 2;
+                return std::nullopt;
         }
     }
-    Report report(json);
+    return parsed;
+}
 
-    Config config;
+// The plugin's line of plugstack.conf, parsed; nothing when it does not parse.
+std::optional<Config> check_plugstack(Report &report, const std::string &plugstack) {
     try {
         const auto words = plugstack_args(plugstack);
-        config = parse_config(words);
+        Config config = parse_config(words);
         report.add("plugstack", words.empty() ? Status::Warn : Status::Ok,
                    words.empty() ? "no spank_slurm_vm.so line in " + plugstack + ": defaults used"
                                  : "slurm-vm line of " + plugstack + " parses",
                    words.empty() ? "add the plugin's line (see the admin guide)" : "");
+        return config;
     } catch (const Error &e) {
         report.add("plugstack", Status::Fail, e.what(),
                    "correct the slurm-vm line of " + plugstack);
-        return report.finish();
+        return std::nullopt;
     }
+}
 
-    // libvirt and QEMU.
+// What libvirt on this host is and offers.
+struct LibvirtFacts {
     ConnectionPtr conn;
+    std::set<std::string> offered;  // domain types for x86_64: "qemu", "kvm"
+    std::string key;                // host_key: what a KVM verdict is kept for
+};
+
+// libvirt and QEMU: libvirtd answers, and offers QEMU. Nothing when libvirt cannot be used.
+std::optional<LibvirtFacts> check_libvirt(Report &report, const Config &config) {
+    LibvirtFacts facts;
     try {
-        conn = open_connection(config.libvirt_uri);
+        facts.conn = open_connection(config.libvirt_uri);
     } catch (const Error &e) {
         report.add("libvirt", Status::Fail, e.what(),
                    "start libvirtd (and virtlogd), or set libvirt_uri= in plugstack.conf");
-        return report.finish();
+        return std::nullopt;
     }
-    std::set<std::string> offered;
-    std::string key;
     try {
-        key = host_key(conn.get());
-        char *caps = virConnectGetCapabilities(conn.get());
+        facts.key = host_key(facts.conn.get());
+        char *caps = virConnectGetCapabilities(facts.conn.get());
         if (caps == nullptr) {
             throw Error("cannot read libvirt's capabilities: " + libvirt_last_error());
         }
         const std::string caps_xml(caps);
         free(caps);
-        offered = offered_domain_types(caps_xml);
+        facts.offered = offered_domain_types(caps_xml);
         std::string types;
-        for (const auto &t : offered) {
+        for (const auto &t : facts.offered) {
             types += (types.empty() ? "" : " ") + t;
         }
-        report.add("libvirt", Status::Ok, config.libvirt_uri + " answers (" + key + ")");
-        report.add("qemu", offered.contains("qemu") ? Status::Ok : Status::Fail,
+        report.add("libvirt", Status::Ok, config.libvirt_uri + " answers (" + facts.key + ")");
+        report.add("qemu", facts.offered.contains("qemu") ? Status::Ok : Status::Fail,
                    "domain types offered for x86_64: " + (types.empty() ? "none" : types),
-                   offered.contains("qemu") ? "" : "apt-get install qemu-system-x86");
+                   facts.offered.contains("qemu") ? "" : "apt-get install qemu-system-x86");
     } catch (const Error &e) {
         report.add("libvirt", Status::Fail, e.what(), "check libvirtd's log");
-        return report.finish();
+        return std::nullopt;
     }
+    return facts;
+}
 
-    // /dev/kvm: present, and usable by the users QEMU runs as (every job user).
+// /dev/kvm: present, and usable by the users QEMU runs as (every job user). Why job users
+// cannot use it, or "".
+std::string check_kvm_device(Report &report) {
     struct stat st {};
     const bool have_kvm = stat("/dev/kvm", &st) == 0;
     const std::string device_problem = have_kvm ? kvm_device_problem(65534, 65534) : "";
@@ -367,13 +386,15 @@ int cmd_check(const std::vector<std::string> &args) {
         report.add("kvm device", Status::Ok,
                    "/dev/kvm is mode " + mode_text(st.st_mode) + ", usable by job users");
     }
+    return device_problem;
+}
 
-    // The catalog, and the image the probes boot.
-    std::optional<Catalog> catalog;
+// The catalog loads, and job users can read every image's files. Nothing when it does not load.
+std::optional<Catalog> check_catalog(Report &report, const Config &config) {
     try {
-        catalog = Catalog::load(config.catalog);
+        Catalog catalog = Catalog::load(config.catalog);
         std::string problems;
-        for (const auto &image : catalog->images()) {
+        for (const auto &image : catalog.images()) {
             std::vector<const std::string *> files = {&image.kernel, &image.initrd, &image.disk};
             if (image.firmware == "uefi") {
                 files.insert(files.end(), {&config.uefi_code, &config.uefi_vars});
@@ -390,119 +411,138 @@ int cmd_check(const std::vector<std::string> &args) {
         }
         report.add("catalog", problems.empty() ? Status::Ok : Status::Fail,
                    problems.empty()
-                       ? config.catalog + ": " + std::to_string(catalog->images().size()) +
+                       ? config.catalog + ": " + std::to_string(catalog.images().size()) +
                              " images, every file readable by job users"
                        : printable(problems),
                    problems.empty() ? ""
                                     : "chmod o+r the files and o+x their folders (UEFI firmware: "
                                       "apt-get install ovmf)");
+        return catalog;
     } catch (const Error &e) {
         report.add("catalog", Status::Fail, e.what(), "correct the catalog");
+        return std::nullopt;
     }
+}
 
-    // Folders.
-    {
-        std::string problems;
-        for (const auto &dir : {config.state_dir, config.run_dir, config.log_dir}) {
-            if (stat(dir.c_str(), &st) != 0) {
-                continue;  // made by the first VM job
-            }
-            if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 0022) != 0 ||
-                (st.st_mode & 0001) == 0) {
-                problems += (problems.empty() ? "" : "; ") + dir + " is mode " +
-                            mode_text(st.st_mode) + " owner uid " + std::to_string(st.st_uid);
-            }
+// The plugin's folders are root's and traversable, and so is libvirt's (QEMU runs as job
+// users).
+void check_folders(Report &report, const Config &config) {
+    struct stat st {};
+    std::string problems;
+    for (const auto &dir : {config.state_dir, config.run_dir, config.log_dir}) {
+        if (stat(dir.c_str(), &st) != 0) {
+            continue;  // made by the first VM job
         }
-        report.add("folders", problems.empty() ? Status::Ok : Status::Fail,
-                   problems.empty() ? config.state_dir + ", " + config.run_dir + ", " +
-                                          config.log_dir + ": root's, 0755 (or made on first use)"
-                                    : problems,
-                   problems.empty() ? "" : "chown root and chmod 0755 those folders");
-        const bool traversable = stat("/var/lib/libvirt/qemu", &st) == 0 && (st.st_mode & 0001);
-        report.add("libvirt folder", traversable ? Status::Ok : Status::Fail,
-                   "/var/lib/libvirt/qemu is mode " + mode_text(st.st_mode),
-                   traversable ? "" : "chmod 0711 /var/lib/libvirt/qemu (QEMU runs as job users)");
-    }
-
-    check_cgroups(report);
-
-    // Shared folders: 9p (libvirt's "path" driver) or virtiofs.
-    {
-        const auto drivers = filesystem_drivers(conn.get(), "qemu");
-        const bool ninep = drivers.contains("path");
-        report.add("9p", ninep ? Status::Ok : Status::Fail,
-                   ninep ? "QEMU exports host folders over 9p"
-                         : "QEMU offers no 9p export: jobs cannot see their folders",
-                   ninep ? "" : "install a QEMU built with virtfs");
-        bool wanted = config.share == "virtiofs";
-        if (catalog) {
-            for (const auto &image : catalog->images()) {
-                wanted = wanted || image.share == "virtiofs";
-            }
-        }
-        if (wanted) {
-            const bool runs = access(config.virtiofsd.c_str(), X_OK) == 0;
-            report.add("virtiofs", runs ? Status::Ok : Status::Fail,
-                       runs ? config.virtiofsd + " serves virtiofs shares, as each job's user"
-                            : config.virtiofsd + " cannot run: " + errno_text(errno),
-                       runs ? "" : "apt-get install qemu-system-common, or set virtiofsd=");
+        if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 0022) != 0 ||
+            (st.st_mode & 0001) == 0) {
+            problems += (problems.empty() ? "" : "; ") + dir + " is mode " + mode_text(st.st_mode) +
+                        " owner uid " + std::to_string(st.st_uid);
         }
     }
+    report.add("folders", problems.empty() ? Status::Ok : Status::Fail,
+               problems.empty() ? config.state_dir + ", " + config.run_dir + ", " + config.log_dir +
+                                      ": root's, 0755 (or made on first use)"
+                                : problems,
+               problems.empty() ? "" : "chown root and chmod 0755 those folders");
+    const bool traversable = stat("/var/lib/libvirt/qemu", &st) == 0 && (st.st_mode & 0001);
+    report.add("libvirt folder", traversable ? Status::Ok : Status::Fail,
+               "/var/lib/libvirt/qemu is mode " + mode_text(st.st_mode),
+               traversable ? "" : "chmod 0711 /var/lib/libvirt/qemu (QEMU runs as job users)");
+}
 
-    // Probe boots: does KVM really run a guest (the node's own probe, as root, which keeps the
-    // verdict), and does TCG run one as a job's VM would?
-    const Image *image = catalog ? probe_image(*catalog, image_name) : nullptr;
-    std::optional<KvmVerdict> verdict =
-        key.empty() ? std::nullopt : load_kvm_verdict(config.state_dir, key);
-    if (!boot) {
-        report.add("probe", Status::Ok, "skipped (--no-boot)");
-    } else if (image == nullptr) {
-        report.add("probe", Status::Warn,
-                   image_name.empty()
-                       ? "no catalog image with a kernel to boot"
-                       : "image '" + printable(image_name) + "' is not in the catalog",
-                   "name an image: slurm-vm check --image NAME");
+// Shared folders: 9p (libvirt's "path" driver) or virtiofs, where the node or an image asks
+// for it.
+void check_shares(Report &report, const Config &config, virConnectPtr conn,
+                  const std::optional<Catalog> &catalog) {
+    const auto drivers = filesystem_drivers(conn, "qemu");
+    const bool ninep = drivers.contains("path");
+    report.add("9p", ninep ? Status::Ok : Status::Fail,
+               ninep ? "QEMU exports host folders over 9p"
+                     : "QEMU offers no 9p export: jobs cannot see their folders",
+               ninep ? "" : "install a QEMU built with virtfs");
+    bool wanted = config.share == "virtiofs";
+    if (catalog) {
+        for (const auto &image : catalog->images()) {
+            wanted = wanted || image.share == "virtiofs";
+        }
+    }
+    if (wanted) {
+        const bool runs = access(config.virtiofsd.c_str(), X_OK) == 0;
+        report.add("virtiofs", runs ? Status::Ok : Status::Fail,
+                   runs ? config.virtiofsd + " serves virtiofs shares, as each job's user"
+                        : config.virtiofsd + " cannot run: " + errno_text(errno),
+                   runs ? "" : "apt-get install qemu-system-common, or set virtiofsd=");
+    }
+}
+
+// The line of the KVM probe (run_kvm_probe's result `kvm`, or why it was not run).
+void report_kvm_probe(Report &report, const Config &config, const LibvirtFacts &libvirt,
+                      const std::string &device_problem, const Image &image,
+                      const KvmProbeResult &kvm) {
+    if (!libvirt.offered.contains("kvm")) {
+        report.add("kvm probe", Status::Warn, "not run: libvirt offers no kvm domain");
+    } else if (!device_problem.empty()) {
+        report.add("kvm probe", Status::Warn, "not run: " + device_problem,
+                   "chgrp kvm /dev/kvm && chmod 0666 /dev/kvm");
+    } else if (kvm.verdict && kvm.verdict->works) {
+        report.add("kvm probe", Status::Ok,
+                   "image '" + image.name + "' ready under KVM in " + secs(kvm.seconds));
     } else {
-        KvmProbeResult kvm;
-        if (offered.contains("kvm") && device_problem.empty()) {
-            kvm =
-                run_kvm_probe(conn.get(), config, resolve_for_node(*image, "check"), key, "check");
-            if (kvm.verdict) {
-                verdict = kvm.verdict;
-            }
-        }
-        const ProbeResult tcg = probe_boot(config, *catalog, *image, "qemu", 2);
-        if (!offered.contains("kvm")) {
-            report.add("kvm probe", Status::Warn, "not run: libvirt offers no kvm domain");
-        } else if (!device_problem.empty()) {
-            report.add("kvm probe", Status::Warn, "not run: " + device_problem,
-                       "chgrp kvm /dev/kvm && chmod 0666 /dev/kvm");
-        } else if (kvm.verdict && kvm.verdict->works) {
-            report.add("kvm probe", Status::Ok,
-                       "image '" + image->name + "' ready under KVM in " + secs(kvm.seconds));
-        } else {
-            const bool broken = kvm.verdict && kvm.verdict->proven;
-            const Status s = config.domain_type == "kvm" ? Status::Fail : Status::Warn;
-            report.add("kvm probe", s,
-                       "KVM is offered but " +
-                           std::string(broken ? "broken: guests do not boot under it ("
-                                              : "the probe failed (") +
-                           printable(kvm.verdict ? kvm.verdict->reason : kvm.summary) + ")",
-                       config.domain_type == "kvm"
-                           ? "set domain_type=auto (or qemu) in plugstack.conf, or fix KVM "
-                             "(nested virtualisation, kvm module)"
-                           : "nothing needed: domain_type=auto uses TCG here; fix KVM for speed");
-        }
-        report.add("tcg probe", tcg.ok ? Status::Ok : Status::Fail,
-                   tcg.ok ? "image '" + image->name + "' ready under TCG in " + secs(tcg.seconds)
-                          : tcg.error,
-                   tcg.ok ? "" : "see the guest console in " + config.log_dir);
+        const bool broken = kvm.verdict && kvm.verdict->proven;
+        const Status s = config.domain_type == "kvm" ? Status::Fail : Status::Warn;
+        report.add("kvm probe", s,
+                   "KVM is offered but " +
+                       std::string(broken ? "broken: guests do not boot under it ("
+                                          : "the probe failed (") +
+                       printable(kvm.verdict ? kvm.verdict->reason : kvm.summary) + ")",
+                   config.domain_type == "kvm"
+                       ? "set domain_type=auto (or qemu) in plugstack.conf, or fix KVM "
+                         "(nested virtualisation, kvm module)"
+                       : "nothing needed: domain_type=auto uses TCG here; fix KVM for speed");
     }
+}
 
-    // What `auto` (or the configured type) picks here.
+// Probe boots: does KVM really run a guest (the node's own probe, as root, which keeps the
+// verdict), and does TCG run one as a job's VM would? A new KVM verdict replaces `verdict`.
+void check_probes(Report &report, const Config &config, const std::optional<Catalog> &catalog,
+                  const CheckOptions &options, const LibvirtFacts &libvirt,
+                  const std::string &device_problem, std::optional<KvmVerdict> &verdict) {
+    const Image *image = catalog ? probe_image(*catalog, options.image_name) : nullptr;
+    if (!options.boot) {
+        report.add("probe", Status::Ok, "skipped (--no-boot)");
+        return;
+    }
+    if (image == nullptr) {
+        report.add("probe", Status::Warn,
+                   options.image_name.empty()
+                       ? "no catalog image with a kernel to boot"
+                       : "image '" + printable(options.image_name) + "' is not in the catalog",
+                   "name an image: slurm-vm check --image NAME");
+        return;
+    }
+    KvmProbeResult kvm;
+    if (libvirt.offered.contains("kvm") && device_problem.empty()) {
+        kvm = run_kvm_probe(libvirt.conn.get(), config, resolve_for_node(*image, "check"),
+                            libvirt.key, "check");
+        if (kvm.verdict) {
+            verdict = kvm.verdict;
+        }
+    }
+    const ProbeResult tcg = probe_boot(config, *catalog, *image, "qemu", 2);
+    report_kvm_probe(report, config, libvirt, device_problem, *image, kvm);
+    report.add(
+        "tcg probe", tcg.ok ? Status::Ok : Status::Fail,
+        tcg.ok ? "image '" + image->name + "' ready under TCG in " + secs(tcg.seconds) : tcg.error,
+        tcg.ok ? "" : "see the guest console in " + config.log_dir);
+}
+
+// What `auto` (or the configured type) picks here.
+void check_domain_type(Report &report, const Config &config, const LibvirtFacts &libvirt,
+                       const std::optional<KvmVerdict> &verdict,
+                       const std::string &device_problem) {
     try {
         const DomainTypeChoice choice =
-            choose_domain_type(offered, config.domain_type, verdict, device_problem);
+            choose_domain_type(libvirt.offered, config.domain_type, verdict, device_problem);
         std::string detail = "domain_type=" + config.domain_type + " runs VMs under " +
                              (choice.type == "kvm" ? "KVM" : "TCG (qemu)");
         if (!choice.fallback_reason.empty()) {
@@ -512,6 +552,33 @@ int cmd_check(const std::vector<std::string> &args) {
     } catch (const Error &e) {
         report.add("domain type", Status::Fail, e.what(), "set domain_type= in plugstack.conf");
     }
+}
+
+}  // namespace
+
+int cmd_check(const std::vector<std::string> &args) {
+    const std::optional<CheckOptions> options = parse_check_options(args);
+    if (!options) {
+        return 2;
+    }
+    Report report(options->json);
+    const std::optional<Config> config = check_plugstack(report, options->plugstack);
+    if (!config) {
+        return report.finish();
+    }
+    const std::optional<LibvirtFacts> libvirt = check_libvirt(report, *config);
+    if (!libvirt) {
+        return report.finish();
+    }
+    const std::string device_problem = check_kvm_device(report);
+    const std::optional<Catalog> catalog = check_catalog(report, *config);
+    check_folders(report, *config);
+    check_cgroups(report);
+    check_shares(report, *config, libvirt->conn.get(), catalog);
+    std::optional<KvmVerdict> verdict =
+        libvirt->key.empty() ? std::nullopt : load_kvm_verdict(config->state_dir, libvirt->key);
+    check_probes(report, *config, catalog, *options, *libvirt, device_problem, verdict);
+    check_domain_type(report, *config, *libvirt, verdict, device_problem);
     return report.finish();
 }
 

@@ -199,14 +199,12 @@ exit 3
 )";
 }
 
-PrepareResult prepare_image(const PrepareRequest &r,
-                            const std::function<void(const std::string &)> &progress) {
-    const auto say = [&](const std::string &line) {
-        if (progress) {
-            progress(line);
-        }
-    };
-    const auto start = Clock::now();
+namespace {
+
+using Progress = std::function<void(const std::string &)>;
+
+// The request's checks, before anything is made; the source's format (qcow2 or raw).
+std::string checked_source_format(const PrepareRequest &r) {
     if (const std::string problem = image_name_problem(r.name); !problem.empty()) {
         throw Error("image name '" + printable(r.name) + "' is invalid: " + problem);
     }
@@ -225,131 +223,137 @@ PrepareResult prepare_image(const PrepareRequest &r,
         throw Error(r.source + " is a " + printable(format) +
                     " image: convert it to qcow2 or raw first (qemu-img convert)");
     }
+    return format;
+}
 
-    PrepareResult result;
-    result.destination = r.destination;
-    const std::string part = r.destination + ".part";
-    const std::string stem = r.destination.substr(0, r.destination.rfind('.') == std::string::npos
-                                                         ? r.destination.size()
-                                                         : r.destination.rfind('.'));
-    std::vector<std::string> made = {part};
-    const auto clean = [&] {
-        for (const auto &f : made) {
-            unlink(f.c_str());
-        }
-    };
-    try {
-        say("copying " + r.source + " (" + format + ") to " + part);
-        ProcessResult c = run_process(
-            {find_program("qemu-img"), "convert", "-f", format, "-O", "qcow2", r.source, part},
-            std::chrono::seconds(r.timeout_seconds));
-        if (c.timed_out || c.status != 0) {
-            throw Error("cannot copy " + r.source + " to " + part + ": " + last_line(c.err));
-        }
-
-        TempDir tmp;
-        const std::string dir = kAgentDir;
-        write_file_atomically(tmp.path() + "/slurm-vm-agent.service", agent_unit_text(dir), 0644);
-        write_file_atomically(tmp.path() + "/ports", agent_ports_script(), 0755);
-        write_file_atomically(tmp.path() + "/start", agent_start_script(dir), 0755);
-        write_file_atomically(tmp.path() + "/init-fallback", agent_init_fallback_script(dir), 0755);
-        std::string links;
-        for (const auto &cmd : protocol::hostcall_commands()) {
-            links += ":/usr/local/bin/" + cmd;
-        }
-        const std::string unit = "/etc/systemd/system/slurm-vm-agent.service";
-        say("installing the agent with virt-customize (libguestfs boots its own appliance)");
-        ProcessResult v = run_process(
-            guestfs_command(
-                r, {find_program("virt-customize"),
-                    "-q",
-                    "-a",
-                    part,
-                    "--no-network",
-                    "--mkdir",
-                    dir,
-                    "--mkdir",
-                    "/usr/local/bin",
-                    "--mkdir",
-                    "/etc/systemd/system/sysinit.target.wants",
-                    "--upload",
-                    r.agent + ":" + dir + "/slurm-vm-agent",
-                    "--chmod",
-                    "0755:" + dir + "/slurm-vm-agent",
-                    "--upload",
-                    tmp.path() + "/ports:" + dir + "/ports",
-                    "--chmod",
-                    "0755:" + dir + "/ports",
-                    "--upload",
-                    tmp.path() + "/start:" + dir + "/start",
-                    "--chmod",
-                    "0755:" + dir + "/start",
-                    "--upload",
-                    tmp.path() + "/slurm-vm-agent.service:" + unit,
-                    "--chmod",
-                    "0644:" + unit,
-                    "--link",
-                    unit + ":/etc/systemd/system/sysinit.target.wants/slurm-vm-agent.service",
-                    "--link",
-                    dir + "/slurm-vm-agent" + links,
-                    "--run",
-                    tmp.path() + "/init-fallback"}),
-            std::chrono::seconds(r.timeout_seconds));
-        if (v.timed_out) {
-            throw Error("virt-customize on " + part + " did not finish within " +
-                        std::to_string(r.timeout_seconds) + " s");
-        }
-        if (v.status != 0) {
-            const std::string why = last_line(v.err);
-            if (why.find("no operating systems were found") != std::string::npos) {
-                throw Error(r.source + " holds no Linux system libguestfs can find");
-            }
-            if (why.find("No space left") != std::string::npos) {
-                throw Error(r.source + " has no room for the agent (" + why + ")");
-            }
-            // The init fallback's own words (virt-customize's last line only says it failed).
-            if (const auto at = v.err.find("slurm-vm: the image has no systemd");
-                at != std::string::npos) {
-                const std::string line = v.err.substr(at, v.err.find('\n', at) - at);
-                throw Error(r.source + ": " + printable(line.substr(strlen("slurm-vm: "))));
-            }
-            throw Error("virt-customize on " + part + " failed: " + why);
-        }
-        if (r.direct_boot) {
-            say("taking the kernel and initrd out (virt-get-kernel)");
-            TempDir kdir;
-            ProcessResult k =
-                run_process(guestfs_command(r, {find_program("virt-get-kernel"), "-q", "-a", part,
-                                                "--unversioned-names", "-o", kdir.path()}),
-                            std::chrono::seconds(r.timeout_seconds));
-            if (k.timed_out || k.status != 0) {
-                throw Error("virt-get-kernel on " + part + " failed: " + last_line(k.err));
-            }
-            result.kernel = stem + ".vmlinuz";
-            result.initrd = stem + ".initrd.img";
-            for (const auto &[from, to] : {std::pair{kdir.path() + "/vmlinuz", result.kernel},
-                                           std::pair{kdir.path() + "/initrd.img", result.initrd}}) {
-                if (fs::exists(to, ec)) {
-                    throw Error(to + " exists: choose a new destination");
-                }
-                fs::copy_file(from, to, ec);
-                if (ec) {
-                    throw Error("cannot copy " + from + " to " + to + ": " + ec.message());
-                }
-                made.push_back(to);
-                chmod(to.c_str(), 0644);
-            }
-        }
-        chmod(part.c_str(), 0644);  // QEMU reads it as the job's user
-        if (rename(part.c_str(), r.destination.c_str()) != 0) {
-            throw Error("cannot rename " + part + " to " + r.destination + ": " +
-                        errno_text(errno));
-        }
-    } catch (...) {
-        clean();
-        throw;
+// The source, copied to a new qcow2 file `part` (the source is never written).
+void copy_to_qcow2(const PrepareRequest &r, const std::string &format, const std::string &part,
+                   const Progress &say) {
+    say("copying " + r.source + " (" + format + ") to " + part);
+    ProcessResult c = run_process(
+        {find_program("qemu-img"), "convert", "-f", format, "-O", "qcow2", r.source, part},
+        std::chrono::seconds(r.timeout_seconds));
+    if (c.timed_out || c.status != 0) {
+        throw Error("cannot copy " + r.source + " to " + part + ": " + last_line(c.err));
     }
+}
 
+// virt-customize's arguments: the agent, its port script, its start script and its unit
+// (from `files`) into `dir` of the image, the unit enabled, the host-call links to the agent,
+// and the init fallback run inside the image.
+std::vector<std::string> virt_customize_argv(const std::string &part, const std::string &agent,
+                                             const std::string &files, const std::string &dir) {
+    std::string links;
+    for (const auto &cmd : protocol::hostcall_commands()) {
+        links += ":/usr/local/bin/" + cmd;
+    }
+    const std::string unit = "/etc/systemd/system/slurm-vm-agent.service";
+    return {find_program("virt-customize"),
+            "-q",
+            "-a",
+            part,
+            "--no-network",
+            "--mkdir",
+            dir,
+            "--mkdir",
+            "/usr/local/bin",
+            "--mkdir",
+            "/etc/systemd/system/sysinit.target.wants",
+            "--upload",
+            agent + ":" + dir + "/slurm-vm-agent",
+            "--chmod",
+            "0755:" + dir + "/slurm-vm-agent",
+            "--upload",
+            files + "/ports:" + dir + "/ports",
+            "--chmod",
+            "0755:" + dir + "/ports",
+            "--upload",
+            files + "/start:" + dir + "/start",
+            "--chmod",
+            "0755:" + dir + "/start",
+            "--upload",
+            files + "/slurm-vm-agent.service:" + unit,
+            "--chmod",
+            "0644:" + unit,
+            "--link",
+            unit + ":/etc/systemd/system/sysinit.target.wants/slurm-vm-agent.service",
+            "--link",
+            dir + "/slurm-vm-agent" + links,
+            "--run",
+            files + "/init-fallback"};
+}
+
+// Why virt-customize failed, in the admin's terms where its stderr `err` says.
+[[noreturn]] void throw_virt_customize_failure(const PrepareRequest &r, const std::string &part,
+                                               const std::string &err) {
+    const std::string why = last_line(err);
+    if (why.find("no operating systems were found") != std::string::npos) {
+        throw Error(r.source + " holds no Linux system libguestfs can find");
+    }
+    if (why.find("No space left") != std::string::npos) {
+        throw Error(r.source + " has no room for the agent (" + why + ")");
+    }
+    // The init fallback's own words (virt-customize's last line only says it failed).
+    if (const auto at = err.find("slurm-vm: the image has no systemd"); at != std::string::npos) {
+        const std::string line = err.substr(at, err.find('\n', at) - at);
+        throw Error(r.source + ": " + printable(line.substr(strlen("slurm-vm: "))));
+    }
+    throw Error("virt-customize on " + part + " failed: " + why);
+}
+
+// The agent, its scripts and its unit, into the image `part` (virt-customize).
+void install_agent(const PrepareRequest &r, const std::string &part, const Progress &say) {
+    TempDir tmp;
+    const std::string dir = kAgentDir;
+    write_file_atomically(tmp.path() + "/slurm-vm-agent.service", agent_unit_text(dir), 0644);
+    write_file_atomically(tmp.path() + "/ports", agent_ports_script(), 0755);
+    write_file_atomically(tmp.path() + "/start", agent_start_script(dir), 0755);
+    write_file_atomically(tmp.path() + "/init-fallback", agent_init_fallback_script(dir), 0755);
+    say("installing the agent with virt-customize (libguestfs boots its own appliance)");
+    ProcessResult v =
+        run_process(guestfs_command(r, virt_customize_argv(part, r.agent, tmp.path(), dir)),
+                    std::chrono::seconds(r.timeout_seconds));
+    if (v.timed_out) {
+        throw Error("virt-customize on " + part + " did not finish within " +
+                    std::to_string(r.timeout_seconds) + " s");
+    }
+    if (v.status != 0) {
+        throw_virt_customize_failure(r, part, v.err);
+    }
+}
+
+// The image's kernel and initrd, out beside the destination (<stem>.vmlinuz,
+// <stem>.initrd.img) for direct kernel boot; each file made goes to `made`.
+void take_kernel_out(const PrepareRequest &r, const std::string &part, const std::string &stem,
+                     PrepareResult &result, std::vector<std::string> &made, const Progress &say) {
+    say("taking the kernel and initrd out (virt-get-kernel)");
+    TempDir kdir;
+    ProcessResult k =
+        run_process(guestfs_command(r, {find_program("virt-get-kernel"), "-q", "-a", part,
+                                        "--unversioned-names", "-o", kdir.path()}),
+                    std::chrono::seconds(r.timeout_seconds));
+    if (k.timed_out || k.status != 0) {
+        throw Error("virt-get-kernel on " + part + " failed: " + last_line(k.err));
+    }
+    result.kernel = stem + ".vmlinuz";
+    result.initrd = stem + ".initrd.img";
+    std::error_code ec;
+    for (const auto &[from, to] : {std::pair{kdir.path() + "/vmlinuz", result.kernel},
+                                   std::pair{kdir.path() + "/initrd.img", result.initrd}}) {
+        if (fs::exists(to, ec)) {
+            throw Error(to + " exists: choose a new destination");
+        }
+        fs::copy_file(from, to, ec);
+        if (ec) {
+            throw Error("cannot copy " + from + " to " + to + ": " + ec.message());
+        }
+        made.push_back(to);
+        chmod(to.c_str(), 0644);
+    }
+}
+
+// The catalog entry the admin adds for the prepared image.
+std::string catalog_entry(const PrepareRequest &r, const PrepareResult &result) {
     JsonPtr entry = json_new_object();
     json_set(entry.get(), "name", json_from_string(r.name));
     json_set(entry.get(), "description",
@@ -375,7 +379,46 @@ PrepareResult prepare_image(const PrepareRequest &r,
     json_set(entry.get(), "memory_mib", std::move(mem));
     // A distribution with systemd boots in about 15 s under TCG, a few under KVM.
     json_set(entry.get(), "ready_timeout", json_from_int(180));
-    result.catalog_entry = json_to_text(entry.get());
+    return json_to_text(entry.get());
+}
+
+}  // namespace
+
+PrepareResult prepare_image(const PrepareRequest &r,
+                            const std::function<void(const std::string &)> &progress) {
+    const Progress say = [&](const std::string &line) {
+        if (progress) {
+            progress(line);
+        }
+    };
+    const auto start = Clock::now();
+    const std::string format = checked_source_format(r);
+
+    PrepareResult result;
+    result.destination = r.destination;
+    const std::string part = r.destination + ".part";
+    const std::string stem = r.destination.substr(0, r.destination.rfind('.') == std::string::npos
+                                                         ? r.destination.size()
+                                                         : r.destination.rfind('.'));
+    std::vector<std::string> made = {part};
+    try {
+        copy_to_qcow2(r, format, part, say);
+        install_agent(r, part, say);
+        if (r.direct_boot) {
+            take_kernel_out(r, part, stem, result, made, say);
+        }
+        chmod(part.c_str(), 0644);  // QEMU reads it as the job's user
+        if (rename(part.c_str(), r.destination.c_str()) != 0) {
+            throw Error("cannot rename " + part + " to " + r.destination + ": " +
+                        errno_text(errno));
+        }
+    } catch (...) {
+        for (const auto &f : made) {
+            unlink(f.c_str());
+        }
+        throw;
+    }
+    result.catalog_entry = catalog_entry(r, result);
     result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     return result;
 }

@@ -496,6 +496,233 @@ bool start_warm(LibvirtLink &link, const Config &config, const Image &image, con
     }
 }
 
+// The job's folders: the parents (made traversable), its state folder, its channel folder and
+// the channels' lock files.
+void make_job_folders(const Config &config, const JobVmRequest &r, const JobVmPaths &paths) {
+    // slurmd may run with umask 077: the parents must stay traversable for the job's
+    // user (its exec client and its QEMU), whatever the umask made them.
+    for (const auto &dir :
+         {config.state_dir, config.state_dir + "/jobs", config.run_dir, config.log_dir}) {
+        std::error_code ec;
+        fs::create_directories(dir, ec);
+        if (ec || chmod(dir.c_str(), 0755) != 0) {
+            throw_folder_error(dir, ec ? ec.value() : errno);
+        }
+    }
+    make_dir(paths.state_dir, 0755);
+    make_dir(paths.channel_dir, 0700);
+    make_lock_files(paths, config.exec_ports, r.uid, r.gid);
+}
+
+// The host CPUs the vCPUs are pinned on: Slurm's for the job, in the kernel's numbering. None
+// (and report.pin_problem says why) when pinning is off or cannot be done.
+void pin_vcpus(const Config &config, const JobVmRequest &r, VmSpec &spec, StartReport &report) {
+    if (!config.pin_vcpus) {
+        report.pin_problem = "pin_vcpus=no";
+    } else if (r.slurm_cpus.empty()) {
+        report.pin_problem = "Slurm gave no CPU ids";
+    } else {
+        try {
+            // The kernel's ids: Slurm's are abstract (socket, core, thread order).
+            spec.cpus = kernel_cpus_of(r.slurm_cpus, kernel_cpus_in_slurm_order());
+            report.pinned_cpus = format_cpu_list(spec.cpus);
+        } catch (const Error &e) {
+            report.pin_problem = e.what();  // a node description to fix, not a job to fail
+        }
+    }
+}
+
+// How the guest boots: its kernel, or its disk (an overlay, made later) and firmware.
+void set_boot_media(const Config &config, const Image &image, const JobVmPaths &paths,
+                    VmSpec &spec) {
+    // QEMU runs as the job's user and libvirt relabels nothing (relabel='no'): the
+    // catalog's files stay root's and only need to be readable.
+    spec.kernel = image.kernel;
+    spec.initrd = image.initrd;
+    spec.cmdline = image.cmdline;
+    if (!spec.kernel.empty() && spec.cmdline.find("panic=") == std::string::npos) {
+        // A kernel that panics while booting would otherwise hang until the ready
+        // timeout; rebooting ends the domain at once (<on_reboot>destroy</on_reboot>).
+        spec.cmdline += spec.cmdline.empty() ? "panic=1" : " panic=1";
+    }
+    if (image.disk.empty()) {
+        return;
+    }
+    // Made later: on the image's disk (cold) or on a snapshot's (warm).
+    spec.disk = paths.state_dir + "/disk.qcow2";
+    spec.disk_format = "qcow2";
+    if (image.firmware == "uefi") {
+        if (access(config.uefi_code.c_str(), R_OK) != 0) {
+            throw NodeFaultError("the UEFI firmware " + config.uefi_code +
+                                 " cannot be read (install Debian's ovmf package, or "
+                                 "set uefi_code in plugstack.conf)");
+        }
+        spec.uefi_code = config.uefi_code;
+        spec.uefi_vars = paths.state_dir + "/uefi-vars.fd";
+    }
+}
+
+// The domain this job's VM is, except the virtiofs sockets (start_virtiofsds adds them).
+VmSpec vm_spec_for(const Config &config, const Image &image, const JobVmRequest &r,
+                   const JobVmPaths &paths, const std::string &domain_type, StartReport &report) {
+    VmSpec spec;
+    spec.name = paths.domain;
+    spec.domain_type = domain_type;
+    spec.vcpus = report.vcpus;
+    pin_vcpus(config, r, spec, report);
+    spec.memory_mib = report.memory_mib;
+    set_boot_media(config, image, paths, spec);
+    spec.shares = shares_for(config, r.work_dir);
+    spec.user_network = (image.network.empty() ? config.network : image.network) == "user";
+    spec.console_log = paths.console_log;
+    spec.channel_dir = paths.channel_dir;
+    spec.exec_ports = config.exec_ports;
+    spec.run_as = std::make_pair(r.uid, r.gid);
+    spec.metadata = {{"jobid", std::to_string(r.jobid)},
+                     {"node", r.node},
+                     {"image", r.image},
+                     {"uid", std::to_string(r.uid)}};
+    return spec;
+}
+
+// One virtiofsd per share when the image (or the node) shares by virtiofs, each in the job's
+// boot cgroup when there is one. Their pids go to `virtiofsds` as each starts, so that the
+// caller can kill them if the boot fails.
+void start_virtiofsds(const Config &config, const Image &image, const JobVmRequest &r,
+                      const JobVmPaths &paths, VmSpec &spec, StartReport &report,
+                      std::vector<pid_t> &virtiofsds) {
+    if ((image.share.empty() ? config.share : image.share) != "virtiofs") {
+        return;
+    }
+    for (std::size_t i = 0; i < spec.shares.size(); ++i) {
+        Share &share = spec.shares[i];
+        VirtiofsdSpec d;
+        d.binary = config.virtiofsd;
+        d.shared_dir = share.host_path;
+        // The state folder is root's and traversable: QEMU (the job's user) connects.
+        d.socket_path = paths.state_dir + "/virtiofs." + std::to_string(i) + ".sock";
+        d.log_path = paths.state_dir + "/virtiofsd." + std::to_string(i) + ".log";
+        d.uid = r.uid;
+        d.gid = r.gid;
+        virtiofsds.push_back(start_virtiofsd(d));
+        report.virtiofsds.push_back({virtiofsds.back(), process_start_ticks(virtiofsds.back())});
+        share.virtiofs_socket = d.socket_path;
+        if (!report.boot_cgroup.empty()) {
+            move_into_boot_cgroup(report.boot_cgroup, report.virtiofsds.back(),
+                                  "virtiofsd of domain " + paths.domain);
+        }
+    }
+}
+
+// How long the guest has to answer: the job's choice, else the image's, else the node's.
+unsigned ready_timeout_for(const Config &config, const Image &image, const JobVmRequest &r) {
+    unsigned timeout_s =
+        image.ready_timeout != 0 ? image.ready_timeout : config.ready_timeout_seconds;
+    if (r.ready_timeout_seconds != 0) {
+        timeout_s = r.ready_timeout_seconds;
+    }
+    return timeout_s;
+}
+
+// Why this VM boots cold without trying a snapshot, as report.start_mode says it; "" when a
+// warm start may be tried.
+std::string cold_start_reason(const Config &config, const Image &image, const StartReport &report,
+                              bool has_virtiofsd) {
+    if (!config.warm_start || !image.warm_start) {
+        return "cold";  // warm_start=no, or the catalog's "warm_start": false
+    }
+    if (config.warm_cache_mib == 0) {
+        return "cold: warm_cache=0 keeps no snapshot";
+    }
+    if (!report.boot_cgroup.empty()) {
+        // libvirt's restore loads all of the guest's memory before it returns, with no hook
+        // between QEMU's start and the load (qemuProcessStart waits for the incoming
+        // migration; its "started" hook runs after). QEMU would load it in libvirt's cgroup,
+        // and cgroup v2 never moves charges: that memory would never be the job's.
+        return "cold: on cgroup v2 a restored VM's memory could not be charged to its job (it "
+               "is loaded before QEMU can join the job's cgroup, and charges never move)";
+    }
+    if (has_virtiofsd) {
+        return "cold: virtiofs shares cannot be saved with their virtiofsd";
+    }
+    return "";
+}
+
+// Boots the VM from the image's own disk (an overlay) or kernel and waits for its agent.
+void start_cold(VmLifecycle &vm, const Config &config, const Image &image, const JobVmRequest &r,
+                const JobVmPaths &paths, const VmSpec &spec, unsigned timeout_s,
+                StartReport &report) {
+    if (!spec.disk.empty()) {
+        create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
+    }
+    if (!spec.uefi_vars.empty()) {
+        if (access(config.uefi_vars.c_str(), R_OK) != 0) {
+            throw NodeFaultError("the UEFI variable store template " + config.uefi_vars +
+                                 " cannot be read (install Debian's ovmf package, or "
+                                 "set uefi_vars in plugstack.conf)");
+        }
+        // Now only writing the copy can fail: the state folder's room, a job failure.
+        copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
+    }
+    auto t = Clock::now();
+    if (report.boot_cgroup.empty()) {
+        vm.create(render_domain_xml(spec));
+    } else {
+        // Paused until QEMU is in the job's cgroup: no vCPU has touched the guest's
+        // memory yet, so every page of it is the job's.
+        vm.create(render_domain_xml(spec), [&] {
+            move_into_boot_cgroup(report.boot_cgroup, find_qemu(paths.domain),
+                                  "QEMU of domain " + paths.domain);
+        });
+    }
+    report.create_seconds = seconds_since(t);
+    t = Clock::now();
+    wait_for_agent(vm, spec, timeout_s);
+    report.ready_seconds = seconds_since(t);
+}
+
+// The agent sets the guest up for the job (clock, entropy, hostname, user, mounts, command
+// links); then the channels become the user's.
+void set_up_guest_for_job(const Config &config, const JobVmRequest &r, const JobVmPaths &paths,
+                          const VmSpec &spec, StartReport &report) {
+    const auto t = Clock::now();
+    SetupRequest setup;
+    setup.hostname = report.hostname;
+    for (const auto &s : spec.shares) {
+        setup.mounts.push_back(
+            {s.tag, s.guest_path, s.readonly, s.virtiofs_socket.empty() ? "9p" : "virtiofs"});
+    }
+    setup.user = guest_user_for(r.uid, r.gid);
+    // What a snapshot's guests would otherwise share, or have stale: the clock (stopped at
+    // the save), the kernel's random state, machine-id. A booted guest gets the same
+    // clock and entropy: no harm, and one path to test.
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    setup.clock_ns = static_cast<std::int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
+    setup.entropy = random_bytes(32);
+    setup.new_machine_id = report.start_mode.starts_with("warm");
+    // A job script may name a Slurm command by its path on the host (/usr/bin/srun):
+    // the guest gets that path too, where its image has nothing there.
+    setup.command_links = HostCallPolicy{config.host_calls}.command_paths();
+    setup_guest(paths.channel_dir + "/exec.0.sock", setup, 30000);
+    give_channels_to_user(paths, config.exec_ports, r.uid, r.gid);
+    report.setup_seconds = seconds_since(t);
+}
+
+// What a failed boot made goes: the domain, its virtiofsds and the job's files.
+void undo_boot(VmLifecycle &vm, const std::vector<pid_t> &virtiofsds, const JobVmPaths &paths) {
+    try {
+        vm.destroy();
+    } catch (const Error &) {
+        // The domain may never have existed; the original error is what matters.
+    }
+    for (const pid_t pid : virtiofsds) {
+        kill(pid, SIGKILL);  // our own child: the pid cannot have been reused
+        waitpid(pid, nullptr, 0);
+    }
+    remove_job_files(paths);
+}
+
 // Boots the VM under `domain_type`, waits for its agent and sets the guest up. On failure,
 // removes whatever it made and throws GuestDiedError (the guest stopped while booting) or Error.
 void boot(LibvirtLink &link, const Config &config, const Image &image, const JobVmRequest &r,
@@ -506,171 +733,24 @@ void boot(LibvirtLink &link, const Config &config, const Image &image, const Job
     // QEMU never came is killed here.
     std::vector<pid_t> virtiofsds;
     try {
-        // slurmd may run with umask 077: the parents must stay traversable for the job's
-        // user (its exec client and its QEMU), whatever the umask made them.
-        for (const auto &dir :
-             {config.state_dir, config.state_dir + "/jobs", config.run_dir, config.log_dir}) {
-            std::error_code ec;
-            fs::create_directories(dir, ec);
-            if (ec || chmod(dir.c_str(), 0755) != 0) {
-                throw_folder_error(dir, ec ? ec.value() : errno);
-            }
-        }
-        make_dir(paths.state_dir, 0755);
-        make_dir(paths.channel_dir, 0700);
-        make_lock_files(paths, config.exec_ports, r.uid, r.gid);
-
-        VmSpec spec;
-        spec.name = paths.domain;
-        spec.domain_type = domain_type;
-        spec.vcpus = report.vcpus;
-        if (!config.pin_vcpus) {
-            report.pin_problem = "pin_vcpus=no";
-        } else if (r.slurm_cpus.empty()) {
-            report.pin_problem = "Slurm gave no CPU ids";
-        } else {
-            try {
-                // The kernel's ids: Slurm's are abstract (socket, core, thread order).
-                spec.cpus = kernel_cpus_of(r.slurm_cpus, kernel_cpus_in_slurm_order());
-                report.pinned_cpus = format_cpu_list(spec.cpus);
-            } catch (const Error &e) {
-                report.pin_problem = e.what();  // a node description to fix, not a job to fail
-            }
-        }
-        spec.memory_mib = report.memory_mib;
-        // QEMU runs as the job's user and libvirt relabels nothing (relabel='no'): the
-        // catalog's files stay root's and only need to be readable.
-        spec.kernel = image.kernel;
-        spec.initrd = image.initrd;
-        spec.cmdline = image.cmdline;
-        if (!spec.kernel.empty() && spec.cmdline.find("panic=") == std::string::npos) {
-            // A kernel that panics while booting would otherwise hang until the ready
-            // timeout; rebooting ends the domain at once (<on_reboot>destroy</on_reboot>).
-            spec.cmdline += spec.cmdline.empty() ? "panic=1" : " panic=1";
-        }
-        if (!image.disk.empty()) {
-            // Made below: on the image's disk (cold) or on a snapshot's (warm).
-            spec.disk = paths.state_dir + "/disk.qcow2";
-            spec.disk_format = "qcow2";
-            if (image.firmware == "uefi") {
-                if (access(config.uefi_code.c_str(), R_OK) != 0) {
-                    throw NodeFaultError("the UEFI firmware " + config.uefi_code +
-                                         " cannot be read (install Debian's ovmf package, or "
-                                         "set uefi_code in plugstack.conf)");
-                }
-                spec.uefi_code = config.uefi_code;
-                spec.uefi_vars = paths.state_dir + "/uefi-vars.fd";
-            }
-        }
-        spec.shares = shares_for(config, r.work_dir);
-        if ((image.share.empty() ? config.share : image.share) == "virtiofs") {
-            for (std::size_t i = 0; i < spec.shares.size(); ++i) {
-                Share &share = spec.shares[i];
-                VirtiofsdSpec d;
-                d.binary = config.virtiofsd;
-                d.shared_dir = share.host_path;
-                // The state folder is root's and traversable: QEMU (the job's user) connects.
-                d.socket_path = paths.state_dir + "/virtiofs." + std::to_string(i) + ".sock";
-                d.log_path = paths.state_dir + "/virtiofsd." + std::to_string(i) + ".log";
-                d.uid = r.uid;
-                d.gid = r.gid;
-                virtiofsds.push_back(start_virtiofsd(d));
-                report.virtiofsds.push_back(
-                    {virtiofsds.back(), process_start_ticks(virtiofsds.back())});
-                share.virtiofs_socket = d.socket_path;
-                if (!report.boot_cgroup.empty()) {
-                    move_into_boot_cgroup(report.boot_cgroup, report.virtiofsds.back(),
-                                          "virtiofsd of domain " + paths.domain);
-                }
-            }
-        }
-        spec.user_network = (image.network.empty() ? config.network : image.network) == "user";
-        spec.console_log = paths.console_log;
-        spec.channel_dir = paths.channel_dir;
-        spec.exec_ports = config.exec_ports;
-        spec.run_as = std::make_pair(r.uid, r.gid);
-        spec.metadata = {{"jobid", std::to_string(r.jobid)},
-                         {"node", r.node},
-                         {"image", r.image},
-                         {"uid", std::to_string(r.uid)}};
+        make_job_folders(config, r, paths);
+        VmSpec spec = vm_spec_for(config, image, r, paths, domain_type, report);
+        start_virtiofsds(config, image, r, paths, spec, report, virtiofsds);
         // A console log of an earlier boot of this domain would be read as this one's.
         unlink(paths.console_log.c_str());
 
-        unsigned timeout_s =
-            image.ready_timeout != 0 ? image.ready_timeout : config.ready_timeout_seconds;
-        if (r.ready_timeout_seconds != 0) {
-            timeout_s = r.ready_timeout_seconds;
-        }
+        const unsigned timeout_s = ready_timeout_for(config, image, r);
+        const std::string cold = cold_start_reason(config, image, report, !virtiofsds.empty());
         bool warm = false;
-        if (!config.warm_start || !image.warm_start) {
-            report.start_mode = "cold";  // warm_start=no, or the catalog's "warm_start": false
-        } else if (config.warm_cache_mib == 0) {
-            report.start_mode = "cold: warm_cache=0 keeps no snapshot";
-        } else if (!report.boot_cgroup.empty()) {
-            // libvirt's restore loads all of the guest's memory before it returns, with no hook
-            // between QEMU's start and the load (qemuProcessStart waits for the incoming
-            // migration; its "started" hook runs after). QEMU would load it in libvirt's cgroup,
-            // and cgroup v2 never moves charges: that memory would never be the job's.
-            report.start_mode =
-                "cold: on cgroup v2 a restored VM's memory could not be charged to its job (it "
-                "is loaded before QEMU can join the job's cgroup, and charges never move)";
-        } else if (!virtiofsds.empty()) {
-            report.start_mode = "cold: virtiofs shares cannot be saved with their virtiofsd";
-        } else {
+        if (cold.empty()) {
             warm = start_warm(link, config, image, r, paths, spec, timeout_s, report);
+        } else {
+            report.start_mode = cold;
         }
         if (!warm) {
-            if (!spec.disk.empty()) {
-                create_overlay(image.disk, image.disk_format, spec.disk, r.uid, r.gid);
-            }
-            if (!spec.uefi_vars.empty()) {
-                if (access(config.uefi_vars.c_str(), R_OK) != 0) {
-                    throw NodeFaultError("the UEFI variable store template " + config.uefi_vars +
-                                         " cannot be read (install Debian's ovmf package, or "
-                                         "set uefi_vars in plugstack.conf)");
-                }
-                // Now only writing the copy can fail: the state folder's room, a job failure.
-                copy_uefi_vars(config.uefi_vars, spec.uefi_vars, r.uid, r.gid);
-            }
-            auto t = Clock::now();
-            if (report.boot_cgroup.empty()) {
-                vm.create(render_domain_xml(spec));
-            } else {
-                // Paused until QEMU is in the job's cgroup: no vCPU has touched the guest's
-                // memory yet, so every page of it is the job's.
-                vm.create(render_domain_xml(spec), [&] {
-                    move_into_boot_cgroup(report.boot_cgroup, find_qemu(paths.domain),
-                                          "QEMU of domain " + paths.domain);
-                });
-            }
-            report.create_seconds = seconds_since(t);
-            t = Clock::now();
-            wait_for_agent(vm, spec, timeout_s);
-            report.ready_seconds = seconds_since(t);
+            start_cold(vm, config, image, r, paths, spec, timeout_s, report);
         }
-
-        const auto t = Clock::now();
-        SetupRequest setup;
-        setup.hostname = report.hostname;
-        for (const auto &s : spec.shares) {
-            setup.mounts.push_back(
-                {s.tag, s.guest_path, s.readonly, s.virtiofs_socket.empty() ? "9p" : "virtiofs"});
-        }
-        setup.user = guest_user_for(r.uid, r.gid);
-        // What a snapshot's guests would otherwise share, or have stale: the clock (stopped at
-        // the save), the kernel's random state, machine-id. A booted guest gets the same
-        // clock and entropy: no harm, and one path to test.
-        timespec now{};
-        clock_gettime(CLOCK_REALTIME, &now);
-        setup.clock_ns = static_cast<std::int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
-        setup.entropy = random_bytes(32);
-        setup.new_machine_id = report.start_mode.starts_with("warm");
-        // A job script may name a Slurm command by its path on the host (/usr/bin/srun):
-        // the guest gets that path too, where its image has nothing there.
-        setup.command_links = HostCallPolicy{config.host_calls}.command_paths();
-        setup_guest(paths.channel_dir + "/exec.0.sock", setup, 30000);
-        give_channels_to_user(paths, config.exec_ports, r.uid, r.gid);
-        report.setup_seconds = seconds_since(t);
+        set_up_guest_for_job(config, r, paths, spec, report);
 
         try {
             // The same pid file whether the VM booted or was restored.
@@ -680,16 +760,7 @@ void boot(LibvirtLink &link, const Config &config, const Image &image, const Job
         }
         write_state_file(paths, r, report);
     } catch (const Error &) {
-        try {
-            vm.destroy();
-        } catch (const Error &) {
-            // The domain may never have existed; the original error is what matters.
-        }
-        for (const pid_t pid : virtiofsds) {
-            kill(pid, SIGKILL);  // our own child: the pid cannot have been reused
-            waitpid(pid, nullptr, 0);
-        }
-        remove_job_files(paths);
+        undo_boot(vm, virtiofsds, paths);
         throw;
     }
 }

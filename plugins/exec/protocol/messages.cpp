@@ -10,6 +10,7 @@
 
 #include "exec/protocol/frame.h"
 #include "util/json.h"
+#include "util/text.h"
 
 namespace svm {
 
@@ -235,7 +236,7 @@ void validate_setup(const SetupRequest &request) {
         const std::string name = path.substr(path.rfind('/') + 1);
         if (std::find(commands.begin(), commands.end(), name) == commands.end()) {
             throw ProtocolError(where + ": expected the path of a Slurm command (" +
-                                hostcall_commands_text() + "), got " + quoted(path));
+                                join(commands) + "), got " + quoted(path));
         }
     }
 }
@@ -838,14 +839,6 @@ const std::vector<std::string> &hostcall_commands() {
     static const std::vector<std::string> commands = {
         "srun", "sbatch", "scancel", "scontrol", "squeue", "sacct", "sinfo", "sstat", "salloc"};
     return commands;
-}
-
-std::string hostcall_commands_text() {
-    std::string text;
-    for (const auto &c : hostcall_commands()) {
-        text += (text.empty() ? "" : ", ") + c;
-    }
-    return text;
 }
 
 void validate_hostcall(const HostCallRequest &request) {

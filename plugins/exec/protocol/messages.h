@@ -204,8 +204,6 @@ inline constexpr const char *kHostCallEnv = "SLURM_VM_HOSTCALL";
 // The Slurm client commands a VM job may run on the host; both ends use this list (the guest
 // for its shims, the host as its allow-list).
 const std::vector<std::string> &hostcall_commands();
-// "srun, sbatch, ..." for messages.
-std::string hostcall_commands_text();
 
 void validate_hostcall(const HostCallRequest &request);
 std::string encode_hostcall(const HostCallRequest &request);

@@ -1,5 +1,5 @@
 // The agent links the host's paths of Slurm's commands to itself where the image has none.
-#include "command_links.h"
+#include "guest/command_links.h"
 
 #include <gtest/gtest.h>
 
@@ -41,8 +41,8 @@ TEST_F(CommandLinks, LeavesTheImagesOwnCommandsAndLinksAlone) {
     fs::create_directories(root_ + "/usr/bin");
     std::ofstream(root_ + "/usr/bin/srun") << "#!/bin/sh\necho the image's own srun\n";
     fs::create_symlink("/nowhere", root_ + "/usr/bin/squeue");  // dangling, still the image's
-    EXPECT_TRUE(link_host_commands({"/usr/bin/srun", "/usr/bin/squeue"}, "/sbin/agent", root_)
-                    .empty());
+    EXPECT_TRUE(
+        link_host_commands({"/usr/bin/srun", "/usr/bin/squeue"}, "/sbin/agent", root_).empty());
     EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(root_ + "/usr/bin/srun")));
     EXPECT_EQ(link_of("/usr/bin/squeue"), "/nowhere");
 }
