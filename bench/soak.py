@@ -2097,7 +2097,9 @@ def pty_session(out_path, sleep_s, argv):
         os.write(fd, text.encode())
 
     ok = False
-    if not read_until(rb"[$#] $", 900):  # a shell prompt: the VM booted (a cold debian11 is slow)
+    # A shell prompt: the VM booted (a cold debian11 is slow). BusyBox's ash ends its prompt
+    # with a cursor position query (ESC [6n), which it does not wait for.
+    if not read_until(rb"[$#] (?:\x1b\[6n)?$", 900):
         note("no shell prompt")
     else:
         send("echo soak-start $SLURM_JOB_ID $(hostname) $(tty)\r")
