@@ -287,7 +287,7 @@ CONF
   if [ "$without" != 1 ] && [ -f "$SVM_PLUGIN_DIR/spank_slurm_vm.so" ]; then
     cat >/etc/slurm/plugstack.conf.d/slurm-vm.conf <<CONF
 $MARKER
-required $SVM_PLUGIN_DIR/spank_slurm_vm.so catalog=$SVM_CATALOG grace=10 ready_timeout=$((90 * ${SVM_TIME_FACTOR:-1})) shared_paths=/home,/tmp log_dir=$SVM_LOG/guests
+required $SVM_PLUGIN_DIR/spank_slurm_vm.so catalog=$SVM_CATALOG grace=10 ready_timeout=$((90 * ${SVM_TIME_FACTOR:-1})) libvirt_timeout=$((60 * ${SVM_TIME_FACTOR:-1})) shared_paths=/home,/tmp log_dir=$SVM_LOG/guests
 CONF
   else
     rm -f /etc/slurm/plugstack.conf.d/slurm-vm.conf
