@@ -299,15 +299,19 @@ CONF
 # slurmstepd scope itself (IgnoreSystemd). cgroup v1 (this development machine mounts each v1
 # controller on its own under /sys/fs/cgroup; the cgroup2 at /sys/fs/cgroup/unified has no
 # controllers): Debian's slurmd is a multiple-slurmd build, so each node has its own tree,
-# /sys/fs/cgroup/<controller>/slurm_<node>/.
+# /sys/fs/cgroup/<controller>/slurm_<node>/. Cores are constrained where the kernel has the
+# cpuset controller: on a kernel without it (the debian13-vm platform's User-Mode Linux) Slurm
+# constrains nothing and logs errors for every step ("cpuset cgroup controller is not available").
 write_cgroup_conf() {
-  local plugin extra=""
+  local plugin extra="" cores=yes
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     plugin=cgroup/v2
     with_systemd || extra="IgnoreSystemd=yes"$'\n'
+    grep -qw cpuset /sys/fs/cgroup/cgroup.controllers || cores=no
   else
     plugin=cgroup/v1
     extra="CgroupMountpoint=/sys/fs/cgroup"$'\n'
+    [ -d /sys/fs/cgroup/cpuset ] || cores=no
   fi
   # 22.05 mounts missing v1 controllers unless told not to; 23.02 removed the option (24.11
   # logs an error for it).
@@ -315,7 +319,7 @@ write_cgroup_conf() {
   cat >"$CGROUP_CONF" <<CONF
 $MARKER
 CgroupPlugin=$plugin
-${extra}ConstrainCores=yes
+${extra}ConstrainCores=$cores
 ConstrainRAMSpace=yes
 ConstrainSwapSpace=no
 ConstrainDevices=no
