@@ -52,7 +52,13 @@ test_a_vm_jobs_qemu_is_in_the_jobs_cgroups_on_its_cpu_and_a_bare_job_gets_the_ot
   ids=$(scontrol show job -d "$j" | sed -n 's/.*Nodes=node1 CPU_IDs=\([0-9,-]*\).*/\1/p')
   [ -n "$ids" ] || fail "no CPU_IDs for job $j" || return 1
   line=$(wait_for_vm_placed "$j" node1)
-  assert_contains "$line" "image tiny: VM placed in the job's cgroups (cgroup v$CGROUP_VERSION: freezer, cpuset, cpuacct, memory) on CPUs $ids\$" "slurmd's log"
+  if [ "$CPUSET" = yes ]; then
+    assert_contains "$line" "image tiny: VM placed in the job's cgroups (cgroup v$CGROUP_VERSION: freezer, cpuset, cpuacct, memory) on CPUs $ids\$" "slurmd's log"
+  else
+    # A kernel without the cpuset controller: the job has no CPUs of its own to be held on, and
+    # the vCPUs stay where the domain XML pinned them.
+    assert_contains "$line" "image tiny: VM placed in the job's cgroups (cgroup v$CGROUP_VERSION: freezer, cpuacct, memory); no cpuset:" "slurmd's log"
+  fi
   pid=$(qemu_pid "$j" node1)
   [ -n "$pid" ] || fail "no QEMU pid for job $j" || return 1
   # Every thread of QEMU, in the VM's folder below the job's extern step (below its task folder
@@ -69,16 +75,20 @@ test_a_vm_jobs_qemu_is_in_the_jobs_cgroups_on_its_cpu_and_a_bare_job_gets_the_ot
       assert_eq "$got" "$want" "the $c cgroup of QEMU's threads"
     done
   fi
-  assert_eq "$(cat "$(job_cgroup cpuset "$j" node1)/cpuset.cpus")" "$ids" "the job's cpuset"
-  for tid in /proc/"$pid"/task/*; do
-    allowed=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "$tid/status" 2>/dev/null)
-    [ -z "$allowed" ] || assert_eq "$allowed" "$ids" "CPUs of QEMU's thread ${tid##*/} ($(cat "$tid/comm" 2>/dev/null))"
-  done
+  if [ "$CPUSET" = yes ]; then
+    assert_eq "$(cat "$(job_cgroup cpuset "$j" node1)/cpuset.cpus")" "$ids" "the job's cpuset"
+    for tid in /proc/"$pid"/task/*; do
+      allowed=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "$tid/status" 2>/dev/null)
+      [ -z "$allowed" ] || assert_eq "$allowed" "$ids" "CPUs of QEMU's thread ${tid##*/} ($(cat "$tid/comm" 2>/dev/null))"
+    done
+  fi
   # A bare one-CPU job beside it gets the node's other CPU, as its own cpuset.
   k=$(as_user "sbatch --parsable -w node1 -n1 -c1 -o bare-%j.txt --wrap 'cat /proc/self/cgroup; sleep 30'")
   wait_for_line "$TEST_DIR/bare-$k.txt" "step_batch" 60
-  other=$(cat "$(job_cgroup cpuset "$k" node1)/cpuset.cpus")
-  [ -n "$other" ] && [ "$other" != "$ids" ] || fail "the bare job's cpuset: '$other' (the VM job's: $ids)" || return 1
+  if [ "$CPUSET" = yes ]; then
+    other=$(cat "$(job_cgroup cpuset "$k" node1)/cpuset.cpus")
+    [ -n "$other" ] && [ "$other" != "$ids" ] || fail "the bare job's cpuset: '$other' (the VM job's: $ids)" || return 1
+  fi
   if [ "$CGROUP_VERSION" = 2 ]; then
     want=$(job_cgroup - "$k" node1)
     assert_contains "$(cat "$TEST_DIR/bare-$k.txt")" "^0::${want#/sys/fs/cgroup}/step_batch/user/task_0\$" "the bare job's own cgroup"
@@ -103,7 +113,8 @@ test_a_busy_guest_shows_its_cpu_time_in_sstat_and_sacct_for_the_extern_step() {
   wait_for_vm_placed "$j" node2 >/dev/null
   pid=$(qemu_pid "$j" node2)
   ticks=$(cpu_ticks "$pid")
-  charge=$(cat "$(job_cgroup memory "$j" node2)/step_extern/task_0/slurm_vm/memory.move_charge_at_immigrate" 2>/dev/null)
+  # A v1 file: on v2 there is none, and cat's failure must not end the test.
+  charge=$(cat "$(job_cgroup memory "$j" node2)/step_extern/task_0/slurm_vm/memory.move_charge_at_immigrate" 2>/dev/null || true)
   wait_for_line "$TEST_DIR/out-$j.txt" "^idle\$" 120
   # What QEMU really got of a CPU while the guest was busy: on a loaded host, less than the
   # 20 s of wall time. The extern step must count at least that.
