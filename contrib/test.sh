@@ -11,7 +11,7 @@
 #                           libvirt 11): unit and integration tests (the sanitizer and fuzzing
 #                           runs test our code, not the platform: they run on the host only)
 #   --platform debian13-vm  inside a Debian 13 system VM (systemd, cgroup v2) booted here under
-#                           TCG, with job VMs nested in it: the containment tests
+#                           User-Mode Linux, with job VMs nested in it: the containment tests
 #   --platform all          the three, one after the other
 #   --platform host,debian13  those, one after the other (what CI runs: .ci/run)
 set -euo pipefail

@@ -6,7 +6,7 @@ SVM_TEST_USER=${SVM_TEST_USER:-svmuser}
 SVM_OTHER_USER=${SVM_OTHER_USER:-svmother}
 SVM_LOG=${SVM_LOG:-/var/log/slurm-vm}
 # How much slower than this machine's own TCG a guest boots here: the debian13-vm platform's
-# guests are nested in a TCG system VM. The waits for a job's state scale by it.
+# guests are nested in a User-Mode Linux system VM. The waits for a job's state scale by it.
 SVM_TIME_FACTOR=${SVM_TIME_FACTOR:-1}
 VIRSH="virsh -q -c qemu:///system"
 
