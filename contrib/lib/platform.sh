@@ -375,7 +375,7 @@ d13vm_boot() {
   dir=$(d13vm_dir)
   kver=$(d13vm_kernel)
   rm -f "$dir/console.log"
-  rm -rf "$dir/$SVM_D13VM_UMID"
+  rm -rf "${dir:?}/$SVM_D13VM_UMID"
   t0=$(date +%s)
   d13vm_net
   (setsid taskset -c "$(($(nproc) - 1))" linux.uml umid="$SVM_D13VM_UMID" uml_dir="$dir" \
