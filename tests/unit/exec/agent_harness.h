@@ -33,6 +33,15 @@ inline bool wait_until(const std::function<bool()> &condition) {
     return condition();
 }
 
+// In a forked child that is about to exec the agent: a mount namespace of its own. As root the
+// agent mounts a tmpfs on /run/slurm-vm-scripts, which on the test host would pile up, one per
+// test. Not root: nothing to do (the agent mounts nothing, and unshare is refused).
+inline void enter_own_mount_namespace() {
+    if (::unshare(CLONE_NEWNS) == 0) {
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+    }
+}
+
 class AgentProcess {
   public:
     AgentProcess() = default;
@@ -56,9 +65,10 @@ class AgentProcess {
             ::setpgid(0, 0);
             // A test killed by ctest's timeout must not leave the agent behind.
             ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-            if (own_namespaces && ::unshare(CLONE_NEWUTS | CLONE_NEWNS) == 0) {
-                ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+            if (own_namespaces) {
+                ::unshare(CLONE_NEWUTS);
             }
+            enter_own_mount_namespace();
             ::execv(SVM_AGENT_PATH, argv.data());
             ::_exit(127);
         }

@@ -582,6 +582,7 @@ TEST(AgentFdMode, ServesOneConnectedFdAndExitsAtItsEnd) {
     if (pid == 0) {
         ::fcntl(theirs.get(), F_SETFD, 0);
         const std::string fd = std::to_string(theirs.get());
+        test::enter_own_mount_namespace();
         ::execl(SVM_AGENT_PATH, "slurm-vm-agent", "--fd", fd.c_str(), static_cast<char *>(nullptr));
         ::_exit(127);
     }
@@ -669,6 +670,7 @@ TEST(AgentPoweroff, TheMarkerIsForTestSocketsOnly) {
     if (pid == 0) {
         int devnull = ::open("/dev/null", O_WRONLY);
         ::dup2(devnull, 2);
+        test::enter_own_mount_namespace();
         ::execl(SVM_AGENT_PATH, "slurm-vm-agent", "--ports", "/nonexistent/*", "--poweroff-marker",
                 "/tmp/x", static_cast<char *>(nullptr));
         ::_exit(127);
