@@ -55,6 +55,11 @@ d13_mount() {
   mountpoint -q "$r/run" || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$r/run"
   mountpoint -q "$r/tmp" || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/tmp"
   mkdir -p "$r$SVM_REPO"
+  # A bind of an earlier tree at this path (deleted, then cloned again) shows the old, empty
+  # folder: only a bind of this very folder will do.
+  while mountpoint -q "$r$SVM_REPO" && [ "$(stat -c %d:%i "$r$SVM_REPO")" != "$(stat -c %d:%i "$SVM_REPO")" ]; do
+    umount -l "$r$SVM_REPO" || break
+  done
   mountpoint -q "$r$SVM_REPO" || mount --bind "$SVM_REPO" "$r$SVM_REPO"
   # The images that are the same for every platform (debian11) are made once: the root's
   # $SVM_IMAGE_CACHE is the host's.
