@@ -431,6 +431,17 @@ case "${1:-}" in
   start) start_all ;;
   stop) need_root; stop_all ;;
   restart-slurm) need_root; write_slurm_conf; start_slurm ;;
+  restart-slurmctld)
+    # slurmctld alone, as an admin's restart: the slurmd keep running and register again.
+    need_root
+    if with_systemd; then
+      systemctl restart slurmctld
+    else
+      stop_pidfile "$SVM_RUN/slurmctld.pid"
+      slurmctld
+    fi
+    wait_for 30 sh -c 'scontrol ping | grep -q UP' || die "slurmctld did not start (see $SVM_LOG/slurmctld.log)"
+    ;;
   stop-slurmdbd) need_root; stop_pidfile "$SVM_RUN/slurmdbd.pid" ;;
   start-slurmdbd) need_root; start_slurmdbd ;;
   restart-libvirt)
@@ -441,5 +452,5 @@ case "${1:-}" in
     start_libvirt
     ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status|restart-slurm|restart-libvirt|stop-slurmdbd|start-slurmdbd" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart-slurm|restart-slurmctld|restart-libvirt|stop-slurmdbd|start-slurmdbd" >&2; exit 2 ;;
 esac

@@ -149,6 +149,31 @@ test_image_appears_and_disappears_with_reconfigure() {
   node_has_feature node3 vm_tiny || fail "node3 lost vm_tiny"
 }
 
+test_right_after_a_slurmctld_restart_vm_jobs_are_accepted_before_the_nodes_register() {
+  need_setup
+  local slurmds out
+  # The slurmd are held stopped, so none registers before the submission: a new slurmctld knows
+  # only slurm.conf's features until then, unless node_features/slurm_vm gives back the image
+  # features each node last reported (found by the soak: an srun refused as "on no node").
+  slurmds=$(pgrep -x slurmd | tr '\n' ' ')
+  [ -n "$slurmds" ] || fail "no slurmd runs"
+  # shellcheck disable=SC2064 # the pids are known now
+  trap "kill -CONT $slurmds 2>/dev/null" EXIT
+  # shellcheck disable=SC2086 # one word per pid
+  kill -STOP $slurmds
+  "$SVM_FEATURES_REPO/contrib/cluster.sh" restart-slurmctld >/dev/null
+  out=$(as_user "sbatch --parsable --hold --vm-image=tiny -o /dev/null --wrap true" 2>&1) ||
+    fail "a VM job was refused right after slurmctld's restart: $out"
+  assert_eq "$(job_features "$out")" "vm_tiny" "constraint"
+  node_has_feature node2 vm_tiny || fail "node2 has no vm_tiny before it registered: $(node_features node2 | tr '\n' ',')"
+  node_has_feature node2 svmhost || fail "node2 lost slurm.conf's feature svmhost"
+  scancel "$out"
+  # shellcheck disable=SC2086 # one word per pid
+  kill -CONT $slurmds
+  assert_contains "$(grep "slurm-vm: node node2: image features" "$SVM_LOG/slurmctld.log" | tail -1)" \
+    "svmhost.*vm_tiny.*as it last reported them, until it registers" "slurmctld.log"
+}
+
 test_user_outside_the_allowed_group_is_refused_and_a_member_runs() {
   need_setup
   local out j
