@@ -189,6 +189,24 @@ char *svm_nf_restored_features(const char *node, const char *features) {
     }
 }
 
+char *svm_nf_active_without_unreported(const char *node, const char *active,
+                                       const char *reported) {
+    try {
+        const std::string before = active != nullptr ? active : "";
+        const std::string after = svm::drop_unreported_image_features(
+            before, svm::image_features_in(reported != nullptr ? reported : ""));
+        if (after == before) {
+            return nullptr;
+        }
+        info("slurm-vm: node %s no longer reports some of its images: active features '%s' "
+             "become '%s'",
+             node != nullptr ? node : "?", before.c_str(), after.c_str());
+        return xstrdup(after.c_str());
+    } catch (...) {
+        return nullptr;
+    }
+}
+
 int init(void) {
     try {
         std::lock_guard lock(g_mutex);

@@ -45,3 +45,16 @@ void svm_nf_restore_node_table(void) {
         restore(node_ptr->name, &node_ptr->features_act);
     }
 }
+
+void svm_nf_drop_unreported_active(int node_inx, const char *reported) {
+    if (node_inx < 0 || node_inx >= node_record_count || node_record_table_ptr == NULL ||
+        node_record_table_ptr[node_inx] == NULL) {
+        return;
+    }
+    node_record_t *node_ptr = node_record_table_ptr[node_inx];
+    char *kept = svm_nf_active_without_unreported(node_ptr->name, node_ptr->features_act, reported);
+    if (kept != NULL) {
+        xfree(node_ptr->features_act);
+        node_ptr->features_act = kept;
+    }
+}

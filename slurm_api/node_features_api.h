@@ -33,6 +33,13 @@ const char *svm_nf_node_name_at(int node_inx);
 bool svm_nf_load_known_features(void);
 char *svm_nf_restored_features(const char *node, const char *features);
 
+/* slurmctld, Slurm 23.11 and later, at a node's registration (select/node_features_table.c):
+ * the node's active features lose the image features `reported` lacks. */
+void svm_nf_drop_unreported_active(int node_inx, const char *reported);
+/* For the above, from the body: `active` without them, xmalloc'd, or NULL to keep it. */
+char *svm_nf_active_without_unreported(const char *node, const char *active,
+                                       const char *reported);
+
 /* What the body needs of slurmd: its node name (-N), or NULL where there is none (slurmctld). */
 const char *svm_slurmd_node_name(void);
 

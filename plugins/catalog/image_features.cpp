@@ -282,6 +282,17 @@ std::string restore_image_features(const std::string &features,
     return merge_node_features(features, known);
 }
 
+std::string drop_unreported_image_features(const std::string &active,
+                                           const std::vector<std::string> &reported) {
+    std::vector<std::string> kept;
+    for (std::string &feature : image_features_in(active)) {
+        if (std::find(reported.begin(), reported.end(), feature) != reported.end()) {
+            kept.push_back(std::move(feature));
+        }
+    }
+    return merge_node_features(active, kept);
+}
+
 std::string add_image_constraint(const std::string &features, std::string_view image) {
     const std::string problem = image_name_problem(image);
     if (!problem.empty()) {

@@ -58,6 +58,13 @@ KnownImageFeatures parse_known_image_features(std::string_view text);
 std::string restore_image_features(const std::string &features,
                                    const std::vector<std::string> &known);
 
+// A node's active features without the image features its latest report lacks; slurm.conf's
+// features stay. Slurm 23.11 and later set a node INVAL when its report has fewer changeable
+// features than slurmctld holds active for it, and an image that left the node (during a
+// restart of slurmctld or of the node's slurmd) is exactly that.
+std::string drop_unreported_image_features(const std::string &active,
+                                           const std::vector<std::string> &reported);
+
 // The job's --constraint with the feature of `image` required. Slurm 22.05 evaluates a
 // constraint strictly left to right and allows one level of parentheses and one bracket group,
 // so the image feature is AND-ed at the end of the top level:

@@ -223,6 +223,15 @@ TEST(RestoreImageFeatures, GivesBackWhatTheNodeLastReportedUntilItRegisters) {
     EXPECT_EQ(restore_image_features("svmhost", {}), "svmhost");
 }
 
+TEST(DropUnreportedImageFeatures, KeepsSlurmConfsFeaturesAndTheImagesStillReported) {
+    // An image left the node while slurmctld held it active.
+    EXPECT_EQ(drop_unreported_image_features("svmhost,vm_tiny,vm_gone", {"vm_tiny", "vm_new"}),
+              "svmhost,vm_tiny");
+    EXPECT_EQ(drop_unreported_image_features("vm_gone", {}), "");
+    EXPECT_EQ(drop_unreported_image_features("svmhost,gpu", {"vm_tiny"}), "svmhost,gpu");
+    EXPECT_EQ(drop_unreported_image_features("", {"vm_tiny"}), "");
+}
+
 // --- resolve_for_node, images_present_on_node ---
 
 Image image_with(const std::string &name, const std::string &kernel, const std::string &initrd = "",
