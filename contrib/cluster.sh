@@ -442,6 +442,17 @@ case "${1:-}" in
     fi
     wait_for 30 sh -c 'scontrol ping | grep -q UP' || die "slurmctld did not start (see $SVM_LOG/slurmctld.log)"
     ;;
+  restart-slurmd)
+    # One node's slurmd, as an admin restarts it: the running jobs' slurmstepd stay.
+    need_root
+    node=${2:?usage: $0 restart-slurmd NODE}
+    if with_systemd; then
+      systemctl restart "slurmd@$node"
+    else
+      stop_pidfile "$SVM_RUN/slurmd-$node.pid"
+      slurmd -N "$node"
+    fi
+    ;;
   stop-slurmdbd) need_root; stop_pidfile "$SVM_RUN/slurmdbd.pid" ;;
   start-slurmdbd) need_root; start_slurmdbd ;;
   restart-libvirt)
@@ -452,5 +463,5 @@ case "${1:-}" in
     start_libvirt
     ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status|restart-slurm|restart-slurmctld|restart-libvirt|stop-slurmdbd|start-slurmdbd" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart-slurm|restart-slurmctld|restart-slurmd NODE|restart-libvirt|stop-slurmdbd|start-slurmdbd" >&2; exit 2 ;;
 esac

@@ -149,6 +149,25 @@ test_image_appears_and_disappears_with_reconfigure() {
   node_has_feature node3 vm_tiny || fail "node3 lost vm_tiny"
 }
 
+test_image_removed_then_slurmd_restarted_leaves_the_node_usable() {
+  need_setup
+  trap 'remove_image node3 moving; scontrol reconfigure' EXIT
+  place_image node3 moving
+  reconfigure_until node3 vm_moving yes
+  # Slurm 24.11 sets a node INVAL when its registration reports fewer images than slurmctld
+  # holds active for it; a plain slurmd restart (no reconfigure) after an image left is that.
+  remove_image node3 moving
+  local i
+  "$SVM_FEATURES_REPO/contrib/cluster.sh" restart-slurmd node3
+  for ((i = 0; i < 60; i++)); do
+    node_has_feature node3 vm_moving || break
+    sleep 0.5
+  done
+  ! node_has_feature node3 vm_moving || fail "node3 still offers vm_moving after its slurmd restarted"
+  node_has_feature node3 vm_tiny || fail "node3 lost vm_tiny"
+  assert_nodes_up
+}
+
 test_right_after_a_slurmctld_restart_vm_jobs_are_accepted_before_the_nodes_register() {
   need_setup
   local slurmds out
@@ -172,6 +191,13 @@ test_right_after_a_slurmctld_restart_vm_jobs_are_accepted_before_the_nodes_regis
   kill -CONT $slurmds
   assert_contains "$(grep "slurm-vm: node node2: image features" "$SVM_LOG/slurmctld.log" | tail -1)" \
     "svmhost.*vm_tiny.*as it last reported them, until it registers" "slurmctld.log"
+  # The nodes register again and take their own report over what was given back.
+  local i
+  for ((i = 0; i < 60; i++)); do
+    sinfo -h -N -o '%T' | grep -Eqv '^(idle|mixed|allocated|completing)$' || break
+    sleep 0.5
+  done
+  assert_nodes_up
 }
 
 test_user_outside_the_allowed_group_is_refused_and_a_member_runs() {
