@@ -33,6 +33,11 @@ slurm_pids() { pgrep -x "$1" 2>/dev/null || true; }
 with_systemd() { [ -d /run/systemd/system ]; }
 SLURMD_UNIT=/etc/systemd/system/slurmd@.service
 
+# slurmctld and slurmd by process name. Debian installs them as slurmctld-wlm and slurmd-wlm
+# behind alternatives, and from Slurm 23.11 on they exec themselves anew by that name at a
+# reconfigure.
+SLURM_DAEMONS='slurmctld(-wlm)?|slurmd(-wlm)?'
+
 stop_slurm() {
   local n
   if with_systemd; then
@@ -41,12 +46,8 @@ stop_slurm() {
   stop_pidfile "$SVM_RUN/slurmctld.pid"
   for n in "${NODES[@]}"; do stop_pidfile "$SVM_RUN/slurmd-$n.pid"; done
   # Daemons whose pid file was lost in a crash.
-  pkill -x slurmctld 2>/dev/null || true
-  pkill -x slurmd 2>/dev/null || true
-  wait_for 10 sh -c '! pgrep -x slurmctld && ! pgrep -x slurmd' || {
-    pkill -9 -x slurmctld 2>/dev/null || true
-    pkill -9 -x slurmd 2>/dev/null || true
-  }
+  pkill -x "$SLURM_DAEMONS" 2>/dev/null || true
+  wait_for 10 sh -c "! pgrep -x '$SLURM_DAEMONS'" || pkill -9 -x "$SLURM_DAEMONS" 2>/dev/null || true
 }
 
 stop_all() {
@@ -408,7 +409,7 @@ start_all() {
   touch "$SVM_LOG/mariadb.log" && chown mysql:mysql "$SVM_LOG/mariadb.log"
   # A previous run that crashed leaves daemons without pid files or a half-written state:
   # whatever of ours runs without its pid file is stopped first.
-  if [ ! -f "$SVM_RUN/slurmctld.pid" ] && pgrep -x slurmctld >/dev/null; then stop_slurm; fi
+  if [ ! -f "$SVM_RUN/slurmctld.pid" ] && pgrep -x 'slurmctld(-wlm)?' >/dev/null; then stop_slurm; fi
   ensure_users
   start_munge
   start_mariadb

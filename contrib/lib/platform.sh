@@ -175,7 +175,7 @@ d13_umount_tree() {
 d13_cluster_running() {
   local r p
   r=$(d13_root)
-  for p in $(pgrep -x 'slurmctld|slurmd|slurmdbd|munged|mariadbd|libvirtd' 2>/dev/null); do
+  for p in $(pgrep -x 'slurmctld(-wlm)?|slurmd(-wlm)?|slurmdbd|munged|mariadbd|libvirtd' 2>/dev/null); do
     [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$r" ] && return 0
   done
   return 1
@@ -192,7 +192,7 @@ d13_stop() {
 
 # host_cluster_stop: the host's own cluster, before a platform's starts (same ports).
 host_cluster_stop() {
-  if pgrep -x slurmctld >/dev/null || pgrep -x libvirtd >/dev/null || pgrep -x munged >/dev/null; then
+  if pgrep -x 'slurmctld(-wlm)?' >/dev/null || pgrep -x libvirtd >/dev/null || pgrep -x munged >/dev/null; then
     "$SVM_REPO/contrib/cluster.sh" stop
   fi
 }
