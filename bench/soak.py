@@ -587,12 +587,18 @@ def undo_mount(m, say=print):
 # Daemons: found by pid file, else by their command line; started as contrib/cluster.sh does.
 # ---------------------------------------------------------------------------------------------
 
-def pid_from_file(path, comm):
+def is_daemon(pid, name):
+    """Whether `pid` runs Slurm's daemon `name`: Debian installs slurmd as slurmd-wlm behind
+    alternatives, and from Slurm 23.11 on a reconfigure execs it anew by that name."""
+    return proc_comm(pid) in (name, name + "-wlm")
+
+
+def pid_from_file(path, name):
     try:
         pid = int(read_text(path).strip())
     except ValueError:
         return None
-    return pid if proc_comm(pid) == comm else None
+    return pid if is_daemon(pid, name) else None
 
 
 def slurmd_pid(cluster, node):
@@ -601,7 +607,7 @@ def slurmd_pid(cluster, node):
         if pid:
             return pid
     for pid in pids():
-        if proc_comm(pid) == "slurmd":
+        if is_daemon(pid, "slurmd"):
             argv = read_text(f"/proc/{pid}/cmdline").split("\0")
             if node in argv and "-N" in argv:
                 return pid
@@ -614,7 +620,7 @@ def slurmctld_pid(cluster):
         if pid:
             return pid
     for pid in pids():
-        if proc_comm(pid) == "slurmctld":
+        if is_daemon(pid, "slurmctld"):
             return pid
     return None
 
@@ -1317,7 +1323,7 @@ class Soak:
         self.journal.add("slurmd_down", node)
         os.kill(pid, signal.SIGKILL)
         for _ in range(50):
-            if proc_comm(pid) != "slurmd":
+            if not is_daemon(pid, "slurmd"):
                 break
             time.sleep(0.2)
         self.fault_say(f.num, f"slurmd_restart: kill -9 slurmd {pid} of {node}; "
@@ -1365,7 +1371,7 @@ class Soak:
             else:
                 os.kill(pid, signal.SIGTERM)
                 for _ in range(300):
-                    if proc_comm(pid) != "slurmctld":
+                    if not is_daemon(pid, "slurmctld"):
                         break
                     time.sleep(0.2)
             self.fault_say(f.num, f"slurmctld_restart: slurmctld {pid} stopped; "

@@ -26,6 +26,9 @@ extern "C" {
 #include "util/error.h"
 #include "catalog/image_features.h"
 #include "catalog/image_name.h"
+#include "util/atomic_file.h"
+
+#include <unistd.h>
 
 #include <mutex>
 #include <string>
@@ -103,9 +106,106 @@ std::string image_features_of_this_node() {
     return "";
 }
 
+// slurmctld: what each node last reported, so that a new slurmctld can give it back before the
+// node registers again (catalog/image_features.h, KnownImageFeatures).
+svm::KnownImageFeatures g_known;
+std::string g_known_error;
+
+std::string known_features_path() {
+    const char *dir = svm_nf_state_save_location();
+    if (dir == nullptr || *dir == '\0') {
+        throw svm::Error("slurmctld has no StateSaveLocation");
+    }
+    return std::string(dir) + "/slurm_vm_node_features";
+}
+
+// Caller holds g_mutex. Logs a failure to keep the file once, not at every registration.
+void known_problem(const std::string &problem) {
+    if (problem != g_known_error) {
+        error("slurm-vm: node_features: %s; after a restart slurmctld waits for each node's "
+              "registration to know its images",
+              problem.c_str());
+        g_known_error = problem;
+    }
+}
+
+void remember_node_features(const char *node, const char *reported) {
+    try {
+        std::lock_guard lock(g_mutex);
+        std::vector<std::string> features = svm::image_features_in(reported);
+        const auto known = g_known.find(node);
+        if (known != g_known.end() && known->second == features) {
+            return;
+        }
+        g_known[node] = std::move(features);
+        svm::write_file_atomically(known_features_path(), svm::render_known_image_features(g_known),
+                                   0600);
+        g_known_error.clear();
+    } catch (const std::exception &e) {
+        known_problem(e.what());
+    } catch (...) {
+        known_problem("unexpected error");
+    }
+}
+
 }  // namespace
 
 extern "C" {
+
+bool svm_nf_load_known_features(void) {
+    try {
+        std::lock_guard lock(g_mutex);
+        const std::string path = known_features_path();
+        if (access(path.c_str(), F_OK) != 0) {
+            return false;  // a first start, or a node_features plugin new to this cluster
+        }
+        g_known = svm::parse_known_image_features(svm::read_whole_file(path));
+        return !g_known.empty();
+    } catch (const std::exception &e) {
+        std::lock_guard lock(g_mutex);
+        known_problem(e.what());
+    } catch (...) {
+    }
+    return false;
+}
+
+char *svm_nf_restored_features(const char *node, const char *features) {
+    try {
+        std::lock_guard lock(g_mutex);
+        const auto known = g_known.find(node != nullptr ? node : "");
+        if (known == g_known.end()) {
+            return nullptr;
+        }
+        const std::string before = features != nullptr ? features : "";
+        const std::string after = svm::restore_image_features(before, known->second);
+        if (after == before) {
+            return nullptr;
+        }
+        info("slurm-vm: node %s: image features %s as it last reported them, until it registers",
+             node, after.c_str());
+        return xstrdup(after.c_str());
+    } catch (...) {
+        return nullptr;
+    }
+}
+
+char *svm_nf_active_without_unreported(const char *node, const char *active,
+                                       const char *reported) {
+    try {
+        const std::string before = active != nullptr ? active : "";
+        const std::string after = svm::drop_unreported_image_features(
+            before, svm::image_features_in(reported != nullptr ? reported : ""));
+        if (after == before) {
+            return nullptr;
+        }
+        info("slurm-vm: node %s no longer reports some of its images: active features '%s' "
+             "become '%s'",
+             node != nullptr ? node : "?", before.c_str(), after.c_str());
+        return xstrdup(after.c_str());
+    } catch (...) {
+        return nullptr;
+    }
+}
 
 int init(void) {
     try {
@@ -146,7 +246,10 @@ void svm_nf_node_state(char **avail_modes, char **current_mode) {
 
 // `new_features` is what the node reported, `orig_features` what the node had, slurm.conf's
 // features included.
-char *svm_nf_node_xlate(const char *new_features, const char *orig_features) {
+char *svm_nf_node_xlate(const char *new_features, const char *orig_features, const char *node) {
+    if (node != nullptr) {
+        remember_node_features(node, new_features != nullptr ? new_features : "");
+    }
     try {
         const std::string merged = svm::merge_node_features(
             orig_features != nullptr ? orig_features : "", split_features(new_features));

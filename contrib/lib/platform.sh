@@ -172,11 +172,13 @@ d13_umount_tree() {
 }
 
 # d13_cluster_running: whether a daemon of the cluster runs inside the root.
+# d13_run pivots into the root, so a daemon's /proc/PID/root reads "/": the folder it is
+# (device and inode) tells.
 d13_cluster_running() {
   local r p
-  r=$(d13_root)
-  for p in $(pgrep -x 'slurmctld|slurmd|slurmdbd|munged|mariadbd|libvirtd' 2>/dev/null); do
-    [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$r" ] && return 0
+  r=$(stat -L -c %d:%i "$(d13_root)" 2>/dev/null) || return 1
+  for p in $(pgrep -x 'slurmctld(-wlm)?|slurmd(-wlm)?|slurmdbd|munged|mariadbd|libvirtd' 2>/dev/null); do
+    [ "$(stat -L -c %d:%i "/proc/$p/root" 2>/dev/null)" = "$r" ] && return 0
   done
   return 1
 }
@@ -192,7 +194,7 @@ d13_stop() {
 
 # host_cluster_stop: the host's own cluster, before a platform's starts (same ports).
 host_cluster_stop() {
-  if pgrep -x slurmctld >/dev/null || pgrep -x libvirtd >/dev/null || pgrep -x munged >/dev/null; then
+  if pgrep_here -x 'slurmctld(-wlm)?|libvirtd|munged' >/dev/null; then
     "$SVM_REPO/contrib/cluster.sh" stop
   fi
 }

@@ -201,6 +201,98 @@ std::string merge_node_features(const std::string &configured,
     return out;
 }
 
+std::vector<std::string> image_features_in(const std::string &features) {
+    std::vector<std::string> found;
+    std::size_t from = 0;
+    while (from <= features.size()) {
+        const std::size_t comma = std::min(features.find(',', from), features.size());
+        std::string feature = features.substr(from, comma - from);
+        if (image_from_feature(feature) &&
+            std::find(found.begin(), found.end(), feature) == found.end()) {
+            found.push_back(std::move(feature));
+        }
+        from = comma + 1;
+    }
+    return found;
+}
+
+namespace {
+
+// A Slurm node name as it can stand in this file: no space, comma or control character.
+bool plain_node_name(std::string_view name) {
+    if (name.empty() || name.size() > 255) {
+        return false;
+    }
+    return std::all_of(name.begin(), name.end(), [](unsigned char c) {
+        return std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.';
+    });
+}
+
+}  // namespace
+
+std::string render_known_image_features(const KnownImageFeatures &known) {
+    std::string out;
+    for (const auto &[node, features] : known) {
+        if (!plain_node_name(node)) {
+            continue;
+        }
+        std::string list;
+        for (const std::string &feature : features) {
+            if (image_from_feature(feature)) {
+                list += (list.empty() ? "" : ",") + feature;
+            }
+        }
+        out += node + " " + (list.empty() ? "-" : list) + "\n";
+    }
+    return out;
+}
+
+KnownImageFeatures parse_known_image_features(std::string_view text) {
+    KnownImageFeatures known;
+    std::size_t from = 0;
+    while (from < text.size()) {
+        const std::size_t end = std::min(text.find('\n', from), text.size());
+        const std::string_view line = text.substr(from, end - from);
+        from = end + 1;
+        const std::size_t space = line.find(' ');
+        if (space == std::string_view::npos || !plain_node_name(line.substr(0, space))) {
+            continue;
+        }
+        const std::string list(line.substr(space + 1));
+        std::vector<std::string> features;
+        if (list != "-") {
+            features = image_features_in(list);
+            // Every item must be an image feature: anything else means a damaged line.
+            if (features.empty() ||
+                std::count(list.begin(), list.end(), ',') + 1 !=
+                    static_cast<std::ptrdiff_t>(features.size())) {
+                continue;
+            }
+        }
+        known[std::string(line.substr(0, space))] = std::move(features);
+    }
+    return known;
+}
+
+std::string restore_image_features(const std::string &features,
+                                   const std::vector<std::string> &known) {
+    if (!image_features_in(features).empty() || known.empty()) {
+        return features;
+    }
+    return merge_node_features(features, known);
+}
+
+std::string drop_unreported_image_features(const std::string &active,
+                                           const std::vector<std::string> &reported) {
+    std::vector<std::string> kept;
+    for (std::string &feature : image_features_in(active)) {
+        if (std::find(reported.begin(), reported.end(), feature) != reported.end()) {
+            kept.push_back(std::move(feature));
+        }
+    }
+    return merge_node_features(active, kept);
+}
+
 std::string add_image_constraint(const std::string &features, std::string_view image) {
     const std::string problem = image_name_problem(image);
     if (!problem.empty()) {

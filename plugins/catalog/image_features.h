@@ -9,6 +9,7 @@
 
 #include "catalog/catalog.h"
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +38,32 @@ std::vector<std::string> images_present_on_node(const Catalog &catalog, std::str
 // ','. Old image features in `configured` are dropped: the node's new list replaces them.
 std::string merge_node_features(const std::string &configured,
                                 const std::vector<std::string> &image_features);
+
+// The image features of a node's feature list ("svmhost,vm_tiny,vm_deb" -> {vm_tiny, vm_deb}).
+std::vector<std::string> image_features_in(const std::string &features);
+
+// What slurmctld remembers of each node's image features across its own restarts. A new
+// slurmctld (any restart; on Slurm 23.11 and later every `scontrol reconfigure`) keeps only
+// slurm.conf's features until each slurmd registers again, and would meanwhile refuse every VM
+// job as "on no node". The file has one line per node, "<node> <feature>,<feature>..." (a
+// node with no image: "<node> -").
+using KnownImageFeatures = std::map<std::string, std::vector<std::string>>;
+std::string render_known_image_features(const KnownImageFeatures &known);
+// Lines that are not a node name and a list of image features are skipped: the file is
+// root's, but a damaged one must cost nothing but the restore.
+KnownImageFeatures parse_known_image_features(std::string_view text);
+
+// A node's features at slurmctld's start: `features` with the image features it last
+// reported, unless `features` already has image features of its own (the node registered).
+std::string restore_image_features(const std::string &features,
+                                   const std::vector<std::string> &known);
+
+// A node's active features without the image features its latest report lacks; slurm.conf's
+// features stay. Slurm 23.11 and later set a node INVAL when its report has fewer changeable
+// features than slurmctld holds active for it, and an image that left the node (during a
+// restart of slurmctld or of the node's slurmd) is exactly that.
+std::string drop_unreported_image_features(const std::string &active,
+                                           const std::vector<std::string> &reported);
 
 // The job's --constraint with the feature of `image` required. Slurm 22.05 evaluates a
 // constraint strictly left to right and allows one level of parentheses and one bracket group,

@@ -39,8 +39,7 @@ void node_features_p_node_state(char **avail_modes, char **current_mode) {
 char *node_features_p_node_xlate(char *new_features, char *orig_features, char *avail_features,
                                  int node_inx) {
     (void)avail_features;
-    (void)node_inx;
-    return svm_nf_node_xlate(new_features, orig_features);
+    return svm_nf_node_xlate(new_features, orig_features, svm_nf_node_name_at(node_inx));
 }
 
 char *node_features_p_node_xlate2(char *new_features) {
@@ -118,8 +117,12 @@ bool node_features_p_user_update(uid_t uid) {
     return false;
 }
 
+/* slurmctld: NULL at its start, when a new slurmctld knows only slurm.conf's features; a node's
+ * own report replaces what is given back here when it registers. */
 int node_features_p_get_node(char *node_list) {
-    (void)node_list;
+    if (node_list == NULL) {
+        svm_nf_restore_node_table();
+    }
     return SLURM_SUCCESS;
 }
 

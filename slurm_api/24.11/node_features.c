@@ -39,8 +39,15 @@ void node_features_p_node_state(char **avail_modes, char **current_mode) {
 char *node_features_p_node_xlate(char *new_features, char *orig_features, char *avail_features,
                                  int node_inx) {
     (void)avail_features;
-    (void)node_inx;
-    return svm_nf_node_xlate(new_features, orig_features);
+    char *merged = svm_nf_node_xlate(new_features, orig_features, svm_nf_node_name_at(node_inx));
+    /* A registration (validate_node_specs) sets the node INVAL when its reported active features
+     * lack a changeable feature slurmctld holds active for it: an image that left the node while
+     * slurmctld was restarted (and gave back the node's last report) or while its slurmd was.
+     * The available features are translated first, so the active ones lose here what the node no
+     * longer has. At every other call the caller replaces features_act with `merged` right after,
+     * and `orig_features` may be features_act itself: it is not read past this line. */
+    svm_nf_drop_unreported_active(node_inx, new_features);
+    return merged;
 }
 
 char *node_features_p_node_xlate2(char *new_features) {
@@ -115,8 +122,12 @@ bool node_features_p_user_update(uid_t uid) {
     return false;
 }
 
+/* slurmctld: NULL at its start, when a new slurmctld knows only slurm.conf's features; a node's
+ * own report replaces what is given back here when it registers. */
 int node_features_p_get_node(char *node_list) {
-    (void)node_list;
+    if (node_list == NULL) {
+        svm_nf_restore_node_table();
+    }
     return SLURM_SUCCESS;
 }
 

@@ -51,13 +51,18 @@ place_image() {
 remove_image() { rm -rf "${SVM_IMAGES:?}/$1/$2"; }
 
 # reconfigure_until NODE FEATURE yes|no: reconfigure, then wait for the node's registration.
-# Slurm 24.11's reconfigure restarts slurmctld, which holds only slurm.conf's features until
-# each slurmd registers again: the node is back when it offers vm_tiny, which it always has.
+# Slurm 24.11's reconfigure restarts slurmctld (which gives back each node's last report until
+# the node registers) and makes each slurmd exec itself anew. Also used by the tests' traps, so
+# that the next test does not meet daemons in the middle of that.
 reconfigure_until() {
-  local node=$1 feature=$2 want=$3 i
+  local node=$1 feature=$2 want=$3 i log=$SVM_LOG/slurmd-$1.log reports
+  # Each registration of the node logs its images once (node_features/slurm_vm): one more line
+  # than before the reconfigure is the registration it brought.
+  reports=$(grep -c "slurm-vm: node $node carries images" "$log" || true)
   scontrol reconfigure
   for ((i = 0; i < 120; i++)); do
-    if ! node_has_feature "$node" vm_tiny; then
+    if [ "$(grep -c "slurm-vm: node $node carries images" "$log" || true)" -le "$reports" ] ||
+      ! node_has_feature "$node" vm_tiny; then
       :
     elif node_has_feature "$node" "$feature"; then
       [ "$want" = yes ] && return 0
@@ -86,7 +91,7 @@ test_every_node_advertises_the_shared_images_and_keeps_admin_features() {
 
 test_image_only_on_node2_runs_only_on_node2() {
   need_setup
-  trap 'remove_image node2 only2; scontrol reconfigure' EXIT
+  trap 'remove_image node2 only2; reconfigure_until node2 vm_only2 no' EXIT
   place_image node2 only2
   reconfigure_until node2 vm_only2 yes
   ! node_has_feature node1 vm_only2 || fail "node1 advertises vm_only2"
@@ -132,7 +137,7 @@ test_image_on_no_node_is_refused_at_submit() {
 
 test_image_appears_and_disappears_with_reconfigure() {
   need_setup
-  trap 'remove_image node3 moving; scontrol reconfigure' EXIT
+  trap 'remove_image node3 moving; reconfigure_until node3 vm_moving no' EXIT
   local before
   before=$(node_features node3 | grep -v '^vm_' | sort | tr '\n' ',')
   ! node_has_feature node3 vm_moving || fail "node3 advertises vm_moving before the files exist"
@@ -147,6 +152,64 @@ test_image_appears_and_disappears_with_reconfigure() {
   reconfigure_until node3 vm_moving no
   assert_eq "$(node_features node3 | grep -v '^vm_' | sort | tr '\n' ',')" "$before" "node3's other features"
   node_has_feature node3 vm_tiny || fail "node3 lost vm_tiny"
+}
+
+test_image_removed_then_slurmd_restarted_leaves_the_node_usable() {
+  need_setup
+  trap 'remove_image node3 moving; reconfigure_until node3 vm_moving no' EXIT
+  place_image node3 moving
+  reconfigure_until node3 vm_moving yes
+  # Slurm 24.11 sets a node INVAL when its registration reports fewer images than slurmctld
+  # holds active for it; a plain slurmd restart (no reconfigure) after an image left is that.
+  remove_image node3 moving
+  local i
+  "$SVM_FEATURES_REPO/contrib/cluster.sh" restart-slurmd node3
+  for ((i = 0; i < 60; i++)); do
+    node_has_feature node3 vm_moving || break
+    sleep 0.5
+  done
+  ! node_has_feature node3 vm_moving || fail "node3 still offers vm_moving after its slurmd restarted"
+  node_has_feature node3 vm_tiny || fail "node3 lost vm_tiny"
+  assert_nodes_up
+}
+
+test_right_after_a_slurmctld_restart_vm_jobs_are_accepted_before_the_nodes_register() {
+  need_setup
+  local slurmds out
+  # The slurmd are held stopped, so none registers before the submission: a new slurmctld knows
+  # only slurm.conf's features until then, unless node_features/slurm_vm gives back the image
+  # features each node last reported (found by the soak: an srun refused as "on no node").
+  # One slurmd per node, none in the middle of a restart (24.11's slurmd execs itself anew at a
+  # reconfigure, as slurmd-wlm on Debian).
+  local i before=
+  for ((i = 0; i < 40; i++)); do
+    slurmds=$(pgrep -x 'slurmd(-wlm)?' | sort | tr '\n' ' ')
+    [ "$slurmds" = "$before" ] && [ "$(wc -w <<<"$slurmds")" -eq 3 ] && break
+    before=$slurmds
+    sleep 0.5
+  done
+  [ "$(wc -w <<<"$slurmds")" -eq 3 ] || fail "not one slurmd per node: $slurmds"
+  # shellcheck disable=SC2064 # the pids are known now
+  trap "kill -CONT $slurmds 2>/dev/null" EXIT
+  # shellcheck disable=SC2086 # one word per pid
+  kill -STOP $slurmds
+  "$SVM_FEATURES_REPO/contrib/cluster.sh" restart-slurmctld >/dev/null
+  out=$(as_user "sbatch --parsable --hold --vm-image=tiny -o /dev/null --wrap true" 2>&1) ||
+    fail "a VM job was refused right after slurmctld's restart: $out"
+  assert_eq "$(job_features "$out")" "vm_tiny" "constraint"
+  node_has_feature node2 vm_tiny || fail "node2 has no vm_tiny before it registered: $(node_features node2 | tr '\n' ',')"
+  node_has_feature node2 svmhost || fail "node2 lost slurm.conf's feature svmhost"
+  scancel "$out"
+  # shellcheck disable=SC2086 # one word per pid
+  kill -CONT $slurmds
+  assert_contains "$(grep "slurm-vm: node node2: image features" "$SVM_LOG/slurmctld.log" | tail -1)" \
+    "svmhost.*vm_tiny.*as it last reported them, until it registers" "slurmctld.log"
+  # The nodes register again and take their own report over what was given back.
+  for ((i = 0; i < 60; i++)); do
+    sinfo -h -N -o '%T' | grep -Eqv '^(idle|mixed|allocated|completing)$' || break
+    sleep 0.5
+  done
+  assert_nodes_up
 }
 
 test_user_outside_the_allowed_group_is_refused_and_a_member_runs() {

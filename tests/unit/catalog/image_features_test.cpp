@@ -180,6 +180,58 @@ TEST(MergeNodeFeatures, DropsDuplicatesAndEmptyItems) {
     EXPECT_EQ(merge_node_features("gpu,,vm_tiny,gpu,", {"vm_tiny", "vm_tiny"}), "gpu,vm_tiny");
 }
 
+// --- image_features_in, known image features across slurmctld restarts ---
+
+TEST(ImageFeaturesIn, KeepsOnlyImageFeaturesOnce) {
+    EXPECT_EQ(image_features_in("svmhost,vm_tiny,gpu,vm_deb,vm_tiny"),
+              (std::vector<std::string>{"vm_tiny", "vm_deb"}));
+    EXPECT_TRUE(image_features_in("svmhost,vm_,vm_a b").empty());
+    EXPECT_TRUE(image_features_in("").empty());
+}
+
+TEST(KnownImageFeatures, RoundTripsEveryNodeIncludingOneWithoutImages) {
+    const KnownImageFeatures known = {{"node1", {"vm_tiny", "vm_deb"}}, {"node2", {}}};
+    const std::string text = render_known_image_features(known);
+    EXPECT_EQ(text, "node1 vm_tiny,vm_deb\nnode2 -\n");
+    EXPECT_EQ(parse_known_image_features(text), known);
+}
+
+TEST(KnownImageFeatures, SkipsDamagedLinesAndKeepsTheRest) {
+    const KnownImageFeatures known = parse_known_image_features(
+        "node1 vm_tiny\n"
+        "node2 vm_tiny,svmhost\n"  // not only image features
+        "node 3 vm_tiny\n"         // a space in the name
+        "node4\n"                  // no list
+        "../x vm_tiny\n"           // not a node name
+        "node5 vm_a\x01\n"        // a control character
+        "node6 vm_deb");           // no final newline
+    EXPECT_EQ(known, (KnownImageFeatures{{"node1", {"vm_tiny"}}, {"node6", {"vm_deb"}}}));
+}
+
+TEST(KnownImageFeatures, RendersNoNodeNameThatWouldBreakTheFile) {
+    EXPECT_EQ(render_known_image_features({{"bad name", {"vm_tiny"}}, {"n1", {"gpu", "vm_a"}}}),
+              "n1 vm_a\n");
+}
+
+TEST(RestoreImageFeatures, GivesBackWhatTheNodeLastReportedUntilItRegisters) {
+    // slurmctld's start: slurm.conf's features only.
+    EXPECT_EQ(restore_image_features("svmhost", {"vm_tiny", "vm_deb"}), "svmhost,vm_tiny,vm_deb");
+    EXPECT_EQ(restore_image_features("", {"vm_tiny"}), "vm_tiny");
+    // The node has registered already: its own report wins.
+    EXPECT_EQ(restore_image_features("svmhost,vm_new", {"vm_tiny"}), "svmhost,vm_new");
+    // Nothing known.
+    EXPECT_EQ(restore_image_features("svmhost", {}), "svmhost");
+}
+
+TEST(DropUnreportedImageFeatures, KeepsSlurmConfsFeaturesAndTheImagesStillReported) {
+    // An image left the node while slurmctld held it active.
+    EXPECT_EQ(drop_unreported_image_features("svmhost,vm_tiny,vm_gone", {"vm_tiny", "vm_new"}),
+              "svmhost,vm_tiny");
+    EXPECT_EQ(drop_unreported_image_features("vm_gone", {}), "");
+    EXPECT_EQ(drop_unreported_image_features("svmhost,gpu", {"vm_tiny"}), "svmhost,gpu");
+    EXPECT_EQ(drop_unreported_image_features("", {"vm_tiny"}), "");
+}
+
 // --- resolve_for_node, images_present_on_node ---
 
 Image image_with(const std::string &name, const std::string &kernel, const std::string &initrd = "",
