@@ -121,14 +121,11 @@ assert_no_leftovers() {
 # the unified hierarchy, else 1 (a hierarchy per controller; a controller-less cgroup2 at
 # /sys/fs/cgroup/unified beside them, "hybrid", is v1 for Slurm).
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then CGROUP_VERSION=2; else CGROUP_VERSION=1; fi
-# Whether the node's kernel has the cpuset controller (contrib/cluster.sh constrains cores only
-# then): the debian13-vm platform's User-Mode Linux has none.
-CPUSET=yes
-if [ "$CGROUP_VERSION" = 2 ]; then
-  grep -qw cpuset /sys/fs/cgroup/cgroup.controllers || CPUSET=no
-else
-  [ -d /sys/fs/cgroup/cpuset ] || CPUSET=no
-fi
+# Whether the cluster constrains cores, as contrib/cluster.sh decided when it wrote cgroup.conf
+# (only where the kernel has the cpuset controller: the debian13-vm platform's User-Mode Linux
+# has none).
+CPUSET=no
+grep -qix 'ConstrainCores=yes' /etc/slurm/cgroup.conf 2>/dev/null && CPUSET=yes
 
 # stepd_scope NODE: Slurm's cgroup/v2 folder of NODE's steps (Debian's slurmd is a
 # multiple-slurmd build: system.slice/<node>_slurmstepd.scope), or "".
