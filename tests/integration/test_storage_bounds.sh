@@ -82,7 +82,8 @@ test_warm_snapshots_stay_within_warm_cache_least_recently_used_first() {
   assert_eq "$(job_state "$j")" "COMPLETED" "job state"
   assert_contains "$(tail -c +"$((before + 1))" "$log")" "job $j node node1 image tiny: made a warm-start snapshot" "slurmd-node1.log"
   [ ! -e "$old" ] || fail "the least recently used snapshot ($old, $((cap + 64)) MiB) is still there beyond warm_cache=$cap"
-  assert_contains "$(tail -c +"$((before + 1))" "$log")" "job $j node node1 image tiny: removed 1 least recently used warm-start snapshot(s) to stay within warm_cache=$cap MiB" "slurmd-node1.log"
+  # At least the old one; more where other images' snapshots (a soak's, say) fill the cache too.
+  assert_contains "$(tail -c +"$((before + 1))" "$log")" "job $j node node1 image tiny: removed [1-9][0-9]* least recently used warm-start snapshot(s) to stay within warm_cache=$cap MiB" "slurmd-node1.log"
   [ "$(du -sm "$SVM_STATE/warm" | cut -f1)" -le "$cap" ] || fail "the snapshots take $(du -sm "$SVM_STATE/warm" | cut -f1) MiB, more than warm_cache=$cap"
   assert_no_leftovers
 }
