@@ -55,8 +55,8 @@ stop_all() {
   with_systemd && systemctl stop slurmdbd 2>/dev/null
   stop_pidfile "$SVM_RUN/slurmdbd.pid"
   pkill_here -x slurmdbd 2>/dev/null || true
-  if pgrep_here -x mariadbd >/dev/null || pgrep_here -x mysqld >/dev/null; then
-    mysqladmin shutdown 2>/dev/null || { pkill_here -x mysqld_safe; pkill_here -x mariadbd; pkill_here -x mysqld; } || true
+  if pgrep_here -x 'mariadbd|mysqld' >/dev/null; then
+    mysqladmin shutdown 2>/dev/null || pkill_here -x 'mysqld_safe|mariadbd|mysqld' || true
     wait_for 20 none_here 'mariadbd|mysqld' || true
   fi
   pkill_here -x mysqld_safe 2>/dev/null || true
@@ -409,7 +409,7 @@ start_all() {
   touch "$SVM_LOG/mariadb.log" && chown mysql:mysql "$SVM_LOG/mariadb.log"
   # A previous run that crashed leaves daemons without pid files or a half-written state:
   # whatever of ours runs without its pid file is stopped first.
-  if [ ! -f "$SVM_RUN/slurmctld.pid" ] && pgrep_here -x 'slurmctld(-wlm)?' >/dev/null 2>&1; then stop_slurm; fi
+  if [ ! -f "$SVM_RUN/slurmctld.pid" ] && pgrep_here -x 'slurmctld(-wlm)?' >/dev/null; then stop_slurm; fi
   ensure_users
   start_munge
   start_mariadb

@@ -46,35 +46,39 @@ die() { printf 'slurm-vm: %s\n' "$*" >&2; exit 1; }
 
 need_root() { [ "$(id -u)" = 0 ] || die "$0 must run as root (it installs packages and starts daemons)"; }
 
-# wait_for SECONDS CMD...: poll CMD every 0.2 s until it succeeds or time runs out.
+# pids_in_root FOLDER PGREP_ARGS...: the processes pgrep finds whose root folder is FOLDER
+# (compared as device and inode: d13_run pivots into the debian13 root, where /proc/PID/root
+# reads "/").
+pids_in_root() {
+  local root p
+  root=$(stat -L -c %d:%i "$1" 2>/dev/null) || return 0
+  shift
+  for p in $(pgrep "$@" 2>/dev/null); do
+    [ "$(stat -L -c %d:%i "/proc/$p/root" 2>/dev/null)" = "$root" ] && echo "$p"
+  done
+  return 0
+}
 # pgrep and pkill that keep to the processes whose root folder is this one's. The debian13
 # platform's cluster runs on the same machine inside its root (contrib/lib/platform.sh, d13_run:
 # a mount namespace per command, pivoted into the root), and one cluster's stop by process name
 # must not reach the other's daemons.
-pids_here() {
-  local me p
-  me=$(stat -L -c %d:%i /)
-  for p in $(pgrep "$@" 2>/dev/null); do
-    [ "$(stat -L -c %d:%i "/proc/$p/root" 2>/dev/null)" = "$me" ] && echo "$p"
-  done
-  return 0
-}
 pgrep_here() {
   local found
-  found=$(pids_here "$@")
+  found=$(pids_in_root / "$@")
   [ -n "$found" ] && echo "$found"
 }
 # pkill_here [-SIGNAL] PGREP_ARGS...
 pkill_here() {
   local signal=-TERM found
   case "${1:-}" in -[0-9]* | -[A-Z]*) signal=$1; shift ;; esac
-  found=$(pids_here "$@")
+  found=$(pids_in_root / "$@")
   # shellcheck disable=SC2086 # one word per pid
   [ -n "$found" ] && kill "$signal" $found
 }
 # none_here PATTERN: no process of that name here (for wait_for).
-none_here() { [ -z "$(pids_here -x "$1")" ]; }
+none_here() { ! pgrep_here -x "$1" >/dev/null; }
 
+# wait_for SECONDS CMD...: poll CMD every 0.2 s until it succeeds or time runs out.
 wait_for() {
   local t=$1 i
   shift

@@ -172,15 +172,8 @@ d13_umount_tree() {
 }
 
 # d13_cluster_running: whether a daemon of the cluster runs inside the root.
-# d13_run pivots into the root, so a daemon's /proc/PID/root reads "/": the folder it is
-# (device and inode) tells.
 d13_cluster_running() {
-  local r p
-  r=$(stat -L -c %d:%i "$(d13_root)" 2>/dev/null) || return 1
-  for p in $(pgrep -x 'slurmctld(-wlm)?|slurmd(-wlm)?|slurmdbd|munged|mariadbd|libvirtd' 2>/dev/null); do
-    [ "$(stat -L -c %d:%i "/proc/$p/root" 2>/dev/null)" = "$r" ] && return 0
-  done
-  return 1
+  [ -n "$(pids_in_root "$(d13_root)" -x 'slurmctld(-wlm)?|slurmd(-wlm)?|slurmdbd|munged|mariadbd|libvirtd')" ]
 }
 
 # d13_stop: stop the cluster inside the root. The mounts stay (others may be building in the
