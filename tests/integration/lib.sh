@@ -90,10 +90,13 @@ assert_not_contains() {
   ! printf '%s' "$1" | grep -q -- "$2" || fail "${3:-output} contains '$2': $(printf '%s' "$1" | head -c 600)"
 }
 
-# nodes_all_up: no node of the cluster is drained or down (a user's mistake must not do that).
+# unusable_nodes: "NODE STATE" of each node that cannot take jobs (drained, down, inval...).
+unusable_nodes() { sinfo -h -N -o '%N %T' | grep -Ev ' (idle|mixed|allocated|completing)$' || true; }
+
+# assert_nodes_up: no node of the cluster is drained or down (a user's mistake must not do that).
 assert_nodes_up() {
   local bad
-  bad=$(sinfo -h -N -o '%N %T' | grep -Ev ' (idle|mixed|allocated|completing)$' || true)
+  bad=$(unusable_nodes)
   [ -z "$bad" ] || fail "nodes not usable: $bad ($(sinfo -h -N -o '%N %T %E'))"
 }
 

@@ -206,7 +206,7 @@ test_right_after_a_slurmctld_restart_vm_jobs_are_accepted_before_the_nodes_regis
     "svmhost.*vm_tiny.*as it last reported them, until it registers" "slurmctld.log"
   # The nodes register again and take their own report over what was given back.
   for ((i = 0; i < 60; i++)); do
-    sinfo -h -N -o '%T' | grep -Eqv '^(idle|mixed|allocated|completing)$' || break
+    [ -z "$(unusable_nodes)" ] && break
     sleep 0.5
   done
   assert_nodes_up
